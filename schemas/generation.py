@@ -1,0 +1,186 @@
+"""Generation parameters and the `POST /generate` body."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_DURATION_S = 600.0
+MIN_DURATION_S = 1.0
+
+_KEY_RE = re.compile(r"^[A-G](#|b)?\s+(major|minor)$", re.IGNORECASE)
+_LANG_RE = re.compile(r"^([a-z]{2,3}(-[a-z0-9]{2,8})?|unknown)$")
+_LORA_ID_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class TaskType(StrEnum):
+    """ACE-Step 1.5 task types."""
+
+    TEXT2MUSIC = "text2music"
+    COVER = "cover"
+    REPAINT = "repaint"
+    EXTEND = "extend"
+    EXTRACT = "extract"
+    LEGO = "lego"
+    COMPLETE = "complete"
+
+
+class AudioFormat(StrEnum):
+    """Encodings for stored results."""
+
+    WAV = "wav"
+    FLAC = "flac"
+    MP3 = "mp3"
+
+
+CONTENT_TYPES: dict[AudioFormat, str] = {
+    AudioFormat.WAV: "audio/wav",
+    AudioFormat.FLAC: "audio/flac",
+    AudioFormat.MP3: "audio/mpeg",
+}
+
+TASKS_NEEDING_SOURCE = frozenset(
+    {TaskType.REPAINT, TaskType.EXTEND, TaskType.EXTRACT, TaskType.LEGO, TaskType.COMPLETE}
+)
+
+
+class GenerationParams(BaseModel):
+    """Everything the model needs for one generation job, except inline audio bytes.
+
+    Audio inputs travel as storage keys (`src_audio_key`, `reference_audio_key`) so events stay
+    small; the gateway stores inline base64 audio before publishing.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_enum_values=False)
+
+    prompt: Annotated[str, Field(min_length=1, max_length=2000, description="Caption: genre, mood, instruments.")]
+    duration: Annotated[
+        float,
+        Field(ge=MIN_DURATION_S, le=MAX_DURATION_S, description="Length of the result in seconds."),
+    ]
+    lyrics: Annotated[str, Field(max_length=10_000, description="Lyrics with [verse]/[chorus] tags.")] = ""
+    style: Annotated[
+        str | None,
+        Field(max_length=500, description="Style tags, appended to the caption as ', style: <style>'."),
+    ] = None
+    instrumental: Annotated[bool, Field(description="No vocals: lyrics are replaced by '[instrumental]'.")] = False
+    bpm: Annotated[int | None, Field(ge=30, le=300, description="Tempo in beats per minute.")] = None
+    key: Annotated[str | None, Field(description="Key and scale, e.g. 'C major', 'F# minor'.")] = None
+    time_signature: Annotated[int | None, Field(description="Beats per bar: 2, 3, 4 or 6.")] = None
+    vocal_language: Annotated[str, Field(description="ISO 639 language code of the lyrics, or 'unknown'.")] = "en"
+    seed: Annotated[
+        int | None,
+        Field(ge=0, le=2**32 - 1, description="Random seed; same seed and request give the same audio."),
+    ] = None
+    inference_steps: Annotated[int, Field(ge=1, le=200, description="Diffusion steps (turbo: 8).")] = 8
+    guidance_scale: Annotated[
+        float, Field(ge=0.0, le=30.0, description="Classifier-free guidance (ignored by turbo checkpoints).")
+    ] = 7.0
+    shift: Annotated[float, Field(ge=1.0, le=10.0, description="Timestep schedule shift.")] = 3.0
+    batch_size: Annotated[int, Field(ge=1, le=8, description="Takes per job; each is stored.")] = 1
+    audio_format: Annotated[AudioFormat, Field(description="wav, flac or mp3.")] = AudioFormat.WAV
+    task_type: Annotated[TaskType, Field(description="What to do with the inputs.")] = TaskType.TEXT2MUSIC
+    src_audio_key: Annotated[str | None, Field(description="Storage key of the source audio.")] = None
+    reference_audio_key: Annotated[str | None, Field(description="Storage key of the timbre reference.")] = None
+    repaint_start: Annotated[float | None, Field(ge=0.0, description="Repaint/extend window start (s).")] = None
+    repaint_end: Annotated[float | None, Field(ge=0.0, description="Repaint/extend window end (s).")] = None
+    cover_strength: Annotated[float, Field(ge=0.0, le=1.0, description="How closely a cover follows the source.")] = 1.0
+    track_name: Annotated[
+        str | None, Field(max_length=64, description="Stem for extract/lego, e.g. 'vocals', 'drums'.")
+    ] = None
+    complete_track_classes: Annotated[
+        list[str] | None, Field(max_length=16, description="Stems to add for 'complete'.")
+    ] = None
+    lora_id: Annotated[
+        str | None,
+        Field(
+            pattern=_LORA_ID_RE,
+            validation_alias=AliasChoices("lora_id", "style_id"),
+            description="Trained LoRA style to apply (alias: style_id).",
+        ),
+    ] = None
+    lora_scale: Annotated[float, Field(ge=0.0, le=2.0, description="Strength of the LoRA (0 = base model).")] = 1.0
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: str | None) -> str | None:
+        if value is not None and not _KEY_RE.match(value.strip()):
+            raise ValueError("key must look like 'C major', 'F# minor' or 'Bb major'")
+        return value.strip() if value else value
+
+    @field_validator("time_signature")
+    @classmethod
+    def _check_time_signature(cls, value: int | None) -> int | None:
+        if value is not None and value not in (2, 3, 4, 6):
+            raise ValueError("time_signature must be 2, 3, 4 or 6 (beats per bar)")
+        return value
+
+    @field_validator("vocal_language")
+    @classmethod
+    def _check_language(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _LANG_RE.match(value):
+            raise ValueError("vocal_language must be an ISO 639 code such as 'en', 'zh', 'ja', or 'unknown'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_task_inputs(self) -> Self:
+        self._check_audio_for_task(self.src_audio_key is not None, self.reference_audio_key is not None)
+        return self
+
+    def _check_audio_for_task(self, has_src: bool, has_ref: bool) -> None:
+        task = self.task_type
+        if task in TASKS_NEEDING_SOURCE and not has_src:
+            raise ValueError(f"task_type '{task.value}' needs source audio (src_audio)")
+        if task is TaskType.COVER and not (has_src or has_ref):
+            raise ValueError("task_type 'cover' needs src_audio or reference_audio")
+        if task is TaskType.REPAINT and (self.repaint_start is None or self.repaint_end is None):
+            raise ValueError("task_type 'repaint' needs repaint_start and repaint_end (seconds)")
+        if self.repaint_start is not None and self.repaint_end is not None:
+            if self.repaint_end <= self.repaint_start:
+                raise ValueError("repaint_end must be greater than repaint_start")
+        if task in (TaskType.EXTRACT, TaskType.LEGO) and not self.track_name:
+            raise ValueError(f"task_type '{task.value}' needs track_name (e.g. 'vocals', 'drums')")
+        if task is TaskType.COMPLETE and not self.complete_track_classes:
+            raise ValueError("task_type 'complete' needs complete_track_classes (e.g. ['drums', 'bass'])")
+
+    def caption(self) -> str:
+        """The text prompt given to the model: `prompt`, plus `style` when set."""
+        return f"{self.prompt}, style: {self.style}" if self.style else self.prompt
+
+    def lyrics_for_model(self) -> str:
+        """Lyrics as given to the model; '[instrumental]' when instrumental or empty."""
+        if self.instrumental or not self.lyrics.strip():
+            return "[instrumental]"
+        return self.lyrics
+
+
+class GenerateRequest(GenerationParams):
+    """Body of `POST /generate`: generation parameters plus optional inline base64 audio."""
+
+    reference_audio: Annotated[
+        str | None, Field(description="Base64 audio (wav/flac/mp3/ogg) used as a timbre reference.")
+    ] = None
+    src_audio: Annotated[
+        str | None, Field(description="Base64 source audio for cover, repaint, extend, extract, lego, complete.")
+    ] = None
+
+    @model_validator(mode="after")
+    def _check_task_inputs(self) -> Self:
+        self._check_audio_for_task(
+            self.src_audio_key is not None or self.src_audio is not None,
+            self.reference_audio_key is not None or self.reference_audio is not None,
+        )
+        return self
+
+    def to_params(self, *, src_audio_key: str | None, reference_audio_key: str | None) -> GenerationParams:
+        """The event-ready parameters, with inline audio replaced by storage keys."""
+        data = self.model_dump(exclude={"reference_audio", "src_audio", "src_audio_key", "reference_audio_key"})
+        return GenerationParams(
+            **data,
+            src_audio_key=src_audio_key or self.src_audio_key,
+            reference_audio_key=reference_audio_key or self.reference_audio_key,
+        )

@@ -1,0 +1,26 @@
+"""Kafka topic names: the one place they are spelled."""
+
+from typing import Final
+
+GENERATION_REQUESTS: Final = "acefarm.generation.requests"
+"""Generation jobs (`GenerationRequested`), keyed by task id; consumed by the `gpu-workers` group."""
+
+TRAINING_REQUESTS: Final = "acefarm.training.requests"
+"""LoRA training jobs (`TrainingRequested`), keyed by task id; consumed by the `lora-trainers` group."""
+
+TASK_EVENTS: Final = "acefarm.task.events"
+"""Lifecycle events (started, progress, succeeded, failed, cancelled), keyed by task id."""
+
+TASK_CONTROL: Final = "acefarm.task.control"
+"""Control commands (`CancelRequested`), read by every worker (no consumer group)."""
+
+TASK_STATUS: Final = "acefarm.task.status"
+"""Folded status snapshots (`TaskStatusRecord`), keyed by task id; compacted in production."""
+
+DEAD_LETTER: Final = "acefarm.deadletter"
+"""Records that failed validation (`DeadLetter`), with the reason and the raw bytes."""
+
+ALL: Final = (GENERATION_REQUESTS, TRAINING_REQUESTS, TASK_EVENTS, TASK_CONTROL, TASK_STATUS, DEAD_LETTER)
+
+GPU_WORKERS_GROUP: Final = "gpu-workers"
+TRAINERS_GROUP: Final = "lora-trainers"
