@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from typing import Any
 
@@ -73,15 +74,19 @@ def make_consumer(settings: Settings, *topic_names: str, group_id: str | None, *
 
 
 def topic_plan(settings: Settings) -> list[NewTopic]:
-    """Every acefarm topic with its partition count and config."""
-    rf = settings.kafka_replication_factor
+    """Every acefarm topic with its partition count and config.
+
+    All task-keyed topics share one partition count so the status fold in `streams` is
+    co-partitioned: the same task id lands on the same partition number everywhere.
+    """
+    n, rf = settings.kafka_partitions, settings.kafka_replication_factor
     compact = {"cleanup.policy": "compact"}
     return [
-        NewTopic(topics.GENERATION_REQUESTS, settings.kafka_generation_partitions, rf),
-        NewTopic(topics.TRAINING_REQUESTS, settings.kafka_training_partitions, rf),
-        NewTopic(topics.TASK_EVENTS, settings.kafka_generation_partitions, rf),
-        NewTopic(topics.TASK_CONTROL, 1, rf),
-        NewTopic(topics.TASK_STATUS, settings.kafka_generation_partitions, rf, topic_configs=compact),
+        NewTopic(topics.GENERATION_REQUESTS, n, rf),
+        NewTopic(topics.TRAINING_REQUESTS, n, rf),
+        NewTopic(topics.TASK_EVENTS, n, rf),
+        NewTopic(topics.TASK_CONTROL, n, rf),
+        NewTopic(topics.TASK_STATUS, n, rf, topic_configs=compact),
         NewTopic(topics.DEAD_LETTER, 1, rf),
     ]
 
@@ -128,6 +133,4 @@ async def dead_letter(producer: AIOKafkaProducer, record: ConsumerRecord[bytes, 
 
 
 def _is_task_id(value: str) -> bool:
-    import re
-
     return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", value) is not None

@@ -28,8 +28,7 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
-    kafka_generation_partitions: int = Field(default=8, ge=1)
-    kafka_training_partitions: int = Field(default=2, ge=1)
+    kafka_partitions: int = Field(default=12, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
     kafka_session_timeout_ms: int = Field(default=30_000, ge=1_000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)

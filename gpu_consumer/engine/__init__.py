@@ -1,0 +1,1 @@
+"""Engines: what turns one generation job into audio. `base` holds the protocol."""
