@@ -67,8 +67,16 @@ class EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         out = subprocess.DEVNULL if self.quiet else None
         self.process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             stdout=out,
             stderr=out,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import ssl
 from typing import Any
@@ -99,10 +100,8 @@ async def ensure_topics(settings: Settings) -> None:
         existing = set(await admin.list_topics())
         missing = [t for t in topic_plan(settings) if t.name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
             log.info("kafka.topics_created", topics=[t.name for t in missing])
     finally:
         await admin.close()
@@ -113,7 +112,9 @@ async def publish(producer: AIOKafkaProducer, topic: str, event: Envelope) -> No
     await producer.send_and_wait(topic, event.to_bytes(), key=event.task_id.encode())
 
 
-async def dead_letter(producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], error: str, consumer: str) -> None:
+async def dead_letter(
+    producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], error: str, consumer: str
+) -> None:
     """Publish a record that failed validation to the dead-letter topic."""
     key = record.key.decode(errors="replace") if record.key else None
     raw = record.value.decode(errors="replace") if record.value else ""

@@ -15,7 +15,7 @@ from schemas.generation import GenerationParams
 from schemas.status import Stage, StoredFile, TaskStatus
 from schemas.training import TrainingOptions
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 _TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
 
@@ -34,9 +34,9 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    event_id: Annotated[str, Field(default_factory=new_event_id, min_length=1, max_length=64)]
+    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=64)
     task_id: Annotated[str, Field(pattern=_TASK_ID, description="Also the Kafka message key.")]
-    occurred_at: Annotated[datetime, Field(default_factory=utcnow)]
+    occurred_at: datetime = Field(default_factory=utcnow)
     schema_version: Literal[1] = SCHEMA_VERSION
 
     def to_bytes(self) -> bytes:

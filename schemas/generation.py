@@ -139,9 +139,9 @@ class GenerationParams(BaseModel):
             raise ValueError("task_type 'cover' needs src_audio or reference_audio")
         if task is TaskType.REPAINT and (self.repaint_start is None or self.repaint_end is None):
             raise ValueError("task_type 'repaint' needs repaint_start and repaint_end (seconds)")
-        if self.repaint_start is not None and self.repaint_end is not None:
-            if self.repaint_end <= self.repaint_start:
-                raise ValueError("repaint_end must be greater than repaint_start")
+        start, end = self.repaint_start, self.repaint_end
+        if start is not None and end is not None and end <= start:
+            raise ValueError("repaint_end must be greater than repaint_start")
         if task in (TaskType.EXTRACT, TaskType.LEGO) and not self.track_name:
             raise ValueError(f"task_type '{task.value}' needs track_name (e.g. 'vocals', 'drums')")
         if task is TaskType.COMPLETE and not self.complete_track_classes:

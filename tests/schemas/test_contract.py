@@ -1,0 +1,119 @@
+"""The contract: committed JSON Schemas match the models, events round-trip, bad input says what to fix."""
+
+import json
+
+import jsonschema
+import pytest
+from pydantic import ValidationError
+
+from schemas import topics
+from schemas.events import (
+    EVENT_MODELS,
+    GenerationRequested,
+    TaskProgress,
+    TaskSucceeded,
+    parse_event,
+    parse_lifecycle,
+)
+from schemas.export import DEFAULT_DIR, schema_documents
+from schemas.generation import GenerateRequest, GenerationParams, TaskType
+from schemas.status import Stage, StoredFile
+
+
+def test_committed_json_schemas_match_the_models() -> None:
+    docs = schema_documents()
+    committed = {p.name: p.read_text() for p in DEFAULT_DIR.glob("*.json")}
+    assert set(committed) == set(docs), "run `acefarm schemas export` and commit schemas/jsonschema"
+    for name, text in docs.items():
+        assert committed[name] == text, f"{name} is stale: run `acefarm schemas export`"
+
+
+def test_an_event_written_by_another_team_from_the_json_schema_is_accepted() -> None:
+    schema = json.loads((DEFAULT_DIR / "GenerationRequested.json").read_text())
+    foreign = {
+        "type": "generation.requested",
+        "event_id": "e-1",
+        "task_id": "job-42",
+        "occurred_at": "2026-11-25T10:00:00Z",
+        "schema_version": 1,
+        "params": {"prompt": "lofi piano", "duration": 12.5, "bpm": 80, "audio_format": "flac"},
+    }
+    jsonschema.validate(foreign, schema)
+    event = parse_event(json.dumps(foreign))
+    assert isinstance(event, GenerationRequested)
+    assert event.params.duration == 12.5
+    assert event.params.audio_format == "flac"
+
+
+def test_every_event_round_trips_through_bytes() -> None:
+    params = GenerationParams(prompt="x", duration=10)
+    samples = [
+        GenerationRequested(task_id="t1", params=params),
+        TaskProgress(task_id="t1", attempt="a", stage=Stage.DIFFUSION, progress=0.5, step=4, total_steps=8),
+        TaskSucceeded(
+            task_id="t1",
+            attempt="a",
+            files=[StoredFile(key="outputs/t1/take-0.wav", content_type="audio/wav", size_bytes=3)],
+        ),
+    ]
+    for event in samples:
+        assert parse_event(event.to_bytes()) == event
+    assert {m.model_fields["type"].default for m in EVENT_MODELS} >= {"generation.requested", "task.succeeded"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b'{"type": "task.started", "task_id": "t1"}',
+        b'{"type": "nope", "task_id": "t1"}',
+        b'{"type": "task.progress", "task_id": "../etc", "attempt": "a", "stage": "diffusion", "progress": 0.1}',
+    ],
+)
+def test_malformed_events_are_rejected(raw: bytes) -> None:
+    with pytest.raises(ValidationError):
+        parse_lifecycle(raw)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"prompt": "x", "duration": 9999}, "less than or equal to 600"),
+        ({"prompt": "", "duration": 10}, "at least 1 character"),
+        ({"prompt": "x", "duration": 10, "key": "H major"}, "key must look like"),
+        ({"prompt": "x", "duration": 10, "time_signature": 5}, "time_signature must be 2, 3, 4 or 6"),
+        ({"prompt": "x", "duration": 10, "audio_format": "aiff"}, "'wav', 'flac' or 'mp3'"),
+        ({"prompt": "x", "duration": 10, "task_type": "repaint"}, "needs source audio"),
+        ({"prompt": "x", "duration": 10, "task_type": "cover"}, "needs src_audio or reference_audio"),
+        ({"prompt": "x", "duration": 10, "tempo": 120}, "Extra inputs are not permitted"),
+        ({"prompt": "x", "duration": 10, "lora_id": "Bad Id!"}, "should match pattern"),
+    ],
+)
+def test_bad_generate_bodies_say_what_to_fix(body: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        GenerateRequest.model_validate(body)
+    assert message in str(info.value)
+
+
+def test_style_id_is_an_alias_and_style_joins_the_caption() -> None:
+    request = GenerateRequest.model_validate(
+        {"prompt": "synthwave", "duration": 30, "style_id": "neon-1", "style": "80s"}
+    )
+    assert request.lora_id == "neon-1"
+    assert request.caption() == "synthwave, style: 80s"
+    params = request.to_params(src_audio_key=None, reference_audio_key=None)
+    assert params.lora_id == "neon-1"
+    assert params.task_type is TaskType.TEXT2MUSIC
+
+
+def test_instrumental_replaces_lyrics() -> None:
+    assert (
+        GenerationParams(prompt="x", duration=5, lyrics="la la", instrumental=True).lyrics_for_model()
+        == "[instrumental]"
+    )
+    assert GenerationParams(prompt="x", duration=5, lyrics="la la").lyrics_for_model() == "la la"
+
+
+def test_topic_names_are_unique_and_namespaced() -> None:
+    assert len(set(topics.ALL)) == len(topics.ALL)
+    assert all(name.startswith("acefarm.") for name in topics.ALL)
