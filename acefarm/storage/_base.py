@@ -1,4 +1,4 @@
-"""Object storage: one interface, two backends (local filesystem, S3 through aiobotocore).
+"""The storage interface, object keys and their validation.
 
 Key layout (every key about a task carries its id):
   outputs/{task_id}/take-{n}.{fmt}     generated audio
@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel
-
-from acefarm.settings import Settings
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -78,12 +76,15 @@ class Storage(Protocol):
         """Remove every object under `prefix`; returns how many."""
         ...
 
-    async def presigned_url(self, key: str, expires_s: int) -> str | None:
-        """A time-limited download URL, or None when the backend serves files itself (local)."""
+    async def presigned_url(self, key: str, expires_s: int | None = None) -> str | None:
+        """A time-limited download URL, or None when the backend serves files itself (local).
+
+        `expires_s` defaults to `S3_PRESIGN_EXPIRY_S`.
+        """
         ...
 
     def local_path(self, key: str) -> Path | None:
-        """The file holding the object when stored locally, else None."""
+        """The file that holds (or would hold) the object when stored locally, else None."""
         ...
 
     async def close(self) -> None:
@@ -91,6 +92,9 @@ class Storage(Protocol):
         ...
 
 
-def open_storage(settings: Settings) -> Storage:
-    """The backend chosen by `STORAGE_BACKEND`."""
-    raise NotImplementedError  # filled in by the storage backends change
+
+def validate_prefix(prefix: str) -> str:
+    """Return `prefix` if it is empty or a safe key start (a trailing '/' is allowed)."""
+    if prefix:
+        validate_key(prefix.removesuffix("/"))
+    return prefix

@@ -1,0 +1,174 @@
+"""Local filesystem storage: the embedded default.
+
+Objects live at `root/<key>`. The content type is kept in a sidecar file `.<name>.ctype` beside the
+object; names starting with '.' can never be keys (see `validate_key`), so sidecars and temporary
+files never collide with objects and are skipped by `list`. Writes go to a temporary file in the
+same directory and are moved into place with `os.replace`, so readers see the old object or the
+new one, never a partial one. Blocking I/O runs in a thread (`asyncio.to_thread`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import mimetypes
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from acefarm.storage._base import InvalidKey, ObjectInfo, validate_key, validate_prefix
+
+_SIDECAR_SUFFIX = ".ctype"
+
+
+class LocalStorage:
+    """Objects as files under `root`; every path is resolved and checked to stay inside it."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        validate_key(key)
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise InvalidKey(f"storage key escapes the store: {key!r}")
+        return path
+
+    @staticmethod
+    def _sidecar(path: Path) -> Path:
+        return path.with_name(f".{path.name}{_SIDECAR_SUFFIX}")
+
+    def local_path(self, key: str) -> Path | None:
+        """The file that holds (or would hold) the object; it may not exist."""
+        return self._path(key)
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> ObjectInfo:
+        """Store `data` under `key` atomically."""
+        path = self._path(key)
+        await asyncio.to_thread(self._write, path, lambda f: f.write(data), content_type)
+        return ObjectInfo(key=key, size=len(data), content_type=content_type)
+
+    async def put_file(self, key: str, path: Path, content_type: str) -> ObjectInfo:
+        """Copy the file at `path` under `key` atomically."""
+        dest = self._path(key)
+
+        def copy(f: BinaryIO) -> None:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, f, 1 << 20)
+
+        await asyncio.to_thread(self._write, dest, copy, content_type)
+        return ObjectInfo(key=key, size=dest.stat().st_size, content_type=content_type)
+
+    def _write(self, path: Path, fill: Callable[[BinaryIO], object], content_type: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self._sidecar(path), lambda f: f.write(content_type.encode()))
+        _atomic_write(path, fill)
+
+    async def get_bytes(self, key: str) -> bytes:
+        """The object's bytes; raises `FileNotFoundError` if absent."""
+        path = self._path(key)
+        return await asyncio.to_thread(path.read_bytes)
+
+    async def download_file(self, key: str, dest: Path) -> None:
+        """Copy the object to `dest` (atomically); raises `FileNotFoundError` if absent."""
+        src = self._path(key)
+
+        def copy(f: BinaryIO) -> None:
+            with open(src, "rb") as fh:
+                shutil.copyfileobj(fh, f, 1 << 20)
+
+        def run() -> None:
+            if not src.is_file():
+                raise FileNotFoundError(key)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(dest, copy)
+
+        await asyncio.to_thread(run)
+
+    async def stat(self, key: str) -> ObjectInfo | None:
+        """Size and content type, or None if absent."""
+        return await asyncio.to_thread(self._info, key, self._path(key))
+
+    def _info(self, key: str, path: Path) -> ObjectInfo | None:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        if not path.is_file():
+            return None
+        try:
+            content_type: str | None = self._sidecar(path).read_text().strip() or None
+        except FileNotFoundError:
+            content_type = mimetypes.guess_type(path.name)[0]
+        return ObjectInfo(key=key, size=size, content_type=content_type)
+
+    async def list(self, prefix: str) -> list[ObjectInfo]:
+        """Objects whose key starts with `prefix`, sorted by key."""
+        validate_prefix(prefix)
+        return await asyncio.to_thread(self._list, prefix)
+
+    def _list(self, prefix: str) -> builtins.list[ObjectInfo]:
+        base = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
+        found: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix) and (info := self._info(key, path)):
+                    found.append(info)
+        return sorted(found, key=lambda info: info.key)
+
+    async def delete(self, key: str) -> None:
+        """Remove one object (no error if absent)."""
+        path = self._path(key)
+        await asyncio.to_thread(self._remove, path)
+
+    def _remove(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        self._sidecar(path).unlink(missing_ok=True)
+        # Prune now-empty directories up to the root.
+        parent = path.parent
+        while parent != self.root:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under `prefix`; returns how many."""
+        infos = await self.list(prefix)
+        for info in infos:
+            await asyncio.to_thread(self._remove, self._path(info.key))
+        return len(infos)
+
+    async def presigned_url(self, key: str, expires_s: int | None = None) -> str | None:
+        """None: the gateway serves local files itself."""
+        self._path(key)
+        return None
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+def _atomic_write(path: Path, fill: Callable[[BinaryIO], object]) -> None:
+    """Write `path` through a temporary file in the same directory, then `os.replace` it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
