@@ -1,0 +1,70 @@
+"""Job audio in and out of storage: input keys to arrays, takes to stored files."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from acefarm.audio import decode_audio, encode_audio
+from acefarm.settings import Settings
+from acefarm.storage import Storage
+from gpu_consumer.engine.base import InvalidInput, Take
+from schemas.generation import CONTENT_TYPES, AudioFormat, GenerationParams
+from schemas.status import StoredFile
+
+
+def output_key(task_id: str, take: int, fmt: AudioFormat) -> str:
+    """Storage key of one result take: `outputs/{task_id}/take-{n}.{fmt}`, n from 0."""
+    return f"outputs/{task_id}/take-{take}.{fmt.value}"
+
+
+async def load_input(storage: Storage, key: str | None, role: str, settings: Settings) -> np.ndarray | None:
+    """Fetch and decode one input audio key to float32 [2, samples]; `InvalidInput` if unusable."""
+    if key is None:
+        return None
+    try:
+        data = await storage.get_bytes(key)
+    except FileNotFoundError:
+        raise InvalidInput(f"{role} audio not found in storage (key {key!r})") from None
+    try:
+        return await asyncio.to_thread(
+            decode_audio,
+            data,
+            max_bytes=settings.max_input_audio_bytes,
+            max_seconds=settings.max_input_audio_seconds,
+        )
+    except (ValueError, RuntimeError) as error:
+        raise InvalidInput(f"{role} audio is unusable: {error}") from error
+
+
+async def load_inputs(
+    storage: Storage, params: GenerationParams, settings: Settings
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The job's (source, reference) audio, each None when not given."""
+    src = await load_input(storage, params.src_audio_key, "source", settings)
+    ref = await load_input(storage, params.reference_audio_key, "reference", settings)
+    return src, ref
+
+
+async def store_takes(storage: Storage, task_id: str, takes: list[Take], fmt: AudioFormat) -> list[StoredFile]:
+    """Encode each take in `fmt`, store it under `output_key`, and describe the stored files."""
+    files: list[StoredFile] = []
+    content_type = CONTENT_TYPES[fmt]
+    for n, take in enumerate(takes):
+        audio = np.asarray(take.audio, dtype=np.float32)
+        if audio.ndim == 1:
+            audio = audio[np.newaxis, :]
+        data = await asyncio.to_thread(encode_audio, audio, take.sample_rate, fmt.value)
+        info = await storage.put_bytes(output_key(task_id, n, fmt), data, content_type)
+        files.append(
+            StoredFile(
+                key=info.key,
+                content_type=content_type,
+                size_bytes=info.size,
+                duration_s=round(audio.shape[-1] / take.sample_rate, 6),
+                sample_rate=take.sample_rate,
+                channels=int(audio.shape[0]),
+            )
+        )
+    return files
