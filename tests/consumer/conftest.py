@@ -20,6 +20,8 @@ from schemas.events import AnyEvent, CancelRequested, GenerationRequested, parse
 from schemas.generation import GenerationParams
 from tests.support.processes import Service, start_service
 
+CONSUMER_ARGS = ["-m", "gpu_consumer"]
+"""How the tests start the consumer process (python CONSUMER_ARGS...)."""
 TONE_ENGINE = "tests.support.tone_engine:ToneEngine"
 FINAL_TYPES = {"task.succeeded", "task.failed", "task.cancelled"}
 
@@ -138,7 +140,7 @@ def consumer_service(
     """One `python -m gpu_consumer` for the module, joined to the group before tests start."""
     service = start_service(
         "gpu-consumer",
-        ["-m", "gpu_consumer"],
+        CONSUMER_ARGS,
         consumer_env(kafka_env, consumer_output),
         tmp_path_factory.mktemp("logs"),
     )
