@@ -1,0 +1,245 @@
+"""docker-compose.yml: valid against the vendored Compose Specification schema, and wired the way
+acefarm needs (images, settings, GPUs, profiles, volumes, start order)."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import re
+from functools import cache
+from typing import Any
+
+import jsonschema
+import pytest
+
+from tests.deploy import composefile
+from tests.deploy.envdocs import EXTERNAL_ENV, ROOT, parse_env_example, settings_adapter, settings_env_names
+
+SCHEMA_FILE = ROOT / "tests" / "deploy" / "compose-spec.json"
+ACEFARM_COMMANDS = {"gateway", "streams", "gpu-consumer", "trainer", "models"}
+
+
+@cache
+def validator() -> jsonschema.Draft7Validator:
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    assert schema["title"] == "Compose Specification"
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+
+
+def schema_errors(data: dict[str, Any]) -> list[str]:
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator().iter_errors(data)]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return composefile.load()
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def is_acefarm(service: dict[str, Any]) -> bool:
+    """A service that runs the acefarm image (built from this repository)."""
+    return "build" in service
+
+
+def active(services: dict[str, dict[str, Any]], *profiles: str) -> dict[str, dict[str, Any]]:
+    """Services `docker compose --profile P ... up` starts: those without profiles plus the named ones."""
+    return {n: s for n, s in services.items() if not s.get("profiles") or set(s["profiles"]) & set(profiles)}
+
+
+# --- schema -------------------------------------------------------------------------------------
+
+
+def test_compose_file_validates_against_the_compose_spec(compose: dict[str, Any]) -> None:
+    assert schema_errors(compose) == []
+
+
+def test_the_schema_rejects_a_broken_compose_file(compose: dict[str, Any]) -> None:
+    """The validator is live: typical mistakes in this very file are caught."""
+    broken = copy.deepcopy(compose)
+    broken["services"]["gateway"]["ports"] = "8000:8000"  # must be a list
+    broken["services"]["gpu0"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] = 0
+    broken["services"]["streams"]["imgae"] = "typo"  # unknown key
+    errors = schema_errors(broken)
+    assert any(e.startswith("services/gateway/ports") for e in errors), errors
+    assert any("device_ids" in e for e in errors), errors
+    assert any("imgae" in e for e in errors), errors
+
+
+# --- images ---------------------------------------------------------------------------------------
+
+
+def test_every_service_has_an_image_and_pins_its_tag(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        image = composefile.interpolate(str(service.get("image", "")))
+        assert image, f"{name}: no image"
+        if is_acefarm(service):
+            build = service["build"]
+            context = ROOT / (build["context"] if isinstance(build, dict) else build)
+            dockerfile = build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile"
+            assert (context / dockerfile).is_file(), f"{name}: build file {context / dockerfile} missing"
+            continue
+        repo, _, tag = image.rpartition(":")
+        assert repo and "/" not in tag and tag not in ("", "latest"), f"{name}: image {image!r} is not pinned"
+
+
+def test_all_acefarm_services_run_one_image(services: dict[str, dict[str, Any]]) -> None:
+    images = {composefile.interpolate(s["image"]) for s in services.values() if is_acefarm(s)}
+    assert len(images) == 1, images
+
+
+def test_acefarm_commands_exist(services: dict[str, dict[str, Any]]) -> None:
+    """Each acefarm service runs an `acefarm` subcommand that acefarm/cli.py defines."""
+    tree = ast.parse((ROOT / "acefarm" / "cli.py").read_text(encoding="utf-8"))
+    defined: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            for deco in node.decorator_list:
+                if isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute) and deco.func.attr == "command":
+                    explicit = [a.value for a in deco.args if isinstance(a, ast.Constant)]
+                    defined.add(str(explicit[0]) if explicit else node.name.replace("_", "-"))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_typer":
+            defined.update(
+                str(k.value.value) for k in node.keywords if k.arg == "name" and isinstance(k.value, ast.Constant)
+            )
+    assert defined >= ACEFARM_COMMANDS, f"acefarm/cli.py lacks {ACEFARM_COMMANDS - defined}"
+    for name, service in services.items():
+        if is_acefarm(service):
+            cmd = composefile.command(service)
+            assert cmd[:1] == ["acefarm"] and cmd[1] in defined, f"{name}: {cmd}"
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+
+def test_acefarm_environment_names_are_settings_and_values_valid(services: dict[str, dict[str, Any]]) -> None:
+    names = settings_env_names()
+    for name, service in services.items():
+        if not is_acefarm(service):
+            continue
+        for key, value in composefile.environment(service).items():
+            assert key in names or key in EXTERNAL_ENV, f"{name}: {key} is neither a setting nor a known variable"
+            if key in names and value is not None:
+                _, adapter = settings_adapter(key)
+                adapter.validate_python(value)  # raises with the reason when the value is invalid
+
+
+def test_acefarm_services_use_kafka_and_s3_of_this_stack(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        if not is_acefarm(service):
+            continue
+        env = composefile.environment(service)
+        assert env.get("KAFKA_BOOTSTRAP_SERVERS") == "kafka:9092", name
+        assert env.get("STORAGE_BACKEND") == "s3", name
+        assert env.get("S3_ENDPOINT_URL") == "http://minio:9000", name
+        assert env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"), name
+    minio = composefile.environment(services["minio"])
+    gateway = composefile.environment(services["gateway"])
+    assert minio["MINIO_ROOT_USER"] == gateway["AWS_ACCESS_KEY_ID"]
+    assert minio["MINIO_ROOT_PASSWORD"] == gateway["AWS_SECRET_ACCESS_KEY"]
+    bucket = composefile.environment(services["minio-init"])["BUCKET"]
+    assert bucket == gateway["STORAGE_BUCKET"]
+    assert "mc mb" in " ".join(composefile.command(services["minio-init"]))
+
+
+def test_every_interpolated_variable_is_in_env_example(compose: dict[str, Any]) -> None:
+    documented = {e.name for e in parse_env_example((ROOT / ".env.example").read_text(encoding="utf-8"))}
+    missing = composefile.variables(compose) - documented
+    assert not missing, f".env.example does not document {sorted(missing)}"
+
+
+# --- GPUs and profiles ---------------------------------------------------------------------------
+
+
+def test_gpu_services_reserve_distinct_devices(services: dict[str, dict[str, Any]]) -> None:
+    seen: dict[str, str] = {}
+    consumers = 0
+    for name, service in services.items():
+        ids = composefile.gpu_device_ids(service)
+        if composefile.command(service)[:2] == ["acefarm", "gpu-consumer"] and "cpu" not in service.get("profiles", []):
+            consumers += 1
+            assert len(ids) == 1, f"{name}: a GPU consumer reserves exactly one GPU, got {ids}"
+            assert composefile.environment(service).get("DEVICE") in ("cuda", "cuda:0"), name
+        for device in ids:
+            assert device not in seen, f"GPU {device} reserved by both {seen[device]} and {name}"
+            seen[device] = name
+    assert consumers >= 2, "show at least two GPU consumers"
+
+
+def test_worker_ids_are_unique(services: dict[str, dict[str, Any]]) -> None:
+    ids = [composefile.environment(s).get("WORKER_ID") for s in services.values() if is_acefarm(s)]
+    named = [i for i in ids if i]
+    assert len(named) == len(set(named)), named
+
+
+def test_no_gpu_is_needed_without_the_gpu_profiles(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in active(services, "cpu").items():
+        assert not composefile.gpu_device_ids(service), f"{name} needs a GPU but runs in the cpu profile"
+
+
+def test_cpu_profile_runs_the_pipeline_on_the_tiny_checkpoint(services: dict[str, dict[str, Any]]) -> None:
+    cpu = active(services, "cpu")
+    makers = {n: s for n, s in cpu.items() if composefile.command(s)[:3] == ["acefarm", "models", "make-tiny"]}
+    assert len(makers) == 1, makers
+    ((maker_name, maker),) = makers.items()
+    tiny_dir = composefile.command(maker)[3]
+    maker_volume = _volume_holding(maker, tiny_dir)
+    assert maker_volume, f"{maker_name} writes {tiny_dir} outside any named volume"
+    roles = {composefile.command(s)[1] for s in cpu.values() if is_acefarm(s)}
+    assert {"gateway", "streams", "gpu-consumer", "trainer"} <= roles, roles
+    for name, service in cpu.items():
+        if composefile.command(service)[1:2] in (["gpu-consumer"], ["trainer"]):
+            env = composefile.environment(service)
+            assert env.get("DEVICE") == "cpu" and env.get("MODEL_PATH") == tiny_dir, name
+            assert _volume_holding(service, tiny_dir) == maker_volume, f"{name} does not mount {maker_volume}"
+            condition = (service.get("depends_on") or {}).get(maker_name, {}).get("condition")
+            assert condition == "service_completed_successfully", f"{name} must wait for {maker_name}"
+
+
+def _volume_holding(service: dict[str, Any], path: str) -> str | None:
+    for mount in service.get("volumes") or []:
+        source, _, rest = str(mount).partition(":")
+        target = rest.split(":")[0]
+        if path == target or path.startswith(target.rstrip("/") + "/"):
+            return source
+    return None
+
+
+# --- infrastructure ----------------------------------------------------------------------------------
+
+
+def test_kafka_runs_kraft_single_node_with_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
+    kafka = services["kafka"]
+    assert composefile.interpolate(kafka["image"]).startswith("apache/kafka:")
+    env = composefile.environment(kafka)
+    assert set((env["KAFKA_PROCESS_ROLES"] or "").split(",")) == {"broker", "controller"}
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
+    assert "healthcheck" in kafka and kafka["healthcheck"]["test"]
+
+
+def test_start_order(services: dict[str, dict[str, Any]]) -> None:
+    """depends_on names real services, waits for health only where a healthcheck exists, and every acefarm
+    service waits for Kafka; long-running services restart, one-shots do not."""
+    for name, service in services.items():
+        for dep, spec in (service.get("depends_on") or {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            if spec.get("condition") == "service_healthy":
+                assert "healthcheck" in services[dep], f"{name} waits for {dep}'s health, which has no healthcheck"
+        one_shot = name in ("minio-init",) or composefile.command(service)[1:2] == ["models"]
+        assert service.get("restart") == ("no" if one_shot else "unless-stopped"), name
+        if is_acefarm(service) and not one_shot:
+            assert (service.get("depends_on") or {}).get("kafka", {}).get("condition") == "service_healthy", name
+
+
+def test_named_volumes_are_declared(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    declared = set(compose.get("volumes") or {})
+    for name, service in services.items():
+        for mount in service.get("volumes") or []:
+            source = str(mount).split(":")[0]
+            if not re.match(r"^[./~]", source):
+                assert source in declared, f"{name} mounts undeclared volume {source}"
