@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from tests.deploy import composefile
+from tests.deploy import composefile, sync_config_table
 from tests.deploy.envdocs import (
     EXTERNAL_ENV,
     ROOT,
@@ -110,6 +108,23 @@ def test_config_table_covers_every_variable_with_its_real_default() -> None:
         assert name in names
 
 
-@pytest.mark.parametrize("doc", ["docs/deploy.md"])
-def test_config_table_is_included_verbatim(doc: str) -> None:
-    assert TABLE.read_text(encoding="utf-8").strip() in read(doc), f"{doc} lacks the current docs/_config_table.md"
+def test_config_table_copies_are_current() -> None:
+    """docs/deploy.md carries the table between markers; so does README.md once it has them."""
+    table = TABLE.read_text(encoding="utf-8")
+    deploy = read("docs/deploy.md")
+    assert sync_config_table.START in deploy, "docs/deploy.md lost its config-table markers"
+    for doc in sync_config_table.DOCUMENTS:
+        if doc.exists():
+            text = doc.read_text(encoding="utf-8")
+            assert sync_config_table.with_table(text, table) == text, (
+                f"{doc.relative_to(ROOT)} holds a stale configuration table: "
+                "run `uv run python -m tests.deploy.sync_config_table`"
+            )
+
+
+def test_sync_replaces_only_the_marked_block() -> None:
+    text = f"intro\n{sync_config_table.START}\nold\n{sync_config_table.END}\noutro\n"
+    assert sync_config_table.with_table(text, "| new |\n") == (
+        f"intro\n{sync_config_table.START}\n| new |\n{sync_config_table.END}\noutro\n"
+    )
+    assert sync_config_table.with_table("no markers", "| new |") == "no markers"
