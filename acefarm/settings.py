@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     # LoRA datasets (checked by the gateway before queuing, and again by the trainer)
     lora_max_zip_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     lora_max_uncompressed_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1024)
-    lora_max_compression_ratio: float = Field(default=50.0, ge=1.0)
+    lora_max_compression_ratio: float = Field(default=100.0, ge=1.0)
     lora_max_zip_entries: int = Field(default=1000, ge=1)
     lora_min_tracks: int = Field(default=3, ge=1)
     lora_max_tracks: int = Field(default=50, ge=1)
