@@ -30,6 +30,7 @@ class CancelWatcher:
         self._capacity = capacity
         self._cancelled: dict[str, None] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        self._probe: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._progress = asyncio.Event()
 
@@ -37,6 +38,10 @@ class CancelWatcher:
         """Connect and start following the control topic."""
         self._consumer = make_consumer(self._settings, topics.TASK_CONTROL, group_id=None)
         await self._consumer.start()
+        # End offsets are asked on a second connection: on the follower's own connection the
+        # request queues behind its long-poll fetch (fetch_max_wait_ms, 500 ms).
+        self._probe = make_consumer(self._settings, group_id=None)
+        await self._probe.start()
         self._task = asyncio.create_task(self._follow(self._consumer), name="cancel-watcher")
 
     async def stop(self) -> None:
@@ -45,8 +50,9 @@ class CancelWatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        for client in (self._consumer, self._probe):
+            if client is not None:
+                await client.stop()
 
     def is_cancelled(self, task_id: str) -> bool:
         """Whether a cancel for `task_id` has been seen; thread-safe."""
@@ -63,15 +69,15 @@ class CancelWatcher:
 
         Called before a job starts, so a cancel sent just before the job is reached is not missed.
         """
-        consumer = self._consumer
-        if consumer is None:
+        consumer, probe = self._consumer, self._probe
+        if consumer is None or probe is None:
             return False
         deadline = time.monotonic() + timeout_s
         try:
             while not (partitions := consumer.assignment()):  # right after start: metadata not in yet
                 if not await self._wait_progress(deadline):
                     return False
-            ends = await asyncio.wait_for(consumer.end_offsets(list(partitions)), timeout_s)
+            ends = await asyncio.wait_for(probe.end_offsets(list(partitions)), timeout_s)
             while True:
                 behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
                 if not behind:

@@ -86,7 +86,13 @@ class JobHandler:
             return skipped
         attempt = uuid.uuid4().hex
         await self._publish(TaskStarted(task_id=task_id, attempt=attempt, worker=self._worker))
-        log.info("job.started", attempt=attempt, offset=record.offset, partition=record.partition)
+        log.info(
+            "job.started",
+            attempt=attempt,
+            offset=record.offset,
+            partition=record.partition,
+            queued_s=round(max(time.time() - record.timestamp / 1000, 0.0), 3),
+        )
         started = time.monotonic()
         final = await self._run(event, attempt)
         await self._publish(final)
