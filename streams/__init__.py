@@ -1,1 +1,4 @@
-"""streams."""
+"""streams: the faust app that folds task events into the status table (see docs/streams.md).
+
+`streams.app.run_streams()` runs one worker; `streams.fold` holds the pure fold rules.
+"""

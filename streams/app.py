@@ -1,0 +1,152 @@
+"""The faust wiring: fold the task-keyed topics into the status table and publish snapshots.
+
+The four source topics share one partition count and are keyed by task id, so they are
+co-partitioned with the table: every event of a task reaches the worker that owns its row.
+Per change, the snapshot is published to `TASK_STATUS` (acknowledged) before the row is written,
+and a second table records the last folded offset of every source partition, so a restarted
+worker that re-reads uncommitted records skips what it already folded and a change whose snapshot
+was lost in a crash is folded (and published) again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import faust
+from faust.types import EventT, StreamT
+from faust.types.auth import CredentialsT
+
+from acefarm.kafka import client_options, ensure_topics
+from acefarm.logging import configure_logging, get_logger
+from acefarm.settings import Settings, get_settings
+from schemas import topics
+from schemas.events import DeadLetter, TaskStatusRecord
+from streams.fold import SOURCE_TOPICS, MalformedRecord, apply, decode, dumps, loads
+
+APP_ID = "acefarm-streams"
+STATUS_TABLE = "task-status"
+OFFSETS_TABLE = "folded-offsets"
+
+log = get_logger(__name__)
+
+
+def broker_credentials(settings: Settings) -> CredentialsT | None:
+    """faust credentials for the configured Kafka security protocol (None for PLAINTEXT)."""
+    protocol = settings.kafka_security_protocol
+    ssl_context = client_options(settings).get("ssl_context")
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None,
+            ssl_context=ssl_context,
+            mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+        )
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context)
+    return None
+
+
+def create_app(settings: Settings, datadir: Path) -> faust.App:
+    """The streams faust app for `settings`, keeping its (memory) table data under `datadir`."""
+    app = faust.App(
+        APP_ID,
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(settings),
+        broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,
+        broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
+        topic_partitions=settings.kafka_partitions,
+        topic_replication_factor=settings.kafka_replication_factor,
+        # At-least-once keeps the producer non-idempotent (Tansu rejects InitProducerId);
+        # the fold and the offsets table make redelivery harmless.
+        processing_guarantee="at_least_once",
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=False,
+        autodiscover=False,
+    )
+    source = app.topic(*SOURCE_TOPICS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    status_topic = app.topic(topics.TASK_STATUS, key_serializer="raw", value_serializer="raw")
+    dead_topic = app.topic(topics.DEAD_LETTER, key_serializer="raw", value_serializer="raw")
+    statuses = app.Table(STATUS_TABLE, default=None, key_type=str, value_type=str)
+    folded = app.Table(OFFSETS_TABLE, default=None, key_type=str, value_type=int)
+    started_at = time.monotonic()
+
+    async def send(topic: faust.types.TopicT, key: str, value: bytes) -> None:
+        """Publish now (not on commit) and wait for the broker's acknowledgement."""
+        await (await topic.send(key=key.encode(), value=value, force=True))
+
+    async def fold_one(event: EventT) -> None:
+        message = event.message
+        mark = f"{message.topic}:{message.partition}"
+        last = folded.get(mark)
+        if last is not None and message.offset <= last:
+            return
+        try:
+            parsed = decode(message.topic, message.key, message.value)
+        except MalformedRecord as exc:
+            record = _dead_letter(message, str(exc))
+            await send(dead_topic, record.task_id, record.to_bytes())
+            log.warning("streams.dead_letter", topic=message.topic, offset=message.offset, error=str(exc)[:300])
+        else:
+            new = apply(loads(statuses.get(parsed.task_id)), parsed)
+            if new is not None:
+                await send(status_topic, new.task_id, TaskStatusRecord(task_id=new.task_id, status=new).to_bytes())
+                statuses[new.task_id] = dumps(new)
+                log.info("streams.status", task_id=new.task_id, status=new.status.value, version=new.version,
+                         event_type=parsed.type)
+        folded[mark] = message.offset
+
+    @app.agent(source, name="fold-status")
+    async def fold_status(stream: StreamT[Any]) -> None:
+        async for event in stream.events():
+            await fold_one(event)
+
+    @statuses.on_recover
+    async def recovered() -> None:
+        log.info("streams.ready", tasks=len(statuses), startup_s=round(time.monotonic() - started_at, 2))
+
+    return app
+
+
+def _dead_letter(message: faust.types.Message, error: str) -> DeadLetter:
+    key = message.key.decode(errors="replace") if isinstance(message.key, bytes) else None
+    raw = message.value.decode(errors="replace") if isinstance(message.value, bytes) else ""
+    fields: dict[str, Any] = {
+        "source_topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "key": key,
+        "value": raw[:100_000],
+        "error": error[:4000],
+        "consumer": APP_ID,
+    }
+    try:
+        return DeadLetter(task_id=key or "unknown", **fields)
+    except ValueError:  # the key is not a valid task id
+        return DeadLetter(task_id="unknown", **fields)
+
+
+def run_streams(settings: Settings | None = None) -> NoReturn:
+    """Run one streams worker until SIGINT/SIGTERM (the `acefarm streams` command)."""
+    settings = settings or get_settings()
+    configure_logging("streams", settings.log_level, settings.log_format)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(ensure_topics(settings))
+    datadir = Path(tempfile.mkdtemp(prefix="acefarm-streams-"))
+    app = create_app(settings, datadir)
+    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True, override_logging=False)
+    worker.spinner = None  # no terminal spinner: logs are ours (structlog)
+    log.info("streams.starting", bootstrap=settings.kafka_bootstrap_servers, partitions=settings.kafka_partitions)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        shutil.rmtree(datadir, ignore_errors=True)
