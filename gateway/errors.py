@@ -1,0 +1,75 @@
+"""Error answers: one JSON shape (`schemas.status.ErrorBody`) whose `detail` says what to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.status_codes import HTTP_400_BAD_REQUEST
+
+from schemas.status import ErrorBody
+
+_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+class FieldError(HTTPException):
+    """A request field that cannot be used; `detail` reads '<field>: <what to fix>'."""
+
+    status_code = HTTP_400_BAD_REQUEST
+
+    def __init__(self, field: str, message: str, status_code: int = HTTP_400_BAD_REQUEST) -> None:
+        super().__init__(
+            detail=f"{field}: {message}",
+            status_code=status_code,
+            extra=[{"key": field, "message": message, "source": "body"}],
+        )
+
+
+def _readable(item: dict[str, Any]) -> str:
+    message = str(item.get("message", "invalid value"))
+    for prefix in _PREFIXES:
+        message = message.removeprefix(prefix)
+    key = item.get("key")
+    if key == "data" or not key:
+        if message.startswith("Input should be a valid dictionary"):
+            return "body: must be a JSON object with the request fields"
+        return message
+    return f"{key}: {message}"
+
+
+def readable_validation_detail(extra: Any) -> str | None:
+    """Join Litestar/pydantic error items into one message such as 'duration: Input should be ...'."""
+    if not isinstance(extra, list) or not extra:
+        return None
+    return "; ".join(_readable(item) for item in extra if isinstance(item, dict)) or None
+
+
+def validation_exception_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    """400 with a `detail` naming each bad field and what is wrong with it; items stay in `extra`."""
+    detail = readable_validation_detail(exc.extra) or str(exc.detail)
+    if detail.startswith("JSON is malformed"):
+        detail = f"body is not valid JSON ({detail.removeprefix('JSON is malformed: ')})"
+    body: dict[str, Any] = {"status_code": exc.status_code, "detail": detail}
+    if exc.extra:
+        body["extra"] = exc.extra
+    return Response(body, status_code=exc.status_code)
+
+
+_MEANINGS = {
+    400: "A field is invalid; `detail` names it and says what to fix.",
+    404: "Not found.",
+    409: "Conflicts with the task's current state.",
+    413: "Too large.",
+    415: "Wrong Content-Type.",
+    503: "Not ready.",
+}
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI descriptions of the error answers a route can give (all `ErrorBody`)."""
+    return {
+        code: ResponseSpec(data_container=ErrorBody, description=_MEANINGS[code], generate_examples=False)
+        for code in codes
+    }

@@ -1,0 +1,122 @@
+"""`GET /files/{key}`: stored results, streamed from local storage (with Range) or redirected to S3."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+from litestar import Request, Response, get
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import FromPath
+from litestar.response import File, Redirect, Stream
+from litestar.status_codes import HTTP_206_PARTIAL_CONTENT, HTTP_307_TEMPORARY_REDIRECT
+
+from acefarm.storage import InvalidKey, validate_key
+from gateway.errors import error_responses
+from gateway.state import Gateway
+
+SERVED_PREFIXES = ("outputs/",)
+"""Only results are downloadable; inputs, datasets and adapters are not served here."""
+
+_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_CHUNK = 256 * 1024
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive byte span of a single `Range: bytes=a-b` header, or None to send everything.
+
+    Raises a 416 `HTTPException` for a range that lies outside the object.
+    """
+    match = _RANGE.match(header.strip()) if header else None
+    if match is None:
+        return None  # absent, multi-range or malformed: a full answer is always allowed
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:
+        start, end = max(size - int(last), 0), size - 1
+    else:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        raise HTTPException(
+            status_code=416,
+            detail=f"the range {header!r} is outside the file's {size} bytes",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    return start, end
+
+
+async def _read_span(path: Path, start: int, end: int) -> AsyncIterator[bytes]:
+    async with await anyio.open_file(path, "rb") as f:
+        await f.seek(start)
+        left = end - start + 1
+        while left > 0:
+            chunk = await f.read(min(_CHUNK, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
+
+
+def _checked_key(key: str) -> str:
+    key = key.lstrip("/")
+    try:
+        validate_key(key)
+    except InvalidKey:
+        raise NotFoundException(detail="no such file") from None
+    if not key.startswith(SERVED_PREFIXES):
+        raise NotFoundException(detail="no such file")
+    return key
+
+
+@get(
+    "/files/{key:path}",
+    tags=["files"],
+    summary="Download a result file",
+    responses=error_responses(404),
+)
+async def get_file(
+    gateway: NamedDependency[Gateway], key: FromPath[str], request: Request[Any, Any, Any]
+) -> Response[Any]:
+    """The stored audio with its content type (audio/wav, audio/flac, audio/mpeg).
+
+    Local storage streams it (Content-Length, `Range` for seeking); S3 answers 307 to a presigned URL.
+    Anything not a stored result, or trying to leave the store, is 404.
+    """
+    assert gateway.storage is not None
+    key = _checked_key(key)
+    info = await gateway.storage.stat(key)
+    if info is None:
+        raise NotFoundException(detail="no such file")
+    url = await gateway.storage.presigned_url(key)
+    if url is not None:
+        return Redirect(url, status_code=HTTP_307_TEMPORARY_REDIRECT)
+    path = gateway.storage.local_path(key)
+    if path is None or not path.is_file():
+        raise NotFoundException(detail="no such file")
+    media_type = info.content_type or _TYPES.get(path.suffix.lower(), "application/octet-stream")
+    span = parse_range(request.headers.get("range"), info.size)
+    if span is None:
+        return File(
+            path,
+            media_type=media_type,
+            filename=path.name,
+            content_disposition_type="inline",
+            headers={"Accept-Ranges": "bytes"},
+        )
+    start, end = span
+    return Stream(
+        _read_span(path, start, end),
+        media_type=media_type,
+        status_code=HTTP_206_PARTIAL_CONTENT,
+        headers={
+            "Accept-Ranges": "bytes",
+            "Content-Range": f"bytes {start}-{end}/{info.size}",
+            "Content-Length": str(end - start + 1),
+        },
+    )

@@ -1,0 +1,91 @@
+"""Input audio: decode and check what users send, store it, and check keys they pass back."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from dataclasses import dataclass
+
+from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_413_REQUEST_ENTITY_TOO_LARGE
+
+from acefarm.audio import AudioInputError, decode_audio
+from acefarm.settings import Settings
+from acefarm.storage import InvalidKey, ObjectInfo, Storage, validate_key
+from gateway.errors import FieldError
+
+INPUTS_PREFIX = "inputs/"
+
+_FORMATS: dict[str, tuple[str, str]] = {
+    "WAV": ("wav", "audio/wav"),
+    "FLAC": ("flac", "audio/flac"),
+    "MP3": ("mp3", "audio/mpeg"),
+    "OGG": ("ogg", "audio/ogg"),
+}
+
+
+@dataclass(frozen=True)
+class CheckedAudio:
+    """Input audio that decoded within the limits."""
+
+    data: bytes
+    ext: str
+    content_type: str
+    duration_s: float
+
+
+def decode_base64(field: str, value: str, max_bytes: int) -> bytes:
+    """The bytes of a base64 (or data: URL) field; 413 when over `max_bytes`, 400 when not base64."""
+    text = value.strip()
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    if len(text) * 3 // 4 > max_bytes + 3:
+        raise FieldError(
+            field,
+            f"the audio is larger than the limit of {max_bytes} bytes; shorten or compress it",
+            HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise FieldError(field, "is not valid base64; send the audio file's bytes base64-encoded") from None
+    if not data:
+        raise FieldError(field, "is empty; send the audio file's bytes base64-encoded")
+    return data
+
+
+async def check_audio(field: str, data: bytes, settings: Settings) -> CheckedAudio:
+    """Decode `data` fully (off the event loop) within the configured limits, or raise `FieldError`."""
+    if len(data) > settings.max_input_audio_bytes:
+        raise FieldError(
+            field,
+            f"the audio is {len(data)} bytes; the limit is {settings.max_input_audio_bytes} bytes, "
+            "so shorten or compress it",
+            HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    try:
+        _, info = await asyncio.to_thread(
+            decode_audio, data, max_bytes=settings.max_input_audio_bytes, max_seconds=settings.max_input_audio_seconds
+        )
+    except AudioInputError as error:
+        raise FieldError(field, str(error), HTTP_400_BAD_REQUEST) from None
+    ext, content_type = _FORMATS.get(info.format.upper(), ("wav", "application/octet-stream"))
+    return CheckedAudio(data=data, ext=ext, content_type=content_type, duration_s=info.duration_s)
+
+
+async def store_input(storage: Storage, key_stem: str, audio: CheckedAudio) -> ObjectInfo:
+    """Store checked audio at `{key_stem}.{ext}`."""
+    return await storage.put_bytes(f"{key_stem}.{audio.ext}", audio.data, audio.content_type)
+
+
+async def check_input_key(field: str, key: str, storage: Storage) -> str:
+    """A storage key passed as `src_audio_key`/`reference_audio_key`: safe, under inputs/, present."""
+    try:
+        validate_key(key)
+    except InvalidKey:
+        raise FieldError(field, "is not a valid storage key; pass the key returned by POST /uploads") from None
+    if not key.startswith(INPUTS_PREFIX):
+        raise FieldError(field, "must be a key under 'inputs/' as returned by POST /uploads")
+    if await storage.stat(key) is None:
+        raise FieldError(field, f"no uploaded audio has the key {key!r}; upload it first with POST /uploads")
+    return key

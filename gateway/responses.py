@@ -1,0 +1,24 @@
+"""From the folded `TaskStatus` to what clients see (`TaskStatusResponse`), with file URLs."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from schemas.status import TaskStatus, TaskStatusResponse
+
+_SHARED = (
+    "task_id", "kind", "status", "progress", "stage", "step", "total_steps", "loss", "eta_s",
+    "message", "error", "lora_id", "created_at", "updated_at", "version",
+)  # fmt: skip
+
+
+def file_url(key: str, base_url: str = "") -> str:
+    """The download URL of a stored object: `/files/{key}`, absolute when `base_url` is set."""
+    return f"{base_url.rstrip('/')}/files/{quote(key)}"
+
+
+def to_response(status: TaskStatus, base_url: str = "") -> TaskStatusResponse:
+    """The public view of a task: `file_url` is the first result, `file_urls` all of them."""
+    urls = [file_url(f.key, base_url) for f in status.files]
+    fields = {name: getattr(status, name) for name in _SHARED}
+    return TaskStatusResponse(**fields, file_url=urls[0] if urls else None, file_urls=urls)

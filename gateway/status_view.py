@@ -1,0 +1,185 @@
+"""The gateway's read model of task status, fed by the `streams` service's snapshots.
+
+`streams` publishes a full `TaskStatusRecord` to `acefarm.task.status` (keyed by task id) on every
+change. The view reads that topic from the beginning on every partition with no consumer group (so
+start-up needs no group join and every gateway replica sees every task), keeps the latest status of
+each task plus a short history of snapshots for SSE replay, and wakes per-task waiters on change.
+
+Memory is bounded: at most `max_tasks` tasks (least recently changed evicted first), each with at
+most `history` snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
+
+from acefarm.kafka import make_consumer
+from acefarm.logging import get_logger
+from acefarm.settings import Settings
+from schemas import topics
+from schemas.events import TaskStatusRecord, parse_event
+from schemas.status import TaskStatus
+
+log = get_logger(__name__)
+
+
+@dataclass
+class _Entry:
+    latest: TaskStatus
+    history: deque[TaskStatus] = field(default_factory=deque)
+
+
+class StatusStore:
+    """task id → latest status and recent snapshots, with per-task change notification (no I/O)."""
+
+    def __init__(self, max_tasks: int = 100_000, history: int = 16) -> None:
+        self._tasks: OrderedDict[str, _Entry] = OrderedDict()
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._max_tasks = max_tasks
+        self._history = history
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def get(self, task_id: str) -> TaskStatus | None:
+        """The latest known status, or None."""
+        entry = self._tasks.get(task_id)
+        return entry.latest if entry else None
+
+    def since(self, task_id: str, version: int | None) -> list[TaskStatus]:
+        """Snapshots newer than `version`, oldest first.
+
+        When the history no longer reaches back to `version`, the oldest kept snapshots still
+        come first; the latest status is always the last item unless the caller is up to date.
+        """
+        entry = self._tasks.get(task_id)
+        if entry is None:
+            return []
+        if version is None:
+            return [entry.latest]
+        return [s for s in entry.history if s.version > version]
+
+    def update(self, status: TaskStatus) -> bool:
+        """Record a snapshot if it is newer than what is known; returns whether it was."""
+        entry = self._tasks.get(status.task_id)
+        if entry is not None and status.version <= entry.latest.version:
+            return False
+        if entry is None:
+            entry = _Entry(latest=status, history=deque(maxlen=self._history))
+            self._tasks[status.task_id] = entry
+            while len(self._tasks) > self._max_tasks:
+                self._tasks.popitem(last=False)
+        else:
+            entry.latest = status
+            self._tasks.move_to_end(status.task_id)
+        entry.history.append(status)
+        waiter = self._waiters.pop(status.task_id, None)
+        if waiter is not None:
+            waiter.set()
+        return True
+
+    def insert_pending(self, status: TaskStatus) -> bool:
+        """Record a just-submitted task unless the task is already known; returns whether it was."""
+        if status.task_id in self._tasks:
+            return False
+        return self.update(status)
+
+    async def wait_newer(self, task_id: str, version: int, timeout_s: float) -> bool:
+        """Wait until the task has a snapshot newer than `version`; False on timeout."""
+        current = self.get(task_id)
+        if current is not None and current.version > version:
+            return True
+        event = self._waiters.setdefault(task_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        current = self.get(task_id)
+        return current is not None and current.version > version
+
+
+class StatusView:
+    """Keeps a `StatusStore` up to date from the TASK_STATUS topic in a background task."""
+
+    def __init__(self, settings: Settings, store: StatusStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or StatusStore()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._targets: dict[TopicPartition, int] = {}
+        self.caught_up = asyncio.Event()
+        self.malformed = 0
+
+    async def start(self) -> None:
+        """Assign every TASK_STATUS partition from the beginning and start consuming."""
+        consumer = make_consumer(self.settings, group_id=None)
+        await consumer.start()
+        self._consumer = consumer
+        await consumer.topics()  # refresh metadata so partitions are known
+        partitions = consumer.partitions_for_topic(topics.TASK_STATUS) or set()
+        tps = [TopicPartition(topics.TASK_STATUS, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        self._targets = {tp: end for tp, end in ends.items() if end > 0}
+        if not self._targets:
+            self.caught_up.set()
+        self._task = asyncio.create_task(self._run(), name="status-view")
+        log.info("status_view.started", partitions=len(tps), backlog=sum(self._targets.values()))
+
+    async def stop(self) -> None:
+        """Stop consuming and close the consumer."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether the background consumer is alive."""
+        return self._task is not None and not self._task.done()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # keep serving what we have; aiokafka reconnects on its own
+                log.warning("status_view.fetch_failed", error=str(error))
+                await asyncio.sleep(1.0)
+                continue
+            for records in batches.values():
+                for record in records:
+                    self._apply(record.value)
+            if not self.caught_up.is_set():
+                await self._check_caught_up(consumer)
+
+    async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
+        for tp, end in self._targets.items():
+            if await consumer.position(tp) < end:
+                return
+        self.caught_up.set()
+        log.info("status_view.caught_up", tasks=len(self.store))
+
+    def _apply(self, value: bytes | None) -> None:
+        if value is None:  # a tombstone: compaction removed the task
+            return
+        try:
+            event = parse_event(value)
+        except ValidationError as error:
+            self.malformed += 1
+            log.warning("status_view.malformed", error=str(error)[:300])
+            return
+        if isinstance(event, TaskStatusRecord):
+            self.store.update(event.status)

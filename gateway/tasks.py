@@ -1,0 +1,125 @@
+"""Task status, cancellation and the live status stream (server-sent events)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from litestar import Response, delete, get
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import FromPath, HeaderParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT
+
+from acefarm.kafka import publish
+from acefarm.logging import get_logger
+from gateway.errors import error_responses
+from gateway.responses import to_response
+from gateway.state import Gateway
+from gateway.status_view import StatusStore
+from schemas import topics
+from schemas.events import CancelRequested
+from schemas.status import TaskStatus, TaskStatusResponse
+
+log = get_logger(__name__)
+
+
+def _known(gateway: Gateway, task_id: str) -> TaskStatus:
+    assert gateway.view is not None
+    status = gateway.view.store.get(task_id)
+    if status is None:
+        raise NotFoundException(detail=f"no task has the id {task_id!r}; use the task_id returned by POST /generate")
+    return status
+
+
+@get("/status/{task_id:str}", tags=["tasks"], summary="A task's status", responses=error_responses(404))
+async def get_status(gateway: NamedDependency[Gateway], task_id: FromPath[str]) -> TaskStatusResponse:
+    """The task's current status, progress and result URLs (`file_url` first take, `file_urls` all)."""
+    return to_response(_known(gateway, task_id), gateway.public_base_url)
+
+
+@delete(
+    "/tasks/{task_id:str}",
+    status_code=HTTP_202_ACCEPTED,
+    tags=["tasks"],
+    summary="Cancel a task",
+    responses=error_responses(404, 409),
+)
+async def cancel_task(gateway: NamedDependency[Gateway], task_id: FromPath[str]) -> Response[TaskStatusResponse]:
+    """Ask workers to cancel the task: a queued job is skipped, a running one stops at its next step.
+
+    202 with the status as it is now (the final `cancelled` follows over SSE); 409 if already final.
+    """
+    assert gateway.producer is not None
+    status = _known(gateway, task_id)
+    if status.status.is_final:
+        raise HTTPException(
+            status_code=HTTP_409_CONFLICT,
+            detail=f"task {task_id!r} is already {status.status.value}; only pending or running tasks can be cancelled",
+        )
+    await publish(gateway.producer, topics.TASK_CONTROL, CancelRequested(task_id=task_id))
+    log.info("gateway.cancel_requested", task_id=task_id)
+    return Response(to_response(status, gateway.public_base_url), status_code=HTTP_202_ACCEPTED)
+
+
+def _message(status: TaskStatus, base_url: str) -> ServerSentEventMessage:
+    data = to_response(status, base_url).model_dump_json()
+    return ServerSentEventMessage(data=data, event=status.status.value, id=status.version)
+
+
+async def status_events(
+    store: StatusStore, task_id: str, last_event_id: int | None, keepalive_s: float, base_url: str = ""
+) -> AsyncIterator[ServerSentEventMessage]:
+    """The task's snapshots newer than `last_event_id` (the current one when None), then each change;
+    a keep-alive comment after `keepalive_s` idle; ends once the final state has been sent."""
+    last = last_event_id
+    while True:
+        for status in store.since(task_id, last):
+            yield _message(status, base_url)
+            last = status.version
+        current = store.get(task_id)
+        if current is None or (current.status.is_final and last is not None and last >= current.version):
+            return
+        if not await store.wait_newer(task_id, last if last is not None else -1, keepalive_s):
+            yield ServerSentEventMessage(comment="keep-alive", data=None)
+
+
+def _parse_event_id(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+@get(
+    "/tasks/{task_id:str}/events",
+    tags=["tasks"],
+    summary="Follow a task live (server-sent events)",
+    responses=error_responses(404),
+)
+async def task_events(
+    gateway: NamedDependency[Gateway],
+    task_id: FromPath[str],
+    last_event_id: Annotated[
+        str | None,
+        HeaderParameter(name="Last-Event-ID", description="Resume after this version: only newer states are sent."),
+    ] = None,
+) -> ServerSentEvent:
+    """`text/event-stream` of the task's status: the current state at once, then every change.
+
+    Each event has `id` = version, `event` = status and `data` = the `GET /status` JSON. The stream
+    closes after the final state (success, failed, cancelled). With `Last-Event-ID` only newer
+    states are sent (none if the client already has the final one). A `: keep-alive` comment
+    is sent every SSE_KEEPALIVE_S seconds while nothing changes.
+    """
+    assert gateway.view is not None
+    _known(gateway, task_id)
+    stream = status_events(
+        gateway.view.store,
+        task_id,
+        _parse_event_id(last_event_id),
+        gateway.settings.sse_keepalive_s,
+        gateway.public_base_url,
+    )
+    return ServerSentEvent(stream)

@@ -1,0 +1,140 @@
+"""Gateway fixtures: a real uvicorn server on the test broker, a raw status producer, test audio."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from aiokafka import AIOKafkaProducer
+
+from acefarm.broker import free_port
+from acefarm.settings import Settings
+from acefarm.storage import LocalStorage
+from gateway.server import ServerThread
+from schemas import topics
+from schemas.events import TaskStatusRecord
+from schemas.status import StoredFile, TaskKind, TaskState, TaskStatus
+
+KEEPALIVE_S = 0.5
+MAX_AUDIO_BYTES = 400_000
+MAX_AUDIO_SECONDS = 5.0
+
+
+def gateway_settings(kafka_env: dict[str, str], data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a test gateway on the test broker."""
+    base: dict[str, Any] = {k.lower(): v for k, v in kafka_env.items()}
+    base.update(
+        output_dir=data_dir,
+        sse_keepalive_s=KEEPALIVE_S,
+        max_input_audio_bytes=MAX_AUDIO_BYTES,
+        max_input_audio_seconds=MAX_AUDIO_SECONDS,
+        log_format="console",
+    )
+    base.update(overrides)
+    return Settings(**base)
+
+
+def wait_ready(url: str, timeout_s: float = 60.0) -> None:
+    """Poll /readyz until it answers 200."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready")
+
+
+def serve(settings: Settings) -> Iterator[str]:
+    """Run the gateway on a free port for the duration; yields its base URL."""
+    port = free_port()
+    server = ServerThread(settings, port=port).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The local storage root of the shared test gateway."""
+    return tmp_path_factory.mktemp("gateway-data")
+
+
+@pytest.fixture(scope="session")
+def gateway_url(kafka_env: dict[str, str], data_dir: Path) -> Iterator[str]:
+    """A gateway on the test broker with local storage."""
+    yield from serve(gateway_settings(kafka_env, data_dir))
+
+
+@pytest.fixture
+async def client(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the shared test gateway."""
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+async def raw_producer(kafka_env: dict[str, str]) -> AsyncIterator[AIOKafkaProducer]:
+    """A plain aiokafka producer, standing in for the `streams` service."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_env["KAFKA_BOOTSTRAP_SERVERS"], acks="all")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+PublishStatus = Callable[..., Awaitable[TaskStatus]]
+
+
+@pytest.fixture
+def publish_status(raw_producer: AIOKafkaProducer) -> PublishStatus:
+    """Publish a `TaskStatusRecord` snapshot as `streams` would; returns the status published."""
+
+    async def publish(task_id: str, version: int, status: TaskState, **fields: Any) -> TaskStatus:
+        now = datetime.now(UTC)
+        snapshot = TaskStatus(
+            task_id=task_id,
+            kind=TaskKind.GENERATION,
+            status=status,
+            created_at=now,
+            updated_at=now,
+            version=version,
+            **fields,
+        )
+        record = TaskStatusRecord(task_id=task_id, status=snapshot)
+        await raw_producer.send_and_wait(topics.TASK_STATUS, record.to_bytes(), key=task_id.encode())
+        return snapshot
+
+    return publish
+
+
+def new_task_id() -> str:
+    """A unique task id for a test."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def tone(seconds: float = 0.5, rate: int = 44_100, channels: int = 1, fmt: str = "WAV") -> bytes:
+    """A real encoded sine tone."""
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    frames = np.repeat(samples[:, None], channels, axis=1)
+    buffer = io.BytesIO()
+    sf.write(buffer, frames, rate, format=fmt)
+    return buffer.getvalue()
+
+
+async def result_file(data_dir: Path, key: str, payload: bytes, content_type: str) -> StoredFile:
+    """Store a result in the gateway's local storage, as a worker would, and describe it."""
+    info = await LocalStorage(data_dir).put_bytes(key, payload, content_type)
+    return StoredFile(key=key, content_type=content_type, size_bytes=info.size)
