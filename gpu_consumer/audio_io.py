@@ -6,7 +6,7 @@ import asyncio
 
 import numpy as np
 
-from acefarm.audio import decode_audio, encode_audio
+from acefarm.audio import AudioInputError, decode_audio, encode_audio
 from acefarm.settings import Settings
 from acefarm.storage import Storage
 from gpu_consumer.engine.base import InvalidInput, Take
@@ -20,7 +20,7 @@ def output_key(task_id: str, take: int, fmt: AudioFormat) -> str:
 
 
 async def load_input(storage: Storage, key: str | None, role: str, settings: Settings) -> np.ndarray | None:
-    """Fetch and decode one input audio key to float32 [2, samples]; `InvalidInput` if unusable."""
+    """Fetch and decode one input audio key to float32 [2, samples] at 48 kHz; `InvalidInput` if unusable."""
     if key is None:
         return None
     try:
@@ -28,14 +28,15 @@ async def load_input(storage: Storage, key: str | None, role: str, settings: Set
     except FileNotFoundError:
         raise InvalidInput(f"{role} audio not found in storage (key {key!r})") from None
     try:
-        return await asyncio.to_thread(
+        audio, _ = await asyncio.to_thread(
             decode_audio,
             data,
             max_bytes=settings.max_input_audio_bytes,
             max_seconds=settings.max_input_audio_seconds,
         )
-    except (ValueError, RuntimeError) as error:
+    except AudioInputError as error:
         raise InvalidInput(f"{role} audio is unusable: {error}") from error
+    return audio
 
 
 async def load_inputs(
@@ -55,7 +56,7 @@ async def store_takes(storage: Storage, task_id: str, takes: list[Take], fmt: Au
         audio = np.asarray(take.audio, dtype=np.float32)
         if audio.ndim == 1:
             audio = audio[np.newaxis, :]
-        data = await asyncio.to_thread(encode_audio, audio, take.sample_rate, fmt.value)
+        data = await asyncio.to_thread(encode_audio, audio, take.sample_rate, fmt)
         info = await storage.put_bytes(output_key(task_id, n, fmt), data, content_type)
         files.append(
             StoredFile(
