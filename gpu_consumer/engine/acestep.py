@@ -1,0 +1,290 @@
+"""The ACE-Step 1.5 engine: diffusers' `AceStepPipeline`, loaded once, one job at a time.
+
+Every `GenerationParams` field is mapped onto a pipeline call (see `pipeline_kwargs`); source audio
+is fitted to the requested duration, so every take has exactly that length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acefarm.pipeline import PipelineInfo, load_pipeline
+from acefarm.settings import Settings
+from gpu_consumer.engine.base import (
+    EngineError,
+    InvalidInput,
+    Job,
+    JobCancelled,
+    OutOfMemory,
+    Take,
+    UnsupportedTask,
+)
+from schemas.generation import GenerationParams, TaskType
+from schemas.status import Stage
+
+MAX_RESIDENT_ADAPTERS = 4
+"""LoRA adapters kept loaded at once; the least recently used one is dropped beyond this."""
+
+AdapterResolver = Callable[[str], Path | None]
+"""lora_id → local directory holding the adapter's weights (None: unknown)."""
+
+
+class AceStepEngine:
+    """Runs generation jobs on ACE-Step 1.5 through diffusers (see docs/engine.md)."""
+
+    name = "acestep"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        device: str | None = None,
+        adapter_resolver: AdapterResolver | None = None,
+        max_adapters: int = MAX_RESIDENT_ADAPTERS,
+    ) -> None:
+        """Load the pipeline named by the settings (blocking, once per process)."""
+        pipe, info = load_pipeline(settings, device=device)
+        self._attach(pipe, info, adapter_resolver, max_adapters)
+
+    @classmethod
+    def from_pipeline(
+        cls,
+        pipe: Any,
+        info: PipelineInfo,
+        *,
+        adapter_resolver: AdapterResolver | None = None,
+        max_adapters: int = MAX_RESIDENT_ADAPTERS,
+    ) -> AceStepEngine:
+        """Wrap an already loaded pipeline (e.g. one the caller loaded with `acefarm.pipeline`)."""
+        engine = cls.__new__(cls)
+        engine._attach(pipe, info, adapter_resolver, max_adapters)
+        return engine
+
+    def _attach(
+        self, pipe: Any, info: PipelineInfo, adapter_resolver: AdapterResolver | None, max_adapters: int
+    ) -> None:
+        self.pipe, self.pipeline_info = pipe, info
+        self.sample_rate: int = info.sample_rate
+        self.supported_tasks: frozenset[TaskType] = info.tasks.supported
+        self.adapter_resolver = adapter_resolver
+        self.max_adapters = max(1, max_adapters)
+        self._adapters: OrderedDict[str, Path] = OrderedDict()
+        self._lock = threading.RLock()
+        self.jobs = 0
+
+    # ------------------------------------------------------------------ jobs
+
+    def generate(self, job: Job) -> list[Take]:
+        """Run one job: one take per `batch_size`, each float32 [2, S] at 48 kHz of `duration` seconds."""
+        params = job.params
+        self.check_supported(params, has_src=job.src_audio is not None)
+        if job.is_cancelled():
+            raise JobCancelled
+        with self._lock:
+            self.jobs += 1
+            job.report(Stage.ENCODING, 0.0, None, None)
+            self._activate_lora(params)
+            kwargs = self.pipeline_kwargs(params, job.src_audio, job.reference_audio)
+            kwargs["callback_on_step_end"] = self._step_callback(job, params.inference_steps)
+            audios = self._run(kwargs)
+        target = round(params.duration * self.sample_rate)
+        return [Take(audio=fit_length(audio, target), sample_rate=self.sample_rate) for audio in audios]
+
+    def check_supported(self, params: GenerationParams, *, has_src: bool) -> None:
+        """Raise `UnsupportedTask` (with the reason) when the checkpoint cannot run this job."""
+        task = params.task_type
+        support = self.pipeline_info.tasks
+        if task not in support.supported:
+            reason = support.reasons.get(task, f"the loaded checkpoint does not support '{task.value}'")
+            raise UnsupportedTask(reason)
+        if task is TaskType.COVER and has_src and not support.cover_from_source:
+            raise UnsupportedTask(
+                "cover from source audio needs the checkpoint's audio tokenizer/detokenizer, which the loaded "
+                "checkpoint lacks; give reference_audio only, or load a full ACE-Step 1.5 checkpoint"
+            )
+
+    def pipeline_kwargs(
+        self, params: GenerationParams, src: np.ndarray | None, reference: np.ndarray | None
+    ) -> dict[str, Any]:
+        """The `AceStepPipeline.__call__` arguments for these parameters and input audio."""
+        import torch
+
+        task = params.task_type
+        seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
+        batch = params.batch_size
+        kwargs: dict[str, Any] = {
+            "prompt": [params.caption()] * batch,
+            "lyrics": [params.lyrics_for_model()] * batch,
+            "vocal_language": params.vocal_language,
+            "audio_duration": params.duration,
+            "num_inference_steps": params.inference_steps,
+            "guidance_scale": params.guidance_scale,
+            "shift": params.shift,
+            "generator": [torch.Generator("cpu").manual_seed(seed + i) for i in range(batch)],
+            "bpm": params.bpm,
+            "keyscale": params.key,
+            "timesignature": str(params.time_signature) if params.time_signature else None,
+            "task_type": TaskType.REPAINT.value if task is TaskType.EXTEND else task.value,
+            "track_name": params.track_name,
+            "complete_track_classes": params.complete_track_classes,
+            "audio_cover_strength": params.cover_strength,
+            "output_type": "np",
+        }
+        target = round(params.duration * self.sample_rate)
+        if src is not None:
+            kwargs["src_audio"] = torch.from_numpy(fit_length(_stereo(src, "source"), target))
+        if reference is not None:
+            kwargs["reference_audio"] = torch.from_numpy(_stereo(reference, "reference"))
+        if task in (TaskType.REPAINT, TaskType.LEGO, TaskType.EXTEND):
+            start, end = self._window(params, src)
+            kwargs["repainting_start"], kwargs["repainting_end"] = start, end
+        return kwargs
+
+    def _window(self, params: GenerationParams, src: np.ndarray | None) -> tuple[float | None, float | None]:
+        """Repaint window in seconds; extend defaults to [end of source, duration]."""
+        start, end = params.repaint_start, params.repaint_end
+        if params.task_type is TaskType.EXTEND:
+            source_s = src.shape[-1] / self.sample_rate if src is not None else 0.0
+            start = source_s if start is None else start
+            end = params.duration if end is None else min(end, params.duration)
+        elif params.task_type is TaskType.LEGO and start is None and end is None:
+            return None, None
+        start = 0.0 if start is None else start
+        end = params.duration if end is None else min(end, params.duration)
+        if start >= end:
+            what = "extend" if params.task_type is TaskType.EXTEND else "repaint"
+            raise InvalidInput(
+                f"the {what} window [{start:.2f} s, {end:.2f} s] is empty within the requested duration "
+                f"({params.duration:g} s); for extend, duration must be longer than the source"
+            )
+        return start, end
+
+    def _step_callback(self, job: Job, total: int) -> Callable[..., dict[str, Any]]:
+        """Report each diffusion step, then decoding; stop the pipeline when the job is cancelled."""
+
+        def on_step_end(pipe: Any, step: int, timestep: float, tensors: dict[str, Any]) -> dict[str, Any]:
+            if job.is_cancelled():
+                pipe._interrupt = True
+                raise JobCancelled
+            done = step + 1
+            job.report(Stage.DIFFUSION, done / total, done, total)
+            if done >= total:
+                job.report(Stage.DECODING, 1.0, None, None)
+            return tensors
+
+        return on_step_end
+
+    def _run(self, kwargs: dict[str, Any]) -> list[np.ndarray]:
+        """Call the pipeline, translating failures into the engine protocol's errors."""
+        import torch
+
+        try:
+            output = self.pipe(**kwargs)
+        except JobCancelled:
+            self._free_hooks()
+            raise
+        except torch.cuda.OutOfMemoryError as error:
+            self._after_oom()
+            raise OutOfMemory(f"the GPU ran out of memory (try a shorter duration or fewer takes): {error}") from None
+        except MemoryError:
+            self._after_oom()
+            raise OutOfMemory("the machine ran out of memory (try a shorter duration or fewer takes)") from None
+        except Exception as error:
+            if "out of memory" in str(error).lower():
+                self._after_oom()
+                raise OutOfMemory(f"out of memory: {error}") from None
+            self._free_hooks()
+            raise EngineError(f"the model failed: {type(error).__name__}: {error}") from error
+        audios = np.asarray(output.audios, dtype=np.float32)
+        return [np.ascontiguousarray(audio) for audio in audios]
+
+    def _free_hooks(self) -> None:
+        with contextlib.suppress(Exception):  # best effort after a failure
+            self.pipe.maybe_free_model_hooks()
+
+    def _after_oom(self) -> None:
+        import torch
+
+        self._free_hooks()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ LoRA
+
+    def ensure_adapter(self, lora_id: str, local_dir: str | Path) -> None:
+        """Make LoRA `lora_id` resident (from a diffusers LoRA directory), evicting the least recently used."""
+        with self._lock:
+            if lora_id in self._adapters:
+                self._adapters.move_to_end(lora_id)
+                return
+            while len(self._adapters) >= self.max_adapters:
+                oldest, _ = self._adapters.popitem(last=False)
+                self.pipe.delete_adapters(oldest)
+            try:
+                self.pipe.load_lora_weights(str(local_dir), adapter_name=lora_id)
+            except Exception as error:
+                raise InvalidInput(f"LoRA '{lora_id}' could not be loaded from {local_dir}: {error}") from error
+            self._adapters[lora_id] = Path(local_dir)
+
+    def drop_adapter(self, lora_id: str) -> bool:
+        """Unload LoRA `lora_id` if resident (e.g. after it was retrained); returns whether it was."""
+        with self._lock:
+            if self._adapters.pop(lora_id, None) is None:
+                return False
+            self.pipe.delete_adapters(lora_id)
+            return True
+
+    @property
+    def adapters(self) -> list[str]:
+        """Resident LoRA ids, least recently used first."""
+        return list(self._adapters)
+
+    def _activate_lora(self, params: GenerationParams) -> None:
+        """Apply `lora_id` at `lora_scale`, or disable every adapter for a base-model job."""
+        if params.lora_id is None or params.lora_scale == 0.0:
+            if self._adapters:
+                self.pipe.disable_lora()
+            return
+        if params.lora_id not in self._adapters:
+            path = self.adapter_resolver(params.lora_id) if self.adapter_resolver else None
+            if path is None:
+                raise InvalidInput(f"LoRA '{params.lora_id}' is not available on this worker")
+            self.ensure_adapter(params.lora_id, path)
+        self._adapters.move_to_end(params.lora_id)
+        self.pipe.enable_lora()
+        self.pipe.set_adapters([params.lora_id], adapter_weights=[params.lora_scale])
+
+    # ------------------------------------------------------------------ info
+
+    def info(self) -> dict[str, Any]:
+        """What is loaded where (model, device, dtype, tasks, adapters)."""
+        return {"engine": self.name, **self.pipeline_info.as_dict(), "adapters": self.adapters, "jobs": self.jobs}
+
+
+def fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
+    """Trim or zero-pad float32 [C, S] audio to exactly `samples` along the last axis."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.shape[-1] >= samples:
+        return np.ascontiguousarray(audio[..., :samples])
+    pad = np.zeros((*audio.shape[:-1], samples - audio.shape[-1]), dtype=np.float32)
+    return np.concatenate([audio, pad], axis=-1)
+
+
+def _stereo(audio: np.ndarray, role: str) -> np.ndarray:
+    """Check that input audio is [2, S] float (as acefarm.audio.decode_audio returns it)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = np.stack([audio, audio])
+    if audio.ndim != 2 or audio.shape[0] not in (1, 2) or audio.shape[1] == 0:
+        raise InvalidInput(f"{role} audio must be [2, samples] at 48 kHz, got shape {audio.shape}")
+    return np.repeat(audio, 2, axis=0) if audio.shape[0] == 1 else audio

@@ -1,0 +1,50 @@
+"""A null engine: instant, reports progress, returns a quiet tone; for orchestration benchmarks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gpu_consumer.engine.base import Job, JobCancelled, Take
+from schemas.generation import TaskType
+from schemas.status import Stage
+
+SAMPLE_RATE = 48_000
+AMPLITUDE = 0.05
+
+
+class NullEngine:
+    """Returns `batch_size` quiet 440 Hz stereo tones of the requested duration, without a model."""
+
+    name = "null"
+    sample_rate = SAMPLE_RATE
+    supported_tasks = frozenset(TaskType)
+
+    def __init__(self, settings: object | None = None) -> None:
+        """Nothing to load; `settings` is accepted for the loader's factory signature."""
+        self.jobs = 0
+
+    def generate(self, job: Job) -> list[Take]:
+        """Report encoding, each step and decoding (honouring cancel), then return the tones."""
+        self.jobs += 1
+        total = job.params.inference_steps
+        job.report(Stage.ENCODING, 0.0, None, None)
+        for step in range(1, total + 1):
+            if job.is_cancelled():
+                raise JobCancelled
+            job.report(Stage.DIFFUSION, step / total, step, total)
+        job.report(Stage.DECODING, 1.0, None, None)
+        tone = quiet_tone(job.params.duration)
+        return [Take(audio=tone.copy(), sample_rate=SAMPLE_RATE) for _ in range(job.params.batch_size)]
+
+    def info(self) -> dict[str, Any]:
+        """What this engine is."""
+        return {"engine": self.name, "sample_rate": self.sample_rate, "jobs": self.jobs}
+
+
+def quiet_tone(duration_s: float, freq: float = 440.0) -> np.ndarray:
+    """A stereo float32 [2, S] sine at -26 dBFS lasting `duration_s` at 48 kHz."""
+    t = np.arange(round(duration_s * SAMPLE_RATE), dtype=np.float32) / SAMPLE_RATE
+    wave = (AMPLITUDE * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return np.stack([wave, wave])
