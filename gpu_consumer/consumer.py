@@ -32,7 +32,11 @@ DEFAULT_GRACE_S = 30.0
 def run_consumer(settings: Settings, *, grace_s: float = DEFAULT_GRACE_S, static_membership: bool = False) -> None:
     """Run the GPU consumer until SIGTERM/SIGINT (blocking). See docs/consumer.md."""
     configure_logging("gpu-consumer", settings.log_level, settings.log_format)
-    asyncio.run(serve(settings, grace_s=grace_s, static_membership=static_membership))
+    try:
+        asyncio.run(serve(settings, grace_s=grace_s, static_membership=static_membership))
+    except Exception:
+        log.exception("consumer.crashed")  # uncommitted work is redelivered to the next consumer
+        raise SystemExit(1) from None
 
 
 def load_engine_timed(settings: Settings) -> Engine:

@@ -9,8 +9,11 @@ from acefarm.settings import Settings
 
 
 def worker_name(settings: Settings) -> str:
-    """`WORKER_ID` when set, else `host:pid`; the device is appended when one was chosen."""
+    """`WORKER_ID` when set, else `host:pid`; the device (or CUDA_VISIBLE_DEVICES) is appended when set."""
     base = settings.worker_id or f"{socket.gethostname()}:{os.getpid()}"
     if settings.device and settings.device != "auto":
         return f"{base}/{settings.device}"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return f"{base}/cuda-visible:{visible}"
     return base
