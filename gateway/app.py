@@ -9,7 +9,7 @@ from typing import Any
 
 from litestar import Litestar, MediaType, Request, get
 from litestar.di import Provide
-from litestar.exceptions import ValidationException
+from litestar.exceptions import ClientException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.response import File
@@ -18,7 +18,7 @@ from litestar.types import ControllerRouterHandler
 
 from acefarm.settings import Settings
 from gateway import files, health, submit, tasks
-from gateway.errors import validation_exception_handler
+from gateway.errors import client_error_handler
 from gateway.state import Gateway
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -39,7 +39,9 @@ ROUTES: list[ControllerRouterHandler] = [
 @get("/", include_in_schema=False)
 async def index() -> File:
     """The web page (`gateway/static/index.html`)."""
-    return File(STATIC_DIR / "index.html", media_type="text/html", content_disposition_type="inline")
+    return File(
+        STATIC_DIR / "index.html", filename="index.html", media_type="text/html", content_disposition_type="inline"
+    )
 
 
 _SWAGGER = SwaggerRenderPlugin(path="/swagger")
@@ -77,7 +79,7 @@ def create_app(settings: Settings, extra_routes: list[ControllerRouterHandler] |
     def provide_gateway() -> Gateway:
         return gateway
 
-    exception_handlers: Any = {ValidationException: validation_exception_handler}
+    exception_handlers: Any = {ClientException: client_error_handler}
     return Litestar(
         route_handlers=[*ROUTES, *(extra_routes or []), docs, *_web_routes()],
         dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False)},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import ClientException, HTTPException, SerializationException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_400_BAD_REQUEST
 
@@ -46,15 +46,17 @@ def readable_validation_detail(extra: Any) -> str | None:
     return "; ".join(_readable(item) for item in extra if isinstance(item, dict)) or None
 
 
-def validation_exception_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
-    """400 with a `detail` naming each bad field and what is wrong with it; items stay in `extra`."""
-    detail = readable_validation_detail(exc.extra) or str(exc.detail)
-    if detail.startswith("JSON is malformed"):
+def client_error_handler(_: Request[Any, Any, Any], exc: ClientException) -> Response[dict[str, Any]]:
+    """4xx answers as `ErrorBody`; validation failures list each bad field and what is wrong with it."""
+    detail = str(exc.detail)
+    if isinstance(exc, ValidationException):
+        detail = readable_validation_detail(exc.extra) or detail
+    elif isinstance(exc.__cause__, SerializationException):
         detail = f"body is not valid JSON ({detail.removeprefix('JSON is malformed: ')})"
     body: dict[str, Any] = {"status_code": exc.status_code, "detail": detail}
     if exc.extra:
         body["extra"] = exc.extra
-    return Response(body, status_code=exc.status_code)
+    return Response(body, status_code=exc.status_code, headers=exc.headers)
 
 
 _MEANINGS = {

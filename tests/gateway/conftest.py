@@ -13,14 +13,14 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from acefarm.broker import free_port
 from acefarm.settings import Settings
 from acefarm.storage import LocalStorage
 from gateway.server import ServerThread
 from schemas import topics
-from schemas.events import TaskStatusRecord
+from schemas.events import Envelope, TaskStatusRecord, parse_event
 from schemas.status import StoredFile, TaskKind, TaskState, TaskStatus
 
 KEEPALIVE_S = 0.5
@@ -138,3 +138,25 @@ async def result_file(data_dir: Path, key: str, payload: bytes, content_type: st
     """Store a result in the gateway's local storage, as a worker would, and describe it."""
     info = await LocalStorage(data_dir).put_bytes(key, payload, content_type)
     return StoredFile(key=key, content_type=content_type, size_bytes=info.size)
+
+
+async def events_for(bootstrap: str, topic: str, task_id: str) -> list[tuple[bytes | None, Envelope]]:
+    """Every event about `task_id` on `topic` so far, as (record key, parsed event)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        found: list[tuple[bytes | None, Envelope]] = []
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    event = parse_event(record.value)
+                    if event.task_id == task_id:
+                        found.append((record.key, event))
+        return found
+    finally:
+        await consumer.stop()
