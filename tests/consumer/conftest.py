@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -16,7 +17,7 @@ from aiokafka.structs import RecordMetadata
 from acefarm.kafka import ensure_topics
 from acefarm.settings import Settings
 from schemas import topics
-from schemas.events import AnyEvent, CancelRequested, GenerationRequested, parse_event
+from schemas.events import CancelRequested, GenerationRequested, parse_event
 from schemas.generation import GenerationParams
 from tests.support.processes import Service, start_service
 
@@ -33,8 +34,9 @@ class EventRecorder:
         self._consumer = AIOKafkaConsumer(
             topics.TASK_EVENTS, topics.DEAD_LETTER, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
         )
-        self.by_task: dict[str, list[AnyEvent]] = defaultdict(list)
-        self.dead_letters: list[AnyEvent] = []
+        # Any: tests read type-specific fields (files, reason, step...) off the parsed events.
+        self.by_task: dict[str, list[Any]] = defaultdict(list)
+        self.dead_letters: list[Any] = []
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -70,7 +72,7 @@ class EventRecorder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
 
-    async def final(self, task_id: str, timeout_s: float = 60.0) -> AnyEvent:
+    async def final(self, task_id: str, timeout_s: float = 60.0) -> Any:
         """The task's final event (waits for it)."""
         await self.wait_for(lambda: any(e.type in FINAL_TYPES for e in self.by_task[task_id]), timeout_s, task_id)
         return next(e for e in self.by_task[task_id] if e.type in FINAL_TYPES)
@@ -130,7 +132,8 @@ def consumer_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def topics_ready(kafka_env: dict[str, str]) -> None:
-    asyncio.run(ensure_topics(Settings(**{k.lower(): v for k, v in kafka_env.items()})))
+    overrides: dict[str, Any] = {k.lower(): v for k, v in kafka_env.items()}
+    asyncio.run(ensure_topics(Settings(**overrides)))
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import asyncio
 import io
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -75,7 +76,7 @@ async def test_malformed_records_go_to_dead_letter_and_jobs_keep_flowing(
     await client.submit(task_id)
     assert (await recorder.final(task_id)).type == "task.succeeded"
 
-    def letters() -> dict[int, object]:
+    def letters() -> dict[int, Any]:
         return {d.offset: d for d in recorder.dead_letters if d.offset in (bad_json.offset, wrong_type.offset)}
 
     await recorder.wait_for(lambda: len(letters()) == 2, 20, "two dead letters")
