@@ -86,6 +86,7 @@ def create_app(settings: Settings, extra_routes: list[ControllerRouterHandler] |
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=max_body_bytes(settings),
+        logging_config=None,  # structlog is configured by acefarm.logging
         openapi_config=OpenAPIConfig(
             title="acefarm",
             version="1.0.0",

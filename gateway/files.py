@@ -90,13 +90,16 @@ async def get_file(
     """
     assert gateway.storage is not None
     key = _checked_key(key)
-    info = await gateway.storage.stat(key)
+    try:
+        info = await gateway.storage.stat(key)
+        url = await gateway.storage.presigned_url(key) if info is not None else None
+        path = gateway.storage.local_path(key)
+    except InvalidKey:  # e.g. a link that leads out of the store
+        raise NotFoundException(detail="no such file") from None
     if info is None:
         raise NotFoundException(detail="no such file")
-    url = await gateway.storage.presigned_url(key)
     if url is not None:
         return Redirect(url, status_code=HTTP_307_TEMPORARY_REDIRECT)
-    path = gateway.storage.local_path(key)
     if path is None or not path.is_file():
         raise NotFoundException(detail="no such file")
     media_type = info.content_type or _TYPES.get(path.suffix.lower(), "application/octet-stream")
