@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import ClientException, HTTPException, SerializationException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.status_codes import HTTP_400_BAD_REQUEST
+from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 from schemas.status import ErrorBody
 
@@ -53,6 +53,8 @@ def client_error_handler(_: Request[Any, Any, Any], exc: ClientException) -> Res
         detail = readable_validation_detail(exc.extra) or detail
     elif isinstance(exc.__cause__, SerializationException):
         detail = f"body is not valid JSON ({detail.removeprefix('JSON is malformed: ')})"
+    elif exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE and detail == "Request Entity Too Large":
+        detail = "body: the request is too large; each audio input may be at most MAX_INPUT_AUDIO_BYTES"
     body: dict[str, Any] = {"status_code": exc.status_code, "detail": detail}
     if exc.extra:
         body["extra"] = exc.extra

@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT, HTTP_503_SERVICE_UNAVAILABLE
 
 from acefarm.kafka import publish
 from acefarm.logging import get_logger
@@ -28,12 +28,18 @@ log = get_logger(__name__)
 def _known(gateway: Gateway, task_id: str) -> TaskStatus:
     assert gateway.view is not None
     status = gateway.view.store.get(task_id)
+    if status is None and not gateway.view.caught_up.is_set():
+        raise HTTPException(
+            status_code=HTTP_503_SERVICE_UNAVAILABLE,
+            detail="the gateway is still reading task statuses after a restart; retry in a moment",
+            headers={"Retry-After": "1"},
+        )
     if status is None:
         raise NotFoundException(detail=f"no task has the id {task_id!r}; use the task_id returned by POST /generate")
     return status
 
 
-@get("/status/{task_id:str}", tags=["tasks"], summary="A task's status", responses=error_responses(404))
+@get("/status/{task_id:str}", tags=["tasks"], summary="A task's status", responses=error_responses(404, 503))
 async def get_status(gateway: NamedDependency[Gateway], task_id: FromPath[str]) -> TaskStatusResponse:
     """The task's current status, progress and result URLs (`file_url` first take, `file_urls` all)."""
     return to_response(_known(gateway, task_id), gateway.public_base_url)
@@ -44,7 +50,7 @@ async def get_status(gateway: NamedDependency[Gateway], task_id: FromPath[str]) 
     status_code=HTTP_202_ACCEPTED,
     tags=["tasks"],
     summary="Cancel a task",
-    responses=error_responses(404, 409),
+    responses=error_responses(404, 409, 503),
 )
 async def cancel_task(gateway: NamedDependency[Gateway], task_id: FromPath[str]) -> Response[TaskStatusResponse]:
     """Ask workers to cancel the task: a queued job is skipped, a running one stops at its next step.
@@ -96,7 +102,7 @@ def _parse_event_id(value: str | None) -> int | None:
     "/tasks/{task_id:str}/events",
     tags=["tasks"],
     summary="Follow a task live (server-sent events)",
-    responses=error_responses(404),
+    responses=error_responses(404, 503),
 )
 async def task_events(
     gateway: NamedDependency[Gateway],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from pathlib import Path
@@ -9,8 +10,10 @@ from pathlib import Path
 import httpx
 
 from acefarm.broker import EmbeddedBroker, free_port
+from gateway.app import max_body_bytes
+from schemas.status import TaskState
 from tests.conftest import FAST_GROUP_ENV
-from tests.gateway.conftest import gateway_settings, serve
+from tests.gateway.conftest import PublishStatus, gateway_settings, new_task_id, serve
 from tests.support.processes import start_service, wait_until_ready
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "gateway" / "static"
@@ -79,3 +82,27 @@ def test_python_m_gateway_serves_and_stops_cleanly(kafka_env: dict[str, str], tm
     assert service.process.returncode in (0, -signal.SIGTERM), service.log()[-3000:]
     assert "gateway.stopped" in service.log()
     assert "Application shutdown complete" in service.log()
+
+
+async def test_a_new_gateway_rebuilds_statuses_from_the_topic(
+    kafka_env: dict[str, str], tmp_path: Path, publish_status: PublishStatus
+) -> None:
+    task_id = new_task_id()
+    await publish_status(task_id, 7, TaskState.SUCCESS, progress=1.0)
+    running = serve(gateway_settings(kafka_env, tmp_path / "data"))
+    url = await asyncio.to_thread(next, running)
+    try:
+        async with httpx.AsyncClient(base_url=url) as client:
+            status = await client.get(f"/status/{task_id}")  # ready means caught up: no wait needed
+            assert status.status_code == 200
+            assert (status.json()["status"], status.json()["version"]) == ("success", 7)
+    finally:
+        await asyncio.to_thread(running.close)
+
+
+async def test_oversized_body_is_413(client: httpx.AsyncClient) -> None:
+    limit = max_body_bytes(gateway_settings({}, Path("unused")))
+    body = b'{"prompt": "' + b"a" * limit + b'", "duration": 5}'
+    response = await client.post("/generate", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["detail"].startswith("body: the request is too large")
