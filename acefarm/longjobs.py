@@ -1,0 +1,192 @@
+"""Long jobs from a Kafka consumer group without rebalances: one record at a time, partitions paused
+while the job runs, polling kept up, offset committed only after the job says so.
+
+Generic (no service code): the trainer uses it; the GPU consumer follows the same rules in its own
+loop. Blocking work runs in a daemon thread (`run_in_daemon_thread`) so the event loop keeps polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import signal
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from acefarm.logging import get_logger
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+KEEPALIVE_POLL_S = 0.5
+"""How often the consumer polls (everything paused) while a job runs."""
+
+Handler = Callable[[ConsumerRecord[bytes, bytes]], Coroutine[Any, Any, bool]]
+"""Processes one record; returns True when its offset may be committed (its final event is out)."""
+
+
+class Shutdown:
+    """SIGTERM/SIGINT state: the first signal stops taking jobs, a second abandons the running one."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.abandon = asyncio.Event()
+
+    def request(self, reason: str = "requested") -> None:
+        """Stop taking jobs; a second request abandons the running job."""
+        if self.requested.is_set():
+            self.abandon.set()
+            log.warning("consumer.abandoning_job", reason=reason)
+            return
+        log.info("consumer.stopping", reason=reason)
+        self.requested.set()
+
+    def install(self) -> None:
+        """Handle SIGTERM and SIGINT on the running loop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request, sig.name)
+
+
+def run_in_daemon_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """Run `fn` in a new daemon thread (context variables carried over); await its result."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def target() -> None:
+        try:
+            result, error = context.run(fn), None
+        except BaseException as caught:  # handed to the awaiting coroutine
+            result, error = None, caught
+        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return future
+
+
+class PausingListener(ConsumerRebalanceListener):
+    """Pauses newly assigned partitions while a job runs, so no second job is fetched."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+        self.job_running = False
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Log the revocation; a running job keeps running."""
+        if revoked:
+            log.info("kafka.partitions_revoked", count=len(revoked), job_running=self.job_running)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Re-pause the new assignment while a job runs."""
+        log.info("kafka.partitions_assigned", count=len(assigned), job_running=self.job_running)
+        if self.job_running and assigned:
+            self._consumer.pause(*assigned)
+
+
+async def consume_one_at_a_time(
+    consumer: AIOKafkaConsumer,
+    listener: PausingListener,
+    handle: Handler,
+    shutdown: Shutdown,
+    *,
+    grace_s: float,
+    on_shutdown: Callable[[], None] | None = None,
+) -> None:
+    """Fetch one record at a time and run `handle` on it with every partition paused, polling meanwhile.
+
+    On shutdown during a job, `on_shutdown` is called once (e.g. to checkpoint and stop early); the job
+    gets `grace_s` to return, else it is cancelled and its offset stays uncommitted (redelivered).
+    """
+    while not shutdown.requested.is_set():
+        batch = await consumer.getmany(timeout_ms=1000, max_records=1)
+        for records in batch.values():
+            for record in records:
+                if shutdown.requested.is_set():
+                    return  # not started, not committed: the next owner takes it
+                await _run_paused(consumer, listener, handle, record, shutdown, grace_s, on_shutdown)
+
+
+async def _run_paused(
+    consumer: AIOKafkaConsumer,
+    listener: PausingListener,
+    handle: Handler,
+    record: ConsumerRecord[bytes, bytes],
+    shutdown: Shutdown,
+    grace_s: float,
+    on_shutdown: Callable[[], None] | None,
+) -> None:
+    tp = TopicPartition(record.topic, record.partition)
+    job: asyncio.Task[bool] = asyncio.create_task(handle(record), name=f"job-{record.partition}-{record.offset}")
+    listener.job_running = True
+    _pause_all(consumer)
+    try:
+        deadline: float | None = None
+        while not job.done():
+            if shutdown.requested.is_set() and deadline is None:
+                deadline = time.monotonic() + grace_s
+                log.info("consumer.waiting_for_job", grace_s=grace_s)
+                if on_shutdown is not None:
+                    on_shutdown()
+            if shutdown.abandon.is_set() or (deadline is not None and time.monotonic() > deadline):
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
+                log.warning("consumer.job_abandoned", partition=record.partition, offset=record.offset)
+                return
+            await asyncio.wait({job}, timeout=KEEPALIVE_POLL_S)
+            if not job.done():
+                await _keepalive_poll(consumer)
+        if job.result():  # a publish failure propagates: stop without committing
+            await commit_offset(consumer, tp, record.offset + 1)
+        else:
+            log.info("consumer.job_left_uncommitted", partition=record.partition, offset=record.offset)
+    finally:
+        listener.job_running = False
+        _resume_all(consumer)
+
+
+async def _keepalive_poll(consumer: AIOKafkaConsumer) -> None:
+    """Poll with everything paused so the client does not count the consumer as stalled."""
+    stray = await consumer.getmany(timeout_ms=0)
+    for tp, records in stray.items():  # cannot happen while paused; never lose one if it does
+        if records:
+            consumer.seek(tp, records[0].offset)
+
+
+async def commit_offset(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+    """Commit `offset` for `tp`; a failure after a rebalance is logged (the new owner redoes the job)."""
+    try:
+        await consumer.commit({tp: offset})
+    except KafkaError as error:
+        log.warning("consumer.commit_failed", partition=tp.partition, offset=offset, error=repr(error))
+        return
+    if tp in consumer.assignment():
+        consumer.seek(tp, offset)
+
+
+def _pause_all(consumer: AIOKafkaConsumer) -> None:
+    assigned = consumer.assignment()
+    if assigned:
+        consumer.pause(*assigned)
+
+
+def _resume_all(consumer: AIOKafkaConsumer) -> None:
+    assigned = consumer.assignment()
+    if assigned:
+        consumer.resume(*assigned)

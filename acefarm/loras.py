@@ -1,0 +1,85 @@
+"""Where trained LoRA adapters live in storage, and reading their manifests (shared, torch-free).
+
+Layout: `loras/{lora_id}/` holds the adapter in diffusers' LoRA format (`pytorch_lora_weights.safetensors`,
+PEFT config in its metadata) and `manifest.json` (`LoraManifest`), written last: a manifest means the
+adapter is complete. Training state lives under `checkpoints/{task_id}/` until the job ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import unicodedata
+
+from pydantic import ValidationError
+
+from acefarm.storage import Storage
+from schemas.training import LoraManifest
+
+MANIFEST = "manifest.json"
+WEIGHTS = "pytorch_lora_weights.safetensors"
+_LORA_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def is_lora_id(value: str) -> bool:
+    """Whether `value` has the shape of a lora id (`schemas.generation._LORA_ID_RE`)."""
+    return _LORA_ID.fullmatch(value) is not None
+
+
+def new_lora_id(style_name: str) -> str:
+    """A slug of the style name plus a short random suffix, e.g. `dreamy-synthwave-3f9a1c`."""
+    ascii_name = unicodedata.normalize("NFKD", style_name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:48].strip("-") or "style"
+    return f"{slug}-{secrets.token_hex(3)}"
+
+
+def lora_prefix(lora_id: str) -> str:
+    """Storage prefix of one adapter."""
+    return f"loras/{lora_id}/"
+
+
+def manifest_key(lora_id: str) -> str:
+    """Storage key of an adapter's manifest."""
+    return f"loras/{lora_id}/{MANIFEST}"
+
+
+def dataset_key(task_id: str) -> str:
+    """Storage key of an uploaded training zip."""
+    return f"datasets/{task_id}.zip"
+
+
+def checkpoint_prefix(task_id: str) -> str:
+    """Storage prefix of a training job's checkpoints."""
+    return f"checkpoints/{task_id}/"
+
+
+async def read_manifest(storage: Storage, lora_id: str) -> LoraManifest | None:
+    """The adapter's manifest, or None when the id is unknown, unfinished or unreadable."""
+    if not is_lora_id(lora_id):
+        return None
+    try:
+        raw = await storage.get_bytes(manifest_key(lora_id))
+    except FileNotFoundError:
+        return None
+    try:
+        return LoraManifest.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
+async def list_manifests(storage: Storage) -> list[LoraManifest]:
+    """Every finished adapter's manifest, newest first."""
+    keys = [o.key for o in await storage.list("loras/") if o.key.endswith(f"/{MANIFEST}")]
+    found = await asyncio.gather(*(read_manifest(storage, key.split("/")[1]) for key in keys))
+    manifests = [m for m in found if m is not None]
+    return sorted(manifests, key=lambda m: m.created_at, reverse=True)
+
+
+async def delete_lora(storage: Storage, lora_id: str) -> bool:
+    """Remove an adapter (manifest first, so it stops counting as finished); False if it did not exist."""
+    if await storage.stat(manifest_key(lora_id)) is None:
+        return False
+    await storage.delete(manifest_key(lora_id))
+    await storage.delete_prefix(lora_prefix(lora_id))
+    return True

@@ -1,0 +1,287 @@
+"""One training job, from a raw Kafka record to exactly one final lifecycle event.
+
+Durability: checkpoints go to `checkpoints/{task_id}/state.pt`; a redelivered job (after a crash)
+resumes from it. The final event is stored (`outcome.json`) before it is published, so a job
+redelivered after its final event went out republishes that same event (same event id) instead of
+training again. The adapter files are uploaded before `manifest.json`, which marks the LoRA finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from pydantic import ValidationError
+from structlog.contextvars import bound_contextvars
+
+from acefarm.cancels import CancelWatcher
+from acefarm.datasets import DatasetError, DatasetLimits
+from acefarm.kafka import dead_letter, publish
+from acefarm.logging import get_logger
+from acefarm.longjobs import run_in_daemon_thread
+from acefarm.loras import WEIGHTS, checkpoint_prefix, lora_prefix, manifest_key
+from acefarm.settings import Settings
+from acefarm.storage import Storage
+from schemas import topics
+from schemas.events import (
+    Envelope,
+    TaskCancelled,
+    TaskFailed,
+    TaskStarted,
+    TaskSucceeded,
+    TrainingRequested,
+    parse_event,
+    parse_lifecycle,
+    utcnow,
+)
+from schemas.status import Stage
+from schemas.training import LoraManifest
+from trainer.lora_training import Checkpoint, TrainingCancelled, TrainingHooks, TrainingInterrupted
+from trainer.progress import Report, TrainingProgress
+from trainer.run import ENCODING_SHARE, TrainingOutput, run_training
+
+log = get_logger(__name__)
+
+FinalEvent = TaskSucceeded | TaskFailed | TaskCancelled
+
+
+def checkpoint_key(task_id: str) -> str:
+    """Storage key of a job's latest checkpoint."""
+    return f"{checkpoint_prefix(task_id)}state.pt"
+
+
+def outcome_key(task_id: str) -> str:
+    """Storage key of a job's final event, kept so a redelivery republishes it instead of retraining."""
+    return f"{checkpoint_prefix(task_id)}outcome.json"
+
+
+class TrainingJobHandler:
+    """Validates a training record, trains, stores the adapter and manifest, publishes the events.
+
+    `handle` returns True once the final event (or dead letter) is acknowledged, and False when the
+    job was interrupted by shutdown after checkpointing (the offset must stay uncommitted).
+    """
+
+    def __init__(
+        self,
+        *,
+        pipe: Any,
+        device: torch.device,
+        base_model: str,
+        base_revision: str | None,
+        storage: Storage,
+        producer: AIOKafkaProducer,
+        cancels: CancelWatcher,
+        settings: Settings,
+        worker: str,
+    ) -> None:
+        self._pipe = pipe
+        self._device = device
+        self._base_model = base_model
+        self._base_revision = base_revision
+        self._storage = storage
+        self._producer = producer
+        self._cancels = cancels
+        self._settings = settings
+        self._worker = worker
+        self._limits = DatasetLimits.from_settings(settings)
+        self.stop_requested = threading.Event()
+        """Set on shutdown: the running job checkpoints at the next step and stops."""
+
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> bool:
+        """Process one record; True when its offset may be committed."""
+        try:
+            event = parse_event(record.value or b"")
+        except ValidationError as error:
+            await dead_letter(self._producer, record, _validation_message(error), self._worker)
+            return True
+        if not isinstance(event, TrainingRequested):
+            await dead_letter(
+                self._producer, record, f"expected a training.requested event, got {event.type}", self._worker
+            )
+            return True
+        with bound_contextvars(task_id=event.task_id):
+            return await self._handle_request(event)
+
+    async def _handle_request(self, event: TrainingRequested) -> bool:
+        task_id = event.task_id
+        previous = await self._stored_outcome(task_id)
+        if previous is not None:
+            log.info("training.outcome_republished", outcome=previous.type)
+            await self._publish(previous)
+            return True
+        await self._cancels.catch_up()
+        if self._cancels.is_cancelled(task_id):
+            await self._finish(TaskCancelled(task_id=task_id, reason="cancelled before it started"))
+            return True
+        attempt = uuid.uuid4().hex
+        await self._publish(TaskStarted(task_id=task_id, attempt=attempt, worker=self._worker))
+        started = time.monotonic()
+        final = await self._train(event, attempt)
+        if final is None:
+            log.info("training.interrupted", seconds=round(time.monotonic() - started, 1))
+            return False
+        await self._finish(final)
+        log.info("training.finished", outcome=final.type, seconds=round(time.monotonic() - started, 1))
+        return True
+
+    async def _train(self, event: TrainingRequested, attempt: str) -> FinalEvent | None:
+        task_id = event.task_id
+        progress = TrainingProgress(
+            task_id=task_id, attempt=attempt, publish=self._publish, max_hz=self._settings.progress_max_hz
+        )
+        abandon = threading.Event()
+        loop = asyncio.get_running_loop()
+
+        def save_checkpoint(checkpoint: Checkpoint) -> None:
+            progress.report(
+                Report(Stage.CHECKPOINTING, _share(checkpoint.step, event), checkpoint.step, event.options.steps)
+            )
+            data = checkpoint.to_bytes()
+            future = asyncio.run_coroutine_threadsafe(
+                self._storage.put_bytes(checkpoint_key(task_id), data, "application/octet-stream"), loop
+            )
+            future.result()
+            log.info("training.checkpoint_saved", step=checkpoint.step, bytes=len(data))
+
+        hooks = TrainingHooks(
+            report=lambda step, total, loss: progress.report(
+                Report(Stage.TRAINING, _share(step, event), step, total, loss, f"training step {step}/{total}")
+            ),
+            save_checkpoint=save_checkpoint,
+            is_cancelled=lambda: abandon.is_set() or self._cancels.is_cancelled(task_id),
+            should_stop=self.stop_requested.is_set,
+        )
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"acefarm-train-{task_id}-") as tmp:
+                work = Path(tmp)
+                zip_path = work / "dataset.zip"
+                try:
+                    await self._storage.download_file(event.dataset_key, zip_path)
+                except FileNotFoundError:
+                    await progress.close()
+                    return TaskFailed(
+                        task_id=task_id,
+                        attempt=attempt,
+                        reason="invalid_input",
+                        error=f"the dataset {event.dataset_key!r} is not in storage",
+                    )
+                resume = await self._load_checkpoint(task_id)
+                output = await run_in_daemon_thread(
+                    lambda: run_training(
+                        self._pipe,
+                        self._device,
+                        event,
+                        zip_path,
+                        work,
+                        limits=self._limits,
+                        hooks=hooks,
+                        report=progress.report,
+                        resume=resume,
+                    ),
+                    name=f"train-{task_id}",
+                )
+                progress.report(Report(Stage.UPLOADING, 1.0, message="storing the adapter"))
+                await self._store_result(event, output)
+            await progress.close()
+            return TaskSucceeded(task_id=task_id, attempt=attempt, lora_id=event.lora_id, loss=output.result.final_loss)
+        except TrainingInterrupted:
+            await progress.close()
+            return None
+        except TrainingCancelled:
+            await progress.close()
+            return TaskCancelled(task_id=task_id, attempt=attempt, reason="cancelled while training")
+        except DatasetError as error:
+            await progress.close()
+            return TaskFailed(task_id=task_id, attempt=attempt, reason="invalid_input", error=str(error)[:4000])
+        except torch.OutOfMemoryError as error:
+            await progress.close()
+            _empty_cuda_cache()
+            return TaskFailed(
+                task_id=task_id, attempt=attempt, reason="out_of_memory", error=f"out of memory: {error}"[:4000]
+            )
+        except asyncio.CancelledError:
+            abandon.set()  # shutdown gave up on this job: stop training, publish nothing more
+            await progress.close(flush=False)
+            raise
+        except Exception as error:
+            await progress.close()
+            log.exception("training.unexpected_error")
+            return TaskFailed(
+                task_id=task_id, attempt=attempt, reason="internal", error=f"{type(error).__name__}: {error}"[:4000]
+            )
+
+    async def _store_result(self, event: TrainingRequested, output: TrainingOutput) -> None:
+        """Upload the adapter files, then the manifest (which marks the LoRA finished)."""
+        prefix = lora_prefix(event.lora_id)
+        for path in sorted(output.adapter_dir.iterdir()):
+            if path.is_file():
+                content_type = "application/octet-stream" if path.name == WEIGHTS else "application/json"
+                await self._storage.put_file(prefix + path.name, path, content_type)
+        manifest = LoraManifest(
+            lora_id=event.lora_id,
+            style_name=event.style_name,
+            base_model=self._base_model,
+            base_model_revision=self._base_revision,
+            options=event.options,
+            tracks=output.tracks,
+            final_loss=output.result.final_loss,
+            steps_done=output.result.steps,
+            created_at=utcnow(),
+            task_id=event.task_id,
+        )
+        await self._storage.put_bytes(
+            manifest_key(event.lora_id), manifest.model_dump_json(indent=2).encode(), "application/json"
+        )
+
+    async def _load_checkpoint(self, task_id: str) -> Checkpoint | None:
+        try:
+            data = await self._storage.get_bytes(checkpoint_key(task_id))
+        except FileNotFoundError:
+            return None
+        try:
+            return await asyncio.to_thread(Checkpoint.from_bytes, data)
+        except Exception as error:  # a damaged checkpoint: start over rather than fail
+            log.warning("training.checkpoint_unreadable", error=str(error)[:300])
+            return None
+
+    async def _stored_outcome(self, task_id: str) -> FinalEvent | None:
+        try:
+            raw = await self._storage.get_bytes(outcome_key(task_id))
+        except FileNotFoundError:
+            return None
+        try:
+            event = parse_lifecycle(raw)
+        except ValidationError:
+            return None
+        return event if isinstance(event, TaskSucceeded | TaskFailed | TaskCancelled) else None
+
+    async def _finish(self, final: FinalEvent) -> None:
+        """Store the outcome, publish it, then drop the training state (the outcome stays)."""
+        await self._storage.put_bytes(outcome_key(final.task_id), final.to_bytes(), "application/json")
+        await self._publish(final)
+        await self._storage.delete(checkpoint_key(final.task_id))
+
+    async def _publish(self, event: Envelope) -> None:
+        await publish(self._producer, topics.TASK_EVENTS, event)
+
+
+def _share(step: int, event: TrainingRequested) -> float:
+    return ENCODING_SHARE + (1.0 - 2 * ENCODING_SHARE) * step / event.options.steps
+
+
+def _empty_cuda_cache() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _validation_message(error: ValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in error.errors()[:10]]
+    return "invalid event: " + "; ".join(parts)
