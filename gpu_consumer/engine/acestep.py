@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import secrets
 import threading
 from collections import OrderedDict
@@ -93,9 +94,10 @@ class AceStepEngine:
             self.jobs += 1
             job.report(Stage.ENCODING, 0.0, None, None)
             self._activate_lora(params)
-            kwargs = self.pipeline_kwargs(params, job.src_audio, job.reference_audio)
+            seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
+            kwargs = self.pipeline_kwargs(params, job.src_audio, job.reference_audio, seed=seed)
             kwargs["callback_on_step_end"] = self._step_callback(job, params.inference_steps)
-            audios = self._run(kwargs)
+            audios = self._run(kwargs, seed)
         target = round(params.duration * self.sample_rate)
         return [Take(audio=fit_length(audio, target), sample_rate=self.sample_rate) for audio in audios]
 
@@ -113,14 +115,25 @@ class AceStepEngine:
             )
 
     def pipeline_kwargs(
-        self, params: GenerationParams, src: np.ndarray | None, reference: np.ndarray | None
+        self, params: GenerationParams, src: np.ndarray | None, reference: np.ndarray | None, *, seed: int = 0
     ) -> dict[str, Any]:
-        """The `AceStepPipeline.__call__` arguments for these parameters and input audio."""
+        """The `AceStepPipeline.__call__` arguments for these parameters, input audio and seed.
+
+        Take i draws its initial noise from a CPU generator seeded `seed + i` (the same on every
+        device). The noise is passed as `latents` because diffusers 0.42 recomputes the latent
+        length from a rounded duration and crashes for ~6 % of durations (e.g. 1.1 s).
+        """
         import torch
+        from diffusers.utils.torch_utils import randn_tensor
 
         task = params.task_type
-        seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
         batch = params.batch_size
+        frames = math.ceil(params.duration * self.pipe.latents_per_second)  # the pipeline's own formula
+        hop = round(self.sample_rate / self.pipe.latents_per_second)
+        generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(batch)]
+        dim = self.pipe.transformer.config.audio_acoustic_hidden_dim
+        device, dtype = self.pipe._execution_device, self.pipe.transformer.dtype
+        latents = randn_tensor((batch, frames, dim), generator=generators, device=device, dtype=dtype)
         kwargs: dict[str, Any] = {
             "prompt": [params.caption()] * batch,
             "lyrics": [params.lyrics_for_model()] * batch,
@@ -129,7 +142,8 @@ class AceStepEngine:
             "num_inference_steps": params.inference_steps,
             "guidance_scale": params.guidance_scale,
             "shift": params.shift,
-            "generator": [torch.Generator("cpu").manual_seed(seed + i) for i in range(batch)],
+            "generator": generators,
+            "latents": latents,
             "bpm": params.bpm,
             "keyscale": params.key,
             "timesignature": str(params.time_signature) if params.time_signature else None,
@@ -139,9 +153,8 @@ class AceStepEngine:
             "audio_cover_strength": params.cover_strength,
             "output_type": "np",
         }
-        target = round(params.duration * self.sample_rate)
-        if src is not None:
-            kwargs["src_audio"] = torch.from_numpy(fit_length(_stereo(src, "source"), target))
+        if src is not None:  # whole latent frames, so the source latents match the noise length
+            kwargs["src_audio"] = torch.from_numpy(fit_length(_stereo(src, "source"), frames * hop))
         if reference is not None:
             kwargs["reference_audio"] = torch.from_numpy(_stereo(reference, "reference"))
         if task in (TaskType.REPAINT, TaskType.LEGO, TaskType.EXTEND):
@@ -183,11 +196,15 @@ class AceStepEngine:
 
         return on_step_end
 
-    def _run(self, kwargs: dict[str, Any]) -> list[np.ndarray]:
-        """Call the pipeline, translating failures into the engine protocol's errors."""
+    def _run(self, kwargs: dict[str, Any], seed: int) -> list[np.ndarray]:
+        """Call the pipeline, translating failures into the engine protocol's errors.
+
+        The global RNG is seeded too: the VAE samples its latent distribution when encoding input audio.
+        """
         import torch
 
         try:
+            torch.manual_seed(seed)
             output = self.pipe(**kwargs)
         except JobCancelled:
             self._free_hooks()
