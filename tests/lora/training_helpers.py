@@ -22,8 +22,11 @@ def train(
 ) -> tuple[TrainingRequested, TrainingOutput]:
     """Train on the CPU; returns the request and the output (adapter under work/adapter)."""
     request = TrainingRequested(
-        task_id=f"t-{new_lora_id('x')}", lora_id=new_lora_id("tones"), style_name="tones",
-        dataset_key="datasets/x.zip", options=options,
+        task_id=f"t-{new_lora_id('x')}",
+        lora_id=new_lora_id("tones"),
+        style_name="tones",
+        dataset_key="datasets/x.zip",
+        options=options,
     )
     hooks = kwargs.pop("hooks", TrainingHooks())
     output = run_training(

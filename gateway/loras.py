@@ -1,0 +1,197 @@
+"""LoRA styles: `POST /train/lora` (check the dataset zip, store it, queue training) and `GET/DELETE /loras`.
+
+Nothing is queued until the zip has passed every check in `acefarm.datasets`; each failure is a 4xx
+naming the file and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from litestar import Response, delete, get, post
+from litestar.datastructures import UploadFile
+from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import NotFoundException
+from litestar.params import Body
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_413_REQUEST_ENTITY_TOO_LARGE
+from litestar.types import ControllerRouterHandler
+from pydantic import ValidationError
+
+from acefarm.datasets import DatasetError, DatasetLimits, validate_dataset_zip
+from acefarm.kafka import publish
+from acefarm.logging import get_logger
+from acefarm.loras import dataset_key, delete_lora, is_lora_id, list_manifests, new_lora_id, read_manifest
+from acefarm.settings import Settings, get_settings
+from gateway.errors import FieldError, error_responses
+from gateway.state import Gateway
+from schemas import topics
+from schemas.events import TrainingRequested
+from schemas.status import TaskAccepted, TaskKind, TaskState, TaskStatus
+from schemas.training import LoraManifest, TrainingOptions
+
+log = get_logger(__name__)
+
+_CHUNK = 1 << 20
+_OPTION_FIELDS = (
+    "rank",
+    "alpha",
+    "learning_rate",
+    "steps",
+    "warmup_steps",
+    "batch_size",
+    "clip_seconds",
+    "trigger_tag",
+    "checkpoint_every",
+    "seed",
+)
+
+
+@dataclass
+class TrainLoraForm:
+    """Multipart form of `POST /train/lora`; empty options take the trainer's defaults (see docs/lora.md)."""
+
+    file: UploadFile
+    """A zip of 3-50 tracks (wav, flac, mp3, ogg), optional `<track>.txt` lyrics and metadata.csv/json."""
+    style_name: str
+    rank: int | None = None
+    alpha: int | None = None
+    learning_rate: float | None = None
+    steps: int | None = None
+    warmup_steps: int | None = None
+    batch_size: int | None = None
+    clip_seconds: float | None = None
+    trigger_tag: str | None = None
+    checkpoint_every: int | None = None
+    seed: int | None = None
+
+
+def max_upload_bytes(settings: Settings) -> int:
+    """Largest `POST /train/lora` body: the zip limit plus room for the form fields."""
+    return settings.lora_max_zip_bytes + 1024 * 1024
+
+
+def training_options(form: TrainLoraForm) -> TrainingOptions:
+    """The options given in the form; `FieldError` naming the first bad one."""
+    given = {name: getattr(form, name) for name in _OPTION_FIELDS}
+    given = {k: v for k, v in given.items() if v is not None and v != ""}
+    try:
+        return TrainingOptions(**given)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "options"
+        raise FieldError(field, first["msg"]) from None
+
+
+async def _save_upload(upload: UploadFile, dest: Path, limit: int) -> None:
+    """Copy the uploaded zip to `dest`, refusing more than `limit` bytes."""
+    size = 0
+    with dest.open("wb") as out:
+        while chunk := await upload.read(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise FieldError(
+                    "file",
+                    f"the zip is larger than {limit} bytes (LORA_MAX_ZIP_BYTES)",
+                    status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                )
+            await asyncio.to_thread(out.write, chunk)
+    if size == 0:
+        raise FieldError("file", "the upload is empty; attach a zip of your tracks")
+
+
+@post(
+    "/train/lora",
+    status_code=HTTP_202_ACCEPTED,
+    tags=["lora"],
+    summary="Train a LoRA style from a zip of tracks",
+    responses=error_responses(400, 413, 415),
+    request_max_body_size=max_upload_bytes(get_settings()),
+)
+async def train_lora(
+    gateway: NamedDependency[Gateway],
+    data: Annotated[TrainLoraForm, Body(media_type=RequestEncodingType.MULTI_PART)],
+) -> Response[TaskAccepted]:
+    """Check the dataset zip completely (paths, zip bombs, track count, every track decodes and fits the
+    duration limits, sidecars), store it as `datasets/{task_id}.zip` and queue a training job.
+
+    Answers 202 `{task_id, lora_id}`: follow the job at `/status/{task_id}`; once it succeeds, pass
+    `lora_id` to `POST /generate`. Every problem answers 400 (413 for size) naming the file and why.
+    """
+    assert gateway.storage is not None and gateway.producer is not None and gateway.view is not None
+    settings = gateway.settings
+    style_name = (data.style_name or "").strip()
+    if not style_name or len(style_name) > 100:
+        raise FieldError("style_name", "give the style a name of 1 to 100 characters")
+    if not isinstance(data.file, UploadFile):
+        raise FieldError("file", "attach the dataset as a file field named 'file' (a .zip of your tracks)")
+    options = training_options(data)
+    task_id = uuid.uuid4().hex
+    lora_id = new_lora_id(style_name)
+    work = Path(tempfile.mkdtemp(prefix="acefarm-upload-"))
+    try:
+        zip_path = work / "dataset.zip"
+        await _save_upload(data.file, zip_path, settings.lora_max_zip_bytes)
+        try:
+            tracks = await asyncio.to_thread(validate_dataset_zip, zip_path, DatasetLimits.from_settings(settings))
+        except DatasetError as error:
+            raise FieldError("file", str(error)) from None
+        key = dataset_key(task_id)
+        await gateway.storage.put_file(key, zip_path, "application/zip")
+    finally:
+        await asyncio.to_thread(shutil.rmtree, work, True)
+    event = TrainingRequested(task_id=task_id, lora_id=lora_id, style_name=style_name, dataset_key=key, options=options)
+    await publish(gateway.producer, topics.TRAINING_REQUESTS, event)
+    at = event.occurred_at
+    gateway.view.store.insert_pending(
+        TaskStatus(
+            task_id=task_id,
+            kind=TaskKind.TRAINING,
+            status=TaskState.PENDING,
+            lora_id=lora_id,
+            created_at=at,
+            updated_at=at,
+        )
+    )
+    log.info("gateway.training_submitted", task_id=task_id, lora_id=lora_id, tracks=len(tracks), steps=options.steps)
+    return Response(
+        TaskAccepted(task_id=task_id, status=TaskState.PENDING, lora_id=lora_id),
+        status_code=HTTP_202_ACCEPTED,
+        headers={"Location": f"/status/{task_id}"},
+    )
+
+
+@get("/loras", tags=["lora"], summary="List trained LoRA styles")
+async def list_loras(gateway: NamedDependency[Gateway]) -> list[LoraManifest]:
+    """Every finished LoRA (newest first) with its manifest: style, base model, options, tracks, loss."""
+    assert gateway.storage is not None
+    return await list_manifests(gateway.storage)
+
+
+@get("/loras/{lora_id:str}", tags=["lora"], summary="One LoRA style", responses=error_responses(404))
+async def get_lora(gateway: NamedDependency[Gateway], lora_id: str) -> LoraManifest:
+    """The LoRA's manifest; 404 while it is unknown or still training."""
+    assert gateway.storage is not None
+    manifest = await read_manifest(gateway.storage, lora_id) if is_lora_id(lora_id) else None
+    if manifest is None:
+        raise NotFoundException(detail=f"no finished LoRA has the id {lora_id!r}")
+    return manifest
+
+
+@delete("/loras/{lora_id:str}", tags=["lora"], summary="Delete a LoRA style", responses=error_responses(404))
+async def delete_lora_route(gateway: NamedDependency[Gateway], lora_id: str) -> None:
+    """Remove the adapter and its manifest; later generation requests naming it are rejected."""
+    assert gateway.storage is not None
+    if not is_lora_id(lora_id) or not await delete_lora(gateway.storage, lora_id):
+        raise NotFoundException(detail=f"no finished LoRA has the id {lora_id!r}")
+    log.info("gateway.lora_deleted", lora_id=lora_id)
+
+
+ROUTES: list[ControllerRouterHandler] = [train_lora, list_loras, get_lora, delete_lora_route]
+"""The LoRA routes, registered in `gateway.app.ROUTES`."""
