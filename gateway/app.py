@@ -17,7 +17,7 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 from acefarm.settings import Settings
-from gateway import files, health, submit, tasks
+from gateway import files, health, loras, submit, tasks
 from gateway.errors import client_error_handler
 from gateway.state import Gateway
 
@@ -32,6 +32,7 @@ ROUTES: list[ControllerRouterHandler] = [
     files.get_file,
     health.healthz,
     health.readyz,
+    *loras.ROUTES,
 ]
 """Every API route. Other modules add theirs here (e.g. the LoRA endpoints)."""
 
