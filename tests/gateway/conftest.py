@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -44,8 +45,6 @@ def gateway_settings(kafka_env: dict[str, str], data_dir: Path, **overrides: Any
 
 def wait_ready(url: str, timeout_s: float = 60.0) -> None:
     """Poll /readyz until it answers 200."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
