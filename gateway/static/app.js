@@ -215,10 +215,7 @@
     /** The line under the progress bar: stage, step, loss, time left. */
     describe(state) {
       if (state.status === "pending") return STATUS_LABELS.pending;
-      if (state.status === "failed" || state.status === "cancelled") return ""; // the badge says it
-      if (state.status === "success") {
-        return this.info.kind === "training" ? "Style trained" : "Ready to play";
-      }
+      if (FINAL.has(state.status)) return ""; // the badge, the error or the player says it
       const parts = [STAGE_LABELS[state.stage] || state.message || "Running"];
       if (state.step != null && state.total_steps) parts.push(`step ${state.step} / ${state.total_steps}`);
       if (state.loss != null) parts.push(`loss ${Number(state.loss).toFixed(4)}`);
@@ -321,6 +318,9 @@
         return;
       }
       if (response.status === 404) {
+        // A gateway that just started answers 404 until it has read all statuses back from Kafka;
+        // only a ready one means it.
+        if (!(await serverReady())) { this.scheduleResume(); return; }
         if (this.info.restored && this.version < 0) { removeJob(this); return; } // from an old session
         this.apply({ status: "failed", error: "The server no longer knows this job.", version: this.version + 1 });
         return;
@@ -354,6 +354,10 @@
       this.closeSource();
       this.el.remove();
     }
+  }
+
+  async function serverReady() {
+    try { return (await fetch("/readyz")).ok; } catch { return false; }
   }
 
   // ---------------------------------------------------------------- the job list

@@ -1,0 +1,335 @@
+"""The web page in a real headless Chromium (Debian's package, driven by Playwright) against the whole
+service: embedded broker, gateway, streams and one GPU consumer running the deterministic tone engine.
+
+Screenshots land in `test-artifacts/` (gitignored) for people to look at.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import soundfile as sf
+from playwright.sync_api import Browser, FilePayload, Page, Route, ViewportSize, expect, sync_playwright
+
+from acefarm.broker import free_port
+from tests.support.processes import ROOT, Service, start_service, wait_until_ready
+
+CHROMIUM = Path("/usr/bin/chromium")
+# As root on a closed network: no sandbox, and no background calls home (refused, and slow to fail).
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+TONE_ENGINE = "tests.support.tone_engine:ToneEngine"
+PHONE: ViewportSize = {"width": 390, "height": 844}
+
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="Debian's Chromium is missing: install it with `apt-get install -y chromium`"
+    ),
+    pytest.mark.timeout(300),
+]
+
+
+@dataclass
+class Stack:
+    """The service processes behind one gateway URL; the gateway can be restarted on the same port."""
+
+    url: str
+    port: int
+    env: dict[str, str]
+    log_dir: Path
+    services: dict[str, Service]
+
+    def start_gateway(self) -> None:
+        gateway = start_service("gateway", ["-m", "gateway", "--port", str(self.port)], self.env, self.log_dir)
+        self.services["gateway"] = gateway
+        wait_until_ready(f"{self.url}/readyz", gateway, timeout_s=120)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name}\n{service.log()[-3000:]}" for name, service in self.services.items())
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Gateway, streams and one GPU consumer with the tone engine, as separate processes."""
+    work = tmp_path_factory.mktemp("page")
+    port = free_port()
+    env = {
+        **kafka_env,
+        "ENGINE": TONE_ENGINE,
+        "DEVICE": "cpu",
+        "OUTPUT_DIR": str(work / "data"),
+        # Slow fake diffusion steps so that the progress bar visibly moves.
+        "TONE_ENGINE_STEP_S": "0.4",
+    }
+    stack = Stack(f"http://127.0.0.1:{port}", port, env, work / "logs", {})
+    try:
+        stack.services["streams"] = start_service("streams", ["-m", "streams"], env, stack.log_dir)
+        stack.services["gpu"] = start_service("gpu", ["-m", "gpu_consumer"], env, stack.log_dir)
+        stack.start_gateway()
+        yield stack
+    finally:
+        for service in stack.services.values():
+            service.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+    """A phone-sized page on a fresh profile; fails the test on any uncaught script error."""
+    context = browser.new_context(viewport=PHONE, base_url=stack.url)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not script_errors, f"script errors on the page: {script_errors}\n{stack.logs()}"
+
+
+def fill_form(page: Page, *, prompt: str, duration: str, audio_format: str = "flac", steps: str = "10") -> None:
+    form = page.locator("#generate-form")
+    form.get_by_label("Prompt").fill(prompt)
+    form.get_by_label("Lyrics").fill("[verse]\nrain on the window\n[chorus]\nla la la")
+    form.get_by_label("Duration (s)").fill(duration)
+    form.get_by_label("Format").select_option(audio_format)
+    form.get_by_text("More options").click()
+    form.get_by_label("Seed").fill("7")
+    form.get_by_label("Steps", exact=True).fill(steps)
+
+
+def screenshot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True, animations="disabled")
+    return path
+
+
+PROGRESS_BETWEEN_0_AND_1 = """
+() => [...document.querySelectorAll('.job progress')].some(
+  (bar) => bar.hasAttribute('value') && bar.value > 0 && bar.value < 1)
+"""
+
+
+def test_generate_follow_progress_and_play(page: Page, stack: Stack) -> None:
+    page.goto("/")
+    expect(page.get_by_role("heading", name="Make a track")).to_be_visible()
+    fill_form(page, prompt="warm lofi piano, vinyl crackle", duration="3")
+
+    with page.expect_response("**/generate") as submitted:
+        page.get_by_role("button", name="Generate").click()
+    assert submitted.value.status == 202
+    task_id = submitted.value.json()["task_id"]
+    card = page.locator(f'.job[data-task-id="{task_id}"]')
+    expect(card).to_be_visible()
+
+    # Live progress from the event stream: the bar is seen strictly between 0 and 1 while running.
+    page.wait_for_function(PROGRESS_BETWEEN_0_AND_1, polling="raf", timeout=60_000)
+    expect(card).to_have_attribute("data-status", "running")
+    expect(card.locator('[data-role="stage"]')).to_contain_text(re.compile(r"step \d+ / 10"))
+    screenshot(page, "page-running-390.png")
+
+    # Success: one player per file, a download link, and no cancel button any more.
+    expect(card).to_have_attribute("data-status", "success", timeout=60_000)
+    audio = card.locator("audio")
+    expect(audio).to_have_count(1)
+    expect(card.locator('[data-role="cancel"]')).to_be_hidden()
+    src = audio.get_attribute("src")
+    assert src
+    expect(card.get_by_role("link", name=re.compile("Download"))).to_have_attribute("href", src)
+
+    # The browser itself loads the file's metadata, and the server serves it as audio.
+    duration = page.wait_for_function(
+        "(el) => el.readyState >= 1 && el.duration", arg=audio.element_handle(), timeout=30_000
+    ).json_value()
+    assert abs(float(duration) - 3.0) < 0.1
+    response = httpx.get(httpx.URL(stack.url).join(src), follow_redirects=True, timeout=30)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("audio/"), response.headers["content-type"]
+    data, rate = sf.read(io.BytesIO(response.content), always_2d=True)
+    assert abs(len(data) / rate - 3.0) < 0.1
+
+    shot = screenshot(page, "page-success-390.png")
+    assert shot.stat().st_size > 0
+    page.set_viewport_size({"width": 1280, "height": 900})
+    screenshot(page, "page-success-1280.png")
+
+
+def test_a_bad_duration_is_shown_next_to_the_field(page: Page) -> None:
+    page.goto("/")
+    fill_form(page, prompt="too long", duration="9999")
+    with page.expect_response("**/generate") as submitted:
+        page.get_by_role("button", name="Generate").click()
+    assert submitted.value.status == 400
+    assert "duration" in submitted.value.json()["detail"]
+
+    field = page.locator('.field[data-field="duration"]')
+    error = field.locator(".error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("600")
+    expect(page.get_by_label("Duration (s)")).to_have_attribute("aria-invalid", "true")
+    # Nothing else is blamed, and no job was created.
+    expect(page.locator(".field.invalid")).to_have_count(1)
+    expect(page.locator("#generate-form-error")).to_be_hidden()
+    expect(page.locator(".job")).to_have_count(0)
+    screenshot(page, "page-bad-duration-390.png")
+
+    # Fixing the value clears the message on the next submit.
+    page.get_by_label("Duration (s)").fill("2")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator(".job")).to_have_count(1)
+    expect(error).to_be_hidden()
+    expect(page.locator(".job")).to_have_attribute("data-status", "success", timeout=60_000)
+
+
+def test_several_jobs_each_with_its_own_state_and_cancel(page: Page) -> None:
+    page.goto("/")
+    fill_form(page, prompt="slow one step_s=1", duration="2", steps="30")
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_label("Prompt").fill("quick one")
+    page.locator("#generate-form").get_by_label("Steps", exact=True).fill("4")
+    page.get_by_role("button", name="Generate").click()
+
+    jobs = page.locator(".job")
+    expect(jobs).to_have_count(2)
+    slow, quick = jobs.nth(1), jobs.nth(0)  # newest first
+    expect(slow.locator(".job-title")).to_have_text("slow one step_s=1")
+    # One consumer runs one job at a time: the second waits while the first runs.
+    expect(slow).to_have_attribute("data-status", "running", timeout=60_000)
+    expect(quick).to_have_attribute("data-status", "pending")
+
+    slow.get_by_role("button", name="Cancel").click()
+    expect(slow).to_have_attribute("data-status", "cancelled", timeout=60_000)
+    expect(slow.locator("audio")).to_have_count(0)
+    expect(quick).to_have_attribute("data-status", "success", timeout=60_000)
+    expect(quick.locator("audio")).to_have_count(1)
+    screenshot(page, "page-two-jobs-390.png")
+
+
+# Records what the page's EventSources go through, without changing how they behave.
+WATCH_EVENT_SOURCES = """
+window.__sse = { opened: 0, errors: 0, gaveUp: 0 };
+window.EventSource = class extends window.EventSource {
+  constructor(...args) {
+    super(...args);
+    window.__sse.opened += 1;
+    this.addEventListener("error", () => {
+      window.__sse.errors += 1;
+      if (this.readyState === EventSource.CLOSED) window.__sse.gaveUp += 1;
+    });
+  }
+};
+"""
+
+
+def wait_for_log(service: Service, *needles: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(all(needle in line for needle in needles) for line in service.log().splitlines()):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{service.name} never logged {needles}:\n{service.log()[-3000:]}")
+
+
+@pytest.mark.parametrize("reconnect", ["by-the-browser", "by-the-page"])
+def test_the_stream_resumes_after_the_gateway_restarts(page: Page, stack: Stack, reconnect: str) -> None:
+    """The event stream drops mid-job; the job finishes while no gateway runs; once one is back the
+    page shows the final state it missed.
+
+    by-the-browser: EventSource's own reconnect (it sends Last-Event-ID). by-the-page: the first
+    reconnect is answered 503, so the browser gives up (readyState CLOSED) and the page must resume
+    by itself (GET /status, then a new EventSource).
+    """
+    page.add_init_script(WATCH_EVENT_SOURCES)
+    if reconnect == "by-the-page":
+        streams_opened: list[str] = []
+
+        def refuse_first_reconnect(route: Route) -> None:
+            streams_opened.append(route.request.url)
+            if len(streams_opened) == 2:
+                route.fulfill(status=503, json={"status_code": 503, "detail": "restarting"})
+            else:
+                route.continue_()
+
+        page.route("**/tasks/*/events", refuse_first_reconnect)
+    page.goto("/")
+    fill_form(page, prompt="survives a restart step_s=0.3", duration="2", steps="12")
+    with page.expect_response("**/generate") as submitted:
+        page.get_by_role("button", name="Generate").click()
+    task_id = submitted.value.json()["task_id"]
+    card = page.locator(f'.job[data-task-id="{task_id}"]')
+    page.wait_for_function(PROGRESS_BETWEEN_0_AND_1, polling="raf", timeout=60_000)
+
+    stack.services["gateway"].kill()  # the stream drops mid-job
+    wait_for_log(stack.services["gpu"], "job.finished", task_id)
+    assert card.get_attribute("data-status") == "running"  # nothing told the page yet
+    assert page.evaluate("window.__sse.errors") >= 1
+
+    if reconnect == "by-the-page":
+        page.wait_for_function("window.__sse.gaveUp >= 1")
+
+    stack.start_gateway()
+    expect(card).to_have_attribute("data-status", "success", timeout=60_000)
+    expect(card.locator("audio")).to_have_count(1)
+    expect(card.locator('[data-role="percent"]')).to_have_text("100%")
+
+
+def test_jobs_survive_a_page_reload(page: Page) -> None:
+    page.goto("/")
+    fill_form(page, prompt="remember me", duration="1", steps="2")
+    page.get_by_role("button", name="Generate").click()
+    expect(page.locator(".job")).to_have_attribute("data-status", "success", timeout=60_000)
+    page.reload()
+    card = page.locator(".job")
+    expect(card).to_have_count(1)
+    expect(card).to_have_attribute("data-status", "success")
+    expect(card.locator("audio")).to_have_count(1)
+
+
+def test_lora_controls_follow_what_the_server_offers(page: Page, stack: Stack) -> None:
+    """The LoRA picker and the training upload show only when the server answers GET /loras."""
+    has_loras = httpx.get(f"{stack.url}/loras").status_code == 200
+    with page.expect_response("**/loras"):
+        page.goto("/")
+    train, picker = page.locator("#train-section"), page.locator("#lora-field")
+    if not has_loras:
+        expect(train).to_be_hidden()
+        expect(picker).to_be_hidden()
+        return
+    expect(train).to_be_visible()
+    expect(picker).to_be_visible()
+    # A file that is not a zip is refused by the gateway, and the reason shows under the file field.
+    not_a_zip: FilePayload = {"name": "tracks.zip", "mimeType": "application/zip", "buffer": b"this is not a zip"}
+    train.get_by_label("Tracks (.zip)").set_input_files(files=not_a_zip)
+    train.get_by_label("Style name").fill("dream pop")
+    with page.expect_response("**/train/lora") as answered:
+        train.get_by_role("button", name="Start training").click()
+    assert 400 <= answered.value.status < 500
+    expect(train.locator('.field[data-field="file"] .error')).to_be_visible()
+    expect(page.locator(".job")).to_have_count(0)
