@@ -3,7 +3,7 @@
 Durability: checkpoints go to `checkpoints/{task_id}/state.pt`; a redelivered job (after a crash)
 resumes from it. The final event is stored (`outcome.json`) before it is published, so a job
 redelivered after its final event went out republishes that same event (same event id) instead of
-training again. The adapter files are uploaded before `manifest.json`, which marks the LoRA finished.
+training again. The adapter files are uploaded before `manifest.json`, which marks the LoRA finished (`store_lora`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from acefarm.datasets import DatasetError, DatasetLimits
 from acefarm.kafka import dead_letter, publish
 from acefarm.logging import get_logger
 from acefarm.longjobs import run_in_daemon_thread
-from acefarm.loras import WEIGHTS, checkpoint_prefix, lora_prefix, manifest_key
+from acefarm.loras import checkpoint_prefix
 from acefarm.settings import Settings
 from acefarm.storage import Storage
 from schemas import topics
@@ -39,13 +39,12 @@ from schemas.events import (
     TrainingRequested,
     parse_event,
     parse_lifecycle,
-    utcnow,
 )
 from schemas.status import Stage
-from schemas.training import LoraManifest
 from trainer.lora_training import Checkpoint, TrainingCancelled, TrainingHooks, TrainingInterrupted
 from trainer.progress import Report, TrainingProgress
-from trainer.run import ENCODING_SHARE, TrainingOutput, run_training
+from trainer.results import store_lora
+from trainer.run import ENCODING_SHARE, run_training
 
 log = get_logger(__name__)
 
@@ -189,7 +188,9 @@ class TrainingJobHandler:
                     name=f"train-{task_id}",
                 )
                 progress.report(Report(Stage.UPLOADING, 1.0, message="storing the adapter"))
-                await self._store_result(event, output)
+                await store_lora(
+                    self._storage, event, output, base_model=self._base_model, base_revision=self._base_revision
+                )
             await progress.close()
             return TaskSucceeded(task_id=task_id, attempt=attempt, lora_id=event.lora_id, loss=output.result.final_loss)
         except TrainingInterrupted:
@@ -217,29 +218,6 @@ class TrainingJobHandler:
             return TaskFailed(
                 task_id=task_id, attempt=attempt, reason="internal", error=f"{type(error).__name__}: {error}"[:4000]
             )
-
-    async def _store_result(self, event: TrainingRequested, output: TrainingOutput) -> None:
-        """Upload the adapter files, then the manifest (which marks the LoRA finished)."""
-        prefix = lora_prefix(event.lora_id)
-        for path in sorted(output.adapter_dir.iterdir()):
-            if path.is_file():
-                content_type = "application/octet-stream" if path.name == WEIGHTS else "application/json"
-                await self._storage.put_file(prefix + path.name, path, content_type)
-        manifest = LoraManifest(
-            lora_id=event.lora_id,
-            style_name=event.style_name,
-            base_model=self._base_model,
-            base_model_revision=self._base_revision,
-            options=event.options,
-            tracks=output.tracks,
-            final_loss=output.result.final_loss,
-            steps_done=output.result.steps,
-            created_at=utcnow(),
-            task_id=event.task_id,
-        )
-        await self._storage.put_bytes(
-            manifest_key(event.lora_id), manifest.model_dump_json(indent=2).encode(), "application/json"
-        )
 
     async def _load_checkpoint(self, task_id: str) -> Checkpoint | None:
         try:

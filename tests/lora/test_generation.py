@@ -1,0 +1,75 @@
+"""Generation with trained LoRAs through the real engine: fetched from storage, applied, switched, disabled."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from acefarm.datasets import DatasetLimits
+from acefarm.lora_cache import LoraCache
+from acefarm.pipeline import load_pipeline
+from acefarm.settings import Settings
+from acefarm.storage import LocalStorage
+from gpu_consumer.engine.acestep import AceStepEngine
+from gpu_consumer.engine.base import InvalidInput, Job
+from schemas.generation import GenerationParams
+from tests.lora.training_helpers import FAST, train
+from tests.lora.zips import tone, write_zip
+from trainer.results import store_lora
+
+
+@pytest.fixture(scope="module")
+def stored(tiny_pipe: Any, tmp_path_factory: pytest.TempPathFactory, limits: DatasetLimits) -> tuple[Path, list[str]]:
+    """Two LoRAs trained on different tones, stored as the trainer stores them."""
+    root = tmp_path_factory.mktemp("lora-gen")
+    storage = LocalStorage(root / "data")
+    ids = []
+    for index, freq in enumerate((110.0, 880.0)):
+        zip_path = write_zip(root / f"d{index}.zip", {f"t{i}.wav": tone(3, freq * (i + 1)) for i in range(2)})
+        options = FAST.model_copy(update={"seed": index, "steps": 8})
+        request, output = train(tiny_pipe, zip_path, root / f"w{index}", limits, options)
+        asyncio.run(store_lora(storage, request, output, base_model="tiny", base_revision=None))
+        ids.append(request.lora_id)
+    return root, ids
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_dir: Path, stored: tuple[Path, list[str]]) -> AceStepEngine:
+    root, _ = stored
+    settings = Settings(model_path=tiny_dir, device="cpu", output_dir=root / "data", vae_tiling=False)
+    pipe, info = load_pipeline(settings)
+    cache = LoraCache(settings, root=root / "cache", max_adapters=2)
+    return AceStepEngine.from_pipeline(pipe, info, adapter_resolver=cache.resolve, max_adapters=1)
+
+
+def generate(engine: AceStepEngine, **fields: Any) -> np.ndarray:
+    params = GenerationParams(prompt="sine tones", duration=1.2, inference_steps=3, seed=11, **fields)
+    return engine.generate(Job(task_id="t-lora", params=params))[0].audio
+
+
+def test_lora_changes_the_output_and_scale_zero_is_the_base(engine: AceStepEngine, stored: Any) -> None:
+    _, (first, _) = stored
+    base = generate(engine)
+    styled = generate(engine, lora_id=first)
+    assert not np.allclose(base, styled, atol=1e-5)
+    assert np.array_equal(generate(engine, lora_id=first, lora_scale=0.0), base)
+    assert np.array_equal(generate(engine), base), "a job without lora_id after a LoRA job must be the base"
+
+
+def test_switching_adapters_gives_each_adapters_output(engine: AceStepEngine, stored: Any) -> None:
+    _, (first, second) = stored
+    a = generate(engine, lora_id=first)
+    b = generate(engine, lora_id=second)
+    assert not np.allclose(a, b, atol=1e-5)
+    assert engine.adapters == [second], "max_adapters=1: the least recently used adapter was unloaded"
+    np.testing.assert_allclose(generate(engine, lora_id=first), a, atol=1e-6)
+    np.testing.assert_allclose(generate(engine, lora_id=second), b, atol=1e-6)
+
+
+def test_unknown_lora_is_invalid_input(engine: AceStepEngine) -> None:
+    with pytest.raises(InvalidInput, match="not available"):
+        generate(engine, lora_id="never-trained-000000")
