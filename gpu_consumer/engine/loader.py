@@ -16,9 +16,10 @@ def load_engine(settings: Settings) -> Engine:
     """
     name = settings.engine.strip()
     if name == "acestep":
+        from acefarm.lora_cache import LoraCache
         from gpu_consumer.engine.acestep import AceStepEngine
 
-        return AceStepEngine(settings)
+        return AceStepEngine(settings, adapter_resolver=LoraCache(settings).resolve)
     if name == "null":
         from gpu_consumer.engine.null import NullEngine
 
