@@ -1,0 +1,90 @@
+"""`acefarm models ...`: download ACE-Step 1.5 weights, show what would be loaded, build a tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from acefarm.settings import Settings
+
+models_app = typer.Typer(help="Download, inspect or build ACE-Step checkpoints.", no_args_is_help=True)
+
+
+@models_app.command()
+def download(
+    model_id: Annotated[str | None, typer.Option(help="Hub repo id (default: MODEL_ID).")] = None,
+    revision: Annotated[str | None, typer.Option(help="Branch, tag or commit (default: MODEL_REVISION).")] = None,
+    local_dir: Annotated[
+        Path | None, typer.Option(help="Copy into this directory (usable as MODEL_PATH) instead of the HF cache.")
+    ] = None,
+) -> None:
+    """Pre-fetch the diffusers-format weights with a progress bar (honours HF_TOKEN and HF_HOME)."""
+    from huggingface_hub import snapshot_download
+
+    from acefarm.pipeline import hub_cache_dir
+
+    settings = Settings()
+    repo = model_id or settings.model_id
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    typer.echo(f"Downloading {repo} ({revision or settings.model_revision or 'main'}) ...")
+    path = snapshot_download(
+        repo,
+        revision=revision or settings.model_revision,
+        token=token,
+        cache_dir=None if local_dir else hub_cache_dir(settings),
+        local_dir=str(local_dir) if local_dir else None,
+    )
+    typer.echo(f"Done: {path}")
+    if local_dir:
+        typer.echo(f"Use it with MODEL_PATH={path}")
+
+
+@models_app.command()
+def info(
+    load: Annotated[bool, typer.Option(help="Load the pipeline to report device, dtype, size and tasks.")] = True,
+) -> None:
+    """Print what would be loaded from where (and, with --load, what is loaded onto which device)."""
+    from acefarm.pipeline import hub_cache_dir, model_source
+
+    settings = Settings()
+    source, local = model_source(settings)
+    summary: dict[str, object] = {
+        "engine": settings.engine,
+        "source": source,
+        "local": local,
+        "revision": None if local else settings.model_revision,
+        "cache_dir": None if local else hub_cache_dir(settings) or "huggingface_hub default",
+        "device_setting": settings.device,
+        "dtype_setting": settings.dtype,
+        "cpu_offload": settings.cpu_offload,
+        "torch_compile": settings.torch_compile,
+        "vae_tiling": settings.vae_tiling,
+    }
+    if load:
+        from acefarm.pipeline import load_pipeline
+
+        try:
+            _, loaded = load_pipeline(settings)
+        except (OSError, ValueError) as error:
+            typer.echo(json.dumps(summary, indent=2))
+            typer.echo(f"Cannot load: {error}", err=True)
+            raise typer.Exit(1) from None
+        summary["loaded"] = loaded.as_dict()
+    typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+@models_app.command("make-tiny")
+def make_tiny_command(
+    directory: Annotated[Path, typer.Argument(help="Where to write the checkpoint (created).")],
+    latent_dim: Annotated[int, typer.Option(help="Latent channels (the real model has 64).")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    turbo: Annotated[bool, typer.Option(help="Mark it turbo (no extract/lego/complete).")] = False,
+) -> None:
+    """Build a tiny random ACE-Step 1.5 checkpoint (seconds, about 1 MB). Its audio is noise."""
+    from acefarm.tiny import make_tiny
+
+    path = make_tiny(directory, latent_dim=latent_dim, seed=seed, turbo=turbo)
+    typer.echo(f"Tiny random checkpoint written to {path} (its audio is noise). Use it with MODEL_PATH={path}")

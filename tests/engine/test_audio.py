@@ -1,0 +1,112 @@
+"""acefarm.audio: decoding and validating user audio, encoding results (no torch)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from acefarm.audio import SAMPLE_RATE, AudioInputError, decode_audio, encode_audio, probe_duration
+from schemas.generation import AudioFormat
+
+
+def _encode(frames: np.ndarray, rate: int, fmt: str, subtype: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, frames, rate, format=fmt, subtype=subtype)
+    return buffer.getvalue()
+
+
+def _sine(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    wave = 0.5 * np.sin(2 * np.pi * 440 * t)
+    return np.stack([wave] * channels, axis=1) if channels > 1 else wave
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype", "rate", "channels"),
+    [
+        ("WAV", "PCM_U8", 44_100, 1),
+        ("WAV", "PCM_16", 22_050, 2),
+        ("WAV", "PCM_24", 48_000, 2),
+        ("WAV", "FLOAT", 16_000, 1),
+        ("FLAC", "PCM_24", 96_000, 2),
+        ("OGG", "VORBIS", 44_100, 2),
+        ("MP3", "MPEG_LAYER_III", 44_100, 1),
+        ("WAV", "PCM_16", 48_000, 6),
+    ],
+)
+def test_inputs_become_48k_stereo_float(fmt: str, subtype: str, rate: int, channels: int) -> None:
+    data = _encode(_sine(1.5, rate, channels), rate, fmt, subtype)
+    audio, info = decode_audio(data, max_bytes=10**7, max_seconds=60)
+    assert (info.sample_rate, info.channels) == (rate, channels)
+    assert audio.dtype == np.float32 and audio.shape[0] == 2
+    assert abs(audio.shape[1] / SAMPLE_RATE - 1.5) < 0.06
+    assert 0.3 < np.abs(audio).max() <= 1.0
+    assert np.allclose(audio[0], audio[1], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"this is not audio at all" * 10, "not a readable audio file"),
+        (b"RIFF\x00\x00\x00\x00WAVEfmt " + bytes(20), "not a readable audio file"),
+    ],
+)
+def test_garbage_is_rejected_with_a_message(data: bytes, message: str) -> None:
+    with pytest.raises(AudioInputError, match=message):
+        decode_audio(data)
+
+
+def test_too_long_is_rejected_from_the_header() -> None:
+    data = _encode(np.zeros(44_100 * 180, dtype=np.int16), 44_100, "WAV", "PCM_16")  # 3 minutes, mono
+    assert probe_duration(data) == pytest.approx(180.0)
+    with pytest.raises(AudioInputError, match=r"lasts 180\.0 s; the limit is 120 s"):
+        decode_audio(data, max_seconds=120)
+
+
+def test_too_big_is_rejected_before_decoding() -> None:
+    data = _encode(_sine(2.0, 48_000), 48_000, "WAV")
+    with pytest.raises(AudioInputError, match="the limit is 10000 bytes"):
+        decode_audio(data, max_bytes=10_000)
+
+
+def test_no_samples_and_non_finite_samples_are_rejected() -> None:
+    with pytest.raises(AudioInputError, match="no samples"):
+        decode_audio(_encode(np.zeros((0, 2), dtype=np.float32), 48_000, "WAV", "FLOAT"))
+    bad = np.zeros(4800, dtype=np.float32)
+    bad[10] = np.nan
+    with pytest.raises(AudioInputError, match="NaN"):
+        decode_audio(_encode(bad, 48_000, "WAV", "FLOAT"))
+
+
+def test_audio_input_error_is_a_value_error() -> None:
+    assert issubclass(AudioInputError, ValueError)
+
+
+@pytest.mark.parametrize("fmt", [*AudioFormat, "wav"])
+def test_encode_round_trips(fmt: AudioFormat | str) -> None:
+    audio = np.stack([_sine(0.7, SAMPLE_RATE), -_sine(0.7, SAMPLE_RATE)]).astype(np.float32)
+    data = encode_audio(audio, SAMPLE_RATE, fmt)
+    decoded, info = decode_audio(data)
+    assert info.sample_rate == SAMPLE_RATE and info.channels == 2
+    assert abs(decoded.shape[1] - audio.shape[1]) <= 0.1 * SAMPLE_RATE
+    if AudioFormat(fmt) is not AudioFormat.MP3:
+        assert np.allclose(decoded, audio, atol=1e-3)
+
+
+def test_encode_clips_and_accepts_mono_vectors() -> None:
+    loud = np.full(4800, 3.0, dtype=np.float32)
+    decoded, info = decode_audio(encode_audio(loud, SAMPLE_RATE, AudioFormat.FLAC))
+    assert info.channels == 1 and np.abs(decoded).max() <= 1.0
+    with pytest.raises(ValueError, match="channels, samples"):
+        encode_audio(np.zeros((2, 0), dtype=np.float32), SAMPLE_RATE, "wav")
+
+
+def test_module_does_not_import_torch() -> None:
+    code = "import sys, acefarm.audio; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
