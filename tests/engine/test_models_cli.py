@@ -25,7 +25,7 @@ def test_info_prints_what_is_loaded_where(tiny_model_dir: Path, monkeypatch: pyt
     monkeypatch.setenv("MODEL_PATH", str(tiny_model_dir))
     result = CliRunner().invoke(models_app, ["info"])
     assert result.exit_code == 0, result.output
-    shown = json.loads(result.output)
+    shown = json.loads(result.stdout)
     assert shown["source"] == str(tiny_model_dir) and shown["loaded"]["device"] in ("cpu", "cuda")
     assert shown["loaded"]["components"]["vae"] == "AutoencoderOobleck"
 
