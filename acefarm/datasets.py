@@ -169,9 +169,7 @@ def _plan(archive: zipfile.ZipFile, zip_size: int, limits: DatasetLimits) -> _Pl
         _check_ratio(name, info.file_size, info.compress_size, limits)
         declared += info.file_size
         if declared > limits.max_uncompressed_bytes:
-            raise DatasetError(
-                None, f"the zip unpacks to more than {_size(limits.max_uncompressed_bytes)} (the limit)"
-            )
+            raise DatasetError(None, f"the zip unpacks to more than {_size(limits.max_uncompressed_bytes)} (the limit)")
         folded = name.casefold()
         if folded in seen:
             raise DatasetError(name, f"the name appears twice in the zip (also as {seen[folded]!r})")
