@@ -36,7 +36,7 @@ def tiny_turbo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def engine(tiny_model_dir: Path) -> AceStepEngine:
     """One AceStepEngine on the tiny checkpoint, shared by the session (as in a consumer process)."""
-    return AceStepEngine(Settings(model_path=tiny_model_dir, _env_file=None))  # type: ignore[call-arg]
+    return AceStepEngine(Settings(model_path=tiny_model_dir, _env_file=None))
 
 
 class Recorder:

@@ -180,10 +180,14 @@ def test_a_decoded_mono_8bit_44k_input_works_as_source(engine: AceStepEngine, ma
 
 
 def test_turbo_checkpoint_rejects_stem_tasks_and_cover_from_source(tiny_turbo_dir: Path, make_job: MakeJob) -> None:
-    turbo = AceStepEngine(Settings(model_path=tiny_turbo_dir, _env_file=None))  # type: ignore[call-arg]
+    turbo = AceStepEngine(Settings(model_path=tiny_turbo_dir, _env_file=None))
     assert TaskType.EXTRACT not in turbo.supported_tasks and TaskType.TEXT2MUSIC in turbo.supported_tasks
-    for task, fields in [(TaskType.EXTRACT, {"track_name": "vocals"}), (TaskType.LEGO, {"track_name": "bass"}),
-                         (TaskType.COMPLETE, {"complete_track_classes": ["drums"]})]:
+    stem_jobs: list[tuple[TaskType, dict[str, Any]]] = [
+        (TaskType.EXTRACT, {"track_name": "vocals"}),
+        (TaskType.LEGO, {"track_name": "bass"}),
+        (TaskType.COMPLETE, {"complete_track_classes": ["drums"]}),
+    ]
+    for task, fields in stem_jobs:
         with pytest.raises(UnsupportedTask, match="turbo"):
             turbo.generate(make_job(task_type=task, src=_noise(1.0), **fields))
     with pytest.raises(UnsupportedTask, match="audio tokenizer"):

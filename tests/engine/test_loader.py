@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,8 +16,8 @@ from gpu_consumer.engine.null import NullEngine
 from tests.engine.conftest import Recorder, build_job
 
 
-def _settings(**fields: object) -> Settings:
-    return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+def _settings(**fields: Any) -> Settings:
+    return Settings(_env_file=None, **fields)
 
 
 def test_null_engine_is_instant_and_reports_progress() -> None:

@@ -32,7 +32,7 @@ def _random_adapter(model_dir: Path, out: Path, seed: int) -> Path:
 
 
 def test_lora_is_applied_scaled_switched_and_base_jobs_stay_base(tiny_model_dir: Path, tmp_path: Path) -> None:
-    engine = AceStepEngine(Settings(model_path=tiny_model_dir, _env_file=None), max_adapters=1)  # type: ignore[call-arg]
+    engine = AceStepEngine(Settings(model_path=tiny_model_dir, _env_file=None), max_adapters=1)
     base = engine.generate(build_job(duration=1.0))[0].audio
     first = _random_adapter(tiny_model_dir, tmp_path / "first", 1)
     engine.ensure_adapter("first", first)
