@@ -65,7 +65,7 @@ def make_settings(kafka_env: dict[str, str], tmp_path: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random ACE-Step 1.5 checkpoint in diffusers format, built once per session."""
+    """A tiny random base-style ACE-Step 1.5 checkpoint (all seven task types), built once per session."""
     from acefarm.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("models") / "tiny")

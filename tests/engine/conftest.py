@@ -18,14 +18,6 @@ from schemas.generation import GenerationParams
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random base-style checkpoint (all seven task types, audio tokenizer included)."""
-    from acefarm.tiny import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("models") / "tiny")
-
-
-@pytest.fixture(scope="session")
 def tiny_turbo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random turbo checkpoint without the audio tokenizer (no stem tasks, no cover-from-source)."""
     from acefarm.tiny import make_tiny

@@ -19,24 +19,16 @@ TEST_LIMITS_ENV = {
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random ACE-Step 1.5 checkpoint in diffusers format, built once per session."""
-    from acefarm.tiny import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("tiny-ace-step"))
-
-
-@pytest.fixture(scope="session")
 def limits() -> DatasetLimits:
     """`DatasetLimits` matching `TEST_LIMITS_ENV`."""
     return DatasetLimits(min_tracks=2, max_tracks=4, min_track_seconds=1.0, max_track_seconds=8.0)
 
 
 @pytest.fixture(scope="session")
-def tiny_pipe(tiny_dir: Path) -> Any:
+def tiny_pipe(tiny_model_dir: Path) -> Any:
     """The tiny pipeline loaded on the CPU (shared by the in-process tests; adapters are removed after use)."""
     from acefarm.pipeline import load_pipeline
     from acefarm.settings import Settings
 
-    pipe, _ = load_pipeline(Settings(model_path=tiny_dir, device="cpu", vae_tiling=False))
+    pipe, _ = load_pipeline(Settings(model_path=tiny_model_dir, device="cpu", vae_tiling=False))
     return pipe

@@ -38,9 +38,9 @@ def stored(tiny_pipe: Any, tmp_path_factory: pytest.TempPathFactory, limits: Dat
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_dir: Path, stored: tuple[Path, list[str]]) -> AceStepEngine:
+def engine(tiny_model_dir: Path, stored: tuple[Path, list[str]]) -> AceStepEngine:
     root, _ = stored
-    settings = Settings(model_path=tiny_dir, device="cpu", output_dir=root / "data", vae_tiling=False)
+    settings = Settings(model_path=tiny_model_dir, device="cpu", output_dir=root / "data", vae_tiling=False)
     pipe, info = load_pipeline(settings)
     cache = LoraCache(settings, root=root / "cache", max_adapters=2)
     return AceStepEngine.from_pipeline(pipe, info, adapter_resolver=cache.resolve, max_adapters=1)

@@ -46,13 +46,13 @@ async def wait_for_file(path: Path, service: Service, timeout_s: float) -> None:
 
 
 async def test_killed_trainer_resumes_from_its_checkpoint(
-    kafka_env: dict[str, str], tiny_dir: Path, tmp_path: Path, recorder: EventRecorder
+    kafka_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path, recorder: EventRecorder
 ) -> None:
     data = tmp_path / "data"
     env = {
         **kafka_env,
         **TEST_LIMITS_ENV,
-        "MODEL_PATH": str(tiny_dir),
+        "MODEL_PATH": str(tiny_model_dir),
         "OUTPUT_DIR": str(data),
         "VAE_TILING": "false",
         "PROGRESS_MAX_HZ": "4",
