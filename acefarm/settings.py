@@ -10,8 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.generation import TaskType
 
 
 class Settings(BaseSettings):
@@ -55,6 +57,7 @@ class Settings(BaseSettings):
     model_path: Path | None = None
     model_id: str = "ACE-Step/acestep-v15-xl-turbo-diffusers"
     model_revision: str | None = None
+    task_types: str = "auto"
     hf_token: SecretStr | None = None
     hf_home: Path | None = None
     device: str = "auto"
@@ -78,6 +81,18 @@ class Settings(BaseSettings):
     # Logging
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+
+    @field_validator("task_types")
+    @classmethod
+    def _check_task_types(cls, value: str) -> str:
+        if value.strip().lower() == "auto":
+            return value
+        known = {t.value for t in TaskType}
+        unknown = [name.strip() for name in value.split(",") if name.strip() and name.strip() not in known]
+        if unknown:
+            raise ValueError(f"unknown task types {unknown}; known: {sorted(known)} or 'auto'")
+        return value
 
 
 @lru_cache(maxsize=1)

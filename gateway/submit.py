@@ -22,6 +22,7 @@ from gateway.errors import FieldError, error_responses
 from gateway.inputs import check_audio, check_input_key, decode_base64, store_input
 from gateway.lora_check import check_lora_id
 from gateway.state import Gateway
+from gateway.task_types import accepted_task_types, check_task_type
 from schemas import topics
 from schemas.events import GenerationRequested
 from schemas.generation import GenerateRequest
@@ -131,6 +132,8 @@ async def generate(
             status_code=HTTP_409_CONFLICT,
             detail=f"a request with this {IDEMPOTENCY_HEADER} is still being processed; retry in a moment",
         )
+    settings = gateway.settings
+    check_task_type(data.task_type, accepted_task_types(settings), str(settings.model_path or settings.model_id))
     gateway.in_flight.add(task_id)
     try:
         await check_lora_id(gateway.storage, data.lora_id)

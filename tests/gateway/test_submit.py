@@ -82,6 +82,12 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
         "src_audio: give either src_audio (base64) or src_audio_key, not both",
     ),
     ("not an object", [1, 2], 400, "body: must be a JSON object"),
+    (
+        "stem task on the turbo default model",
+        {**GOOD, "task_type": "extract", "src_audio_key": "inputs/u/a.wav", "track_name": "vocals"},
+        400,
+        "task_type: 'extract' is not available with the configured model (ACE-Step/acestep-v15-xl-turbo-diffusers)",
+    ),
 ]
 
 
