@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,9 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 import soundfile as sf
-from playwright.sync_api import Browser, FilePayload, Page, Route, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, FilePayload, Locator, Page, Route, ViewportSize, expect, sync_playwright
 
 from acefarm.broker import free_port
+from tests.lora.zips import tone_dataset
 from tests.support.processes import ROOT, Service, start_service, wait_until_ready
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,6 +38,13 @@ CHROMIUM_FLAGS = [
 ]
 ARTIFACTS = ROOT / "test-artifacts"
 TONE_ENGINE = "tests.support.tone_engine:ToneEngine"
+# Dataset limits that admit a zip of a few short tones (the LoRA tests use the same).
+SHORT_TONE_LIMITS = {
+    "LORA_MIN_TRACKS": "2",
+    "LORA_MAX_TRACKS": "4",
+    "LORA_MIN_TRACK_SECONDS": "1",
+    "LORA_MAX_TRACK_SECONDS": "8",
+}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 
 pytestmark = [
@@ -76,6 +86,7 @@ def stack(kafka_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
         "OUTPUT_DIR": str(work / "data"),
         # Slow fake diffusion steps so that the progress bar visibly moves.
         "TONE_ENGINE_STEP_S": "0.4",
+        **SHORT_TONE_LIMITS,
     }
     stack = Stack(f"http://127.0.0.1:{port}", port, env, work / "logs", {})
     try:
@@ -210,19 +221,25 @@ def test_a_bad_duration_is_shown_next_to_the_field(page: Page) -> None:
 
 def test_several_jobs_each_with_its_own_state_and_cancel(page: Page) -> None:
     page.goto("/")
+
+    def submit() -> Locator:
+        with page.expect_response("**/generate") as submitted:
+            page.get_by_role("button", name="Generate").click()
+        return page.locator(f'.job[data-task-id="{submitted.value.json()["task_id"]}"]')
+
     fill_form(page, prompt="slow one step_s=1", duration="2", steps="30")
-    page.get_by_role("button", name="Generate").click()
+    slow = submit()
+    expect(slow).to_have_attribute("data-status", "running", timeout=60_000)
     page.get_by_label("Prompt").fill("quick one")
     page.locator("#generate-form").get_by_label("Steps", exact=True).fill("4")
-    page.get_by_role("button", name="Generate").click()
+    quick = submit()
 
-    jobs = page.locator(".job")
-    expect(jobs).to_have_count(2)
-    slow, quick = jobs.nth(1), jobs.nth(0)  # newest first
+    expect(page.locator(".job")).to_have_count(2)
+    expect(page.locator(".job").first).to_have_attribute("data-task-id", quick.get_attribute("data-task-id") or "")
     expect(slow.locator(".job-title")).to_have_text("slow one step_s=1")
     # One consumer runs one job at a time: the second waits while the first runs.
-    expect(slow).to_have_attribute("data-status", "running", timeout=60_000)
     expect(quick).to_have_attribute("data-status", "pending")
+    expect(slow).to_have_attribute("data-status", "running")
 
     slow.get_by_role("button", name="Cancel").click()
     expect(slow).to_have_attribute("data-status", "cancelled", timeout=60_000)
@@ -333,3 +350,63 @@ def test_lora_controls_follow_what_the_server_offers(page: Page, stack: Stack) -
     assert 400 <= answered.value.status < 500
     expect(train.locator('.field[data-field="file"] .error')).to_be_visible()
     expect(page.locator(".job")).to_have_count(0)
+
+
+@pytest.fixture(scope="module")
+def trainer(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A LoRA trainer process on a tiny random ACE-Step checkpoint, beside the stack."""
+    model = tmp_path_factory.mktemp("tiny") / "model"
+    # In a child process, as `acefarm dev` does: keeps torch out of the test process.
+    subprocess.run([sys.executable, "-m", "acefarm", "models", "make-tiny", str(model)], check=True, cwd=ROOT)
+    env = {**stack.env, "MODEL_PATH": str(model)}
+    service = start_service("trainer", ["-m", "trainer", "--device", "cpu"], env, stack.log_dir)
+    stack.services["trainer"] = service
+    yield service
+    service.stop()
+
+
+# Keeps every text the job cards' stage lines show, however briefly.
+RECORD_STAGE_LINES = """
+window.__stages = [];
+new MutationObserver(() => {
+  for (const line of document.querySelectorAll('.job [data-role="stage"]')) {
+    if (line.textContent && window.__stages.at(-1) !== line.textContent) window.__stages.push(line.textContent);
+  }
+}).observe(document, { subtree: true, childList: true, characterData: true });
+"""
+
+
+@pytest.mark.timeout(420)
+def test_train_a_lora_then_generate_with_it(page: Page, stack: Stack, trainer: Service, tmp_path: Path) -> None:
+    """Upload a zip of tones, follow training (step / total, loss) live, then pick the new style."""
+    page.add_init_script(RECORD_STAGE_LINES)
+    page.goto("/")
+    train = page.locator("#train-section")
+    train.get_by_label("Tracks (.zip)").set_input_files(tone_dataset(tmp_path / "tones.zip"))
+    train.get_by_label("Style name").fill("Sine Waves")
+    train.get_by_text("Training options").click()
+    train.get_by_label("Rank").fill("4")
+    train.get_by_label("Training steps").fill("12")
+    with page.expect_response("**/train/lora") as answered:
+        train.get_by_role("button", name="Start training").click()
+    assert answered.value.status == 202, answered.value.text()
+    lora_id = answered.value.json()["lora_id"]
+
+    card = page.locator(".job").first
+    expect(card.locator(".job-kind")).to_have_text("LoRA training")
+    expect(card).to_have_attribute("data-status", "success", timeout=300_000)
+    stages: list[str] = page.evaluate("window.__stages")
+    assert any(re.search(r"step \d+ / 12 · loss \d+\.\d{4}", line) for line in stages), (stages, trainer.log()[-3000:])
+    expect(card.locator('[data-role="results"]')).to_contain_text("Sine Waves")
+    screenshot(page, "page-lora-trained-390.png")
+
+    # "Use this style" picks it for the next track, which the gateway accepts and a worker runs.
+    card.get_by_role("button", name="Use this style").click()
+    expect(page.locator("#lora_id")).to_have_value(lora_id)
+    fill_form(page, prompt="in the new style", duration="1", steps="2")
+    with page.expect_response("**/generate") as submitted:
+        page.get_by_role("button", name="Generate").click()
+    assert submitted.value.status == 202, submitted.value.text()
+    generated = page.locator(".job").first
+    expect(generated.locator(".job-kind")).to_contain_text("Sine Waves")
+    expect(generated).to_have_attribute("data-status", "success", timeout=60_000)
