@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import ssl
@@ -10,6 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import RecordMetadata
 
 from acefarm.logging import get_logger
 from acefarm.settings import Settings
@@ -45,22 +47,26 @@ def client_options(settings: Settings) -> dict[str, Any]:
 
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
-    """A producer with `acks=all` (not started).
+    """A producer with `acks=all` and no linger (not started).
 
     Idempotence is left off: the embedded Tansu broker rejects InitProducerId, and duplicate
     events are already harmless because the status fold is idempotent per event and attempt.
+
+    `linger_ms=0`: aiokafka keeps one produce request in flight per broker, so records sent while
+    one is in flight are batched anyway; lingering only delays the lone record of an idle moment
+    (measured on Tansu: 0.9 ms to the ack with linger 0, 3.2 ms with linger 2).
     """
-    return AIOKafkaProducer(
-        **client_options(settings),
-        acks="all",
-        linger_ms=2,
-        request_timeout_ms=30_000,
-        **overrides,
-    )
+    options: dict[str, Any] = {"acks": "all", "linger_ms": 0, "request_timeout_ms": 30_000}
+    return AIOKafkaProducer(**client_options(settings), **(options | overrides))
 
 
 def make_consumer(settings: Settings, *topic_names: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
-    """A consumer with manual commits and the configured group timeouts (not started)."""
+    """A consumer with manual commits, the configured group timeouts and fetch wait (not started).
+
+    `fetch_max_wait_ms` bounds how long new data can sit unseen when the broker does not wake a
+    waiting fetch (the embedded Tansu broker often does not: up to the full wait, 500 ms by
+    default); on brokers that do, a short wait only adds empty fetches while idle.
+    """
     return AIOKafkaConsumer(
         *topic_names,
         **client_options(settings),
@@ -70,6 +76,7 @@ def make_consumer(settings: Settings, *topic_names: str, group_id: str | None, *
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         **overrides,
     )
 
@@ -105,6 +112,16 @@ async def ensure_topics(settings: Settings) -> None:
             log.info("kafka.topics_created", topics=[t.name for t in missing])
     finally:
         await admin.close()
+
+
+async def send(producer: AIOKafkaProducer, topic: str, event: Envelope) -> asyncio.Future[RecordMetadata]:
+    """Enqueue one event keyed by its task id; the returned future resolves on the broker's ack.
+
+    aiokafka keeps at most one produce request in flight per partition and puts a retried batch
+    back at the head of its partition's queue, so events with the same key are written in the
+    order they were sent: once a later event is acknowledged, every earlier one has settled.
+    """
+    return await producer.send(topic, event.to_bytes(), key=event.task_id.encode())
 
 
 async def publish(producer: AIOKafkaProducer, topic: str, event: Envelope) -> None:

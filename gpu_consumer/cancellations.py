@@ -39,7 +39,7 @@ class CancelWatcher:
         self._consumer = make_consumer(self._settings, topics.TASK_CONTROL, group_id=None)
         await self._consumer.start()
         # End offsets are asked on a second connection: on the follower's own connection the
-        # request queues behind its long-poll fetch (fetch_max_wait_ms, 500 ms).
+        # request queues behind its long-poll fetch (up to KAFKA_FETCH_MAX_WAIT_MS).
         self._probe = make_consumer(self._settings, group_id=None)
         await self._probe.start()
         self._task = asyncio.create_task(self._follow(self._consumer), name="cancel-watcher")

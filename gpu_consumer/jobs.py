@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from pydantic import ValidationError
 from structlog.contextvars import bound_contextvars
 
-from acefarm.kafka import dead_letter, publish
+from acefarm.kafka import dead_letter, publish, send
 from acefarm.logging import get_logger
 from acefarm.settings import Settings
 from acefarm.storage import Storage
@@ -61,6 +61,7 @@ class JobHandler:
         self._cancels = cancels
         self._settings = settings
         self._worker = worker
+        self._unacked: list[asyncio.Future[object]] = []
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> FinalEvent | None:
         """Process one record; returns the final event published, or None if it was dead-lettered."""
@@ -74,7 +75,10 @@ class JobHandler:
             await dead_letter(self._producer, record, error_text, self._worker)
             return None
         with bound_contextvars(task_id=event.task_id):
-            return await self._handle_request(event, record)
+            self._unacked.clear()
+            final = await self._handle_request(event, record)
+            await self._settle_unacked()
+            return final
 
     async def _handle_request(self, event: GenerationRequested, record: ConsumerRecord[bytes, bytes]) -> FinalEvent:
         task_id = event.task_id
@@ -85,7 +89,7 @@ class JobHandler:
             log.info("job.skipped_cancelled", offset=record.offset, partition=record.partition)
             return skipped
         attempt = uuid.uuid4().hex
-        await self._publish(TaskStarted(task_id=task_id, attempt=attempt, worker=self._worker))
+        await self._emit(TaskStarted(task_id=task_id, attempt=attempt, worker=self._worker))
         log.info(
             "job.started",
             attempt=attempt,
@@ -110,7 +114,7 @@ class JobHandler:
         progress = ProgressPublisher(
             task_id=task_id,
             attempt=attempt,
-            publish=self._publish,
+            publish=self._emit,
             max_hz=self._settings.progress_max_hz,
         )
 
@@ -153,7 +157,28 @@ class JobHandler:
             return TaskFailed(task_id=task_id, attempt=attempt, reason="internal", error=_text(error))
 
     async def _publish(self, event: Envelope) -> None:
+        """Publish a final event and wait for the broker's acknowledgement."""
         await publish(self._producer, topics.TASK_EVENTS, event)
+
+    async def _emit(self, event: Envelope) -> None:
+        """Enqueue a non-final event (started, progress) without waiting for its acknowledgement.
+
+        Waiting for each would cost a broker round trip per event. It is not needed: every event of
+        a task has the task id as key, so they share one partition, and the producer writes one
+        partition in send order (one request in flight per partition, retries at the head of the
+        queue). The final event is sent after these and awaited, and the offset is committed only
+        after that ack, so by then each earlier event is settled too (`_settle_unacked`). A lost
+        non-final event only hides an intermediate state; the final one carries the outcome.
+        """
+        self._unacked.append(await send(self._producer, topics.TASK_EVENTS, event))
+
+    async def _settle_unacked(self) -> None:
+        """Log non-final events that failed; called after the final ack, when all have settled."""
+        results = await asyncio.gather(*self._unacked, return_exceptions=True)
+        self._unacked.clear()
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            log.warning("job.event_not_delivered", count=len(failed), error=repr(failed[0]))
 
 
 def _reason(error: EngineError) -> str:
