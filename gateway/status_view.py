@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from acefarm.kafka import make_consumer
@@ -27,6 +28,9 @@ from schemas.events import TaskStatusRecord, parse_event
 from schemas.status import TaskStatus
 
 log = get_logger(__name__)
+
+APPLY_SLICE = 64
+"""Status records applied between two yields to the event loop."""
 
 
 @dataclass
@@ -159,11 +163,23 @@ class StatusView:
                 log.warning("status_view.fetch_failed", error=str(error))
                 await asyncio.sleep(1.0)
                 continue
-            for records in batches.values():
-                for record in records:
-                    self._apply(record.value)
+            await self._apply_all(batches.values())
             if not self.caught_up.is_set():
                 await self._check_caught_up(consumer)
+
+    async def _apply_all(self, batches: Iterable[list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Apply fetched records, letting requests run between slices of `APPLY_SLICE` records.
+
+        A fetch can return thousands of snapshots (a replay, a burst of jobs); parsing them in one go
+        would hold the event loop for tens of milliseconds and show up as request latency.
+        """
+        applied = 0
+        for records in batches:
+            for record in records:
+                self._apply(record.value)
+                applied += 1
+                if applied % APPLY_SLICE == 0:
+                    await asyncio.sleep(0)
 
     async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
         for tp, end in self._targets.items():
