@@ -27,6 +27,7 @@ from acefarm.settings import Settings, get_settings
 from schemas import topics
 from schemas.events import DeadLetter, TaskStatusRecord
 from streams.fold import SOURCE_TOPICS, MalformedRecord, apply, decode, dumps, loads
+from streams.transport import StreamsApp
 
 APP_ID = "acefarm-streams"
 STATUS_TABLE = "task-status"
@@ -53,7 +54,8 @@ def broker_credentials(settings: Settings) -> CredentialsT | None:
 
 def create_app(settings: Settings, datadir: Path) -> faust.App:
     """The streams faust app for `settings`, keeping its (memory) table data under `datadir`."""
-    app = faust.App(
+    # StreamsApp: faust's app with a fix for records lost right after table recovery (streams/transport.py).
+    app = StreamsApp(
         APP_ID,
         broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
         broker_credentials=broker_credentials(settings),
