@@ -74,6 +74,7 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
         web_enabled=False,
         autodiscover=False,
     )
+    app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
     source = app.topic(*SOURCE_TOPICS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     status_topic = app.topic(topics.TASK_STATUS, key_serializer="raw", value_serializer="raw")
     dead_topic = app.topic(topics.DEAD_LETTER, key_serializer="raw", value_serializer="raw")
@@ -102,8 +103,13 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
             if new is not None:
                 await send(status_topic, new.task_id, TaskStatusRecord(task_id=new.task_id, status=new).to_bytes())
                 statuses[new.task_id] = dumps(new)
-                log.info("streams.status", task_id=new.task_id, status=new.status.value, version=new.version,
-                         event_type=parsed.type)
+                log.info(
+                    "streams.status",
+                    task_id=new.task_id,
+                    status=new.status.value,
+                    version=new.version,
+                    event_type=parsed.type,
+                )
         folded[mark] = message.offset
 
     @app.agent(source, name="fold-status")

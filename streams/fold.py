@@ -187,4 +187,3 @@ def dumps(status: TaskStatus) -> str:
 def loads(raw: bytes | str | None) -> TaskStatus | None:
     """Decode a table value (None stays None)."""
     return None if raw is None else _STATUS.validate_json(raw)
-

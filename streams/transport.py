@@ -20,6 +20,10 @@ Seen as: a restarted worker rebuilds its tables, logs "Worker ready" and then fo
 because the events it was waiting for were handed over and discarded in that window (about one
 restart in six on the embedded broker, where all of this takes a few milliseconds).
 
+A second change: faust hardcodes `fetch_max_wait_ms=1500` for its worker consumer; on a broker that does
+not wake a waiting fetch when data arrives (Tansu, often), every fold waited up to 1.5 s. The consumer
+thread here uses `KAFKA_FETCH_MAX_WAIT_MS`, like every other acefarm consumer.
+
 The fix: hand the consumer thread an immutable snapshot of the active partitions taken when the
 fetch is requested (faust checks that set is non-empty just before), so aiokafka returns only
 records of partitions that were active at that moment and never "all partitions".
@@ -30,14 +34,31 @@ from __future__ import annotations
 from collections.abc import Set
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from faust.transport.consumer import RecordMap
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 from faust.types.transports import TransportT
 
+DEFAULT_FETCH_MAX_WAIT_MS = 1500
+
+
+class ShortWaitConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
+    """faust's consumer thread with the app's fetch wait instead of the hardcoded 1500 ms."""
+
+    def _create_worker_consumer(self, transport: aiokafka_driver.Transport) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        wait_ms = getattr(self.app, "fetch_max_wait_ms", DEFAULT_FETCH_MAX_WAIT_MS)
+        consumer._fetch_max_wait_ms = wait_ms  # read when the consumer starts its fetcher
+        return consumer
+
 
 class SnapshotConsumer(aiokafka_driver.Consumer):
     """The aiokafka consumer, fetching for a frozen copy of the active partitions."""
+
+    def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
+        """The consumer thread, with the app's fetch wait."""
+        return ShortWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _getmany(self, active_partitions: Set[TP] | None, timeout: float) -> RecordMap:  # noqa: ASYNC109
         """Records for the partitions active now; nothing when none is (never all partitions)."""
@@ -57,6 +78,9 @@ class SnapshotTransport(aiokafka_driver.Transport):
 
 class StreamsApp(faust.App):
     """A faust app whose consumer uses `SnapshotTransport` (the producer transport is unchanged)."""
+
+    fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS
+    """How long the worker consumer's fetch may wait for data (set from KAFKA_FETCH_MAX_WAIT_MS)."""
 
     def _new_transport(self) -> TransportT:
         """The consumer transport: faust's own, with the snapshot fix."""
