@@ -3,9 +3,11 @@
 The four source topics share one partition count and are keyed by task id, so they are
 co-partitioned with the table: every event of a task reaches the worker that owns its row.
 Per change, the snapshot is published to `TASK_STATUS` (acknowledged) before the row is written,
-and a second table records the last folded offset of every source partition, so a restarted
-worker that re-reads uncommitted records skips what it already folded and a change whose snapshot
-was lost in a crash is folded (and published) again.
+and each row keeps, per source partition, the offset of the last record that changed it, so a
+restarted worker that re-reads uncommitted records skips what it already folded and a change whose
+snapshot was lost in a crash is folded (and published) again. Records that change nothing are
+re-applied harmlessly (the fold only moves forward), so they cost no table write; a second, small
+table remembers the offsets of dead-lettered records so they are dead-lettered once.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ from acefarm.logging import configure_logging, get_logger
 from acefarm.settings import Settings, get_settings
 from schemas import topics
 from schemas.events import DeadLetter, TaskStatusRecord
-from streams.fold import SOURCE_TOPICS, MalformedRecord, apply, decode, dumps, loads
+from streams.fold import SOURCE_TOPICS, FoldedRow, MalformedRecord, apply, decode, dumps, loads
 from streams.transport import StreamsApp
 
 APP_ID = "acefarm-streams"
 STATUS_TABLE = "task-status"
-OFFSETS_TABLE = "folded-offsets"
+DEAD_LETTERED_TABLE = "dead-lettered-offsets"
 
 log = get_logger(__name__)
 
@@ -79,7 +81,7 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
     status_topic = app.topic(topics.TASK_STATUS, key_serializer="raw", value_serializer="raw")
     dead_topic = app.topic(topics.DEAD_LETTER, key_serializer="raw", value_serializer="raw")
     statuses = app.Table(STATUS_TABLE, default=None, key_type=str, value_type=str)
-    folded = app.Table(OFFSETS_TABLE, default=None, key_type=str, value_type=int)
+    dead_lettered = app.Table(DEAD_LETTERED_TABLE, default=None, key_type=str, value_type=int)
     started_at = time.monotonic()
 
     async def send(topic: faust.types.TopicT, key: str, value: bytes) -> None:
@@ -89,28 +91,27 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
     async def fold_one(event: EventT) -> None:
         message = event.message
         mark = f"{message.topic}:{message.partition}"
-        last = folded.get(mark)
-        if last is not None and message.offset <= last:
-            return
         try:
             parsed = decode(message.topic, message.key, message.value)
         except MalformedRecord as exc:
-            record = _dead_letter(message, str(exc))
-            await send(dead_topic, record.task_id, record.to_bytes())
-            log.warning("streams.dead_letter", topic=message.topic, offset=message.offset, error=str(exc)[:300])
-        else:
-            new = apply(loads(statuses.get(parsed.task_id)), parsed)
-            if new is not None:
-                await send(status_topic, new.task_id, TaskStatusRecord(task_id=new.task_id, status=new).to_bytes())
-                statuses[new.task_id] = dumps(new)
-                log.info(
-                    "streams.status",
-                    task_id=new.task_id,
-                    status=new.status.value,
-                    version=new.version,
-                    event_type=parsed.type,
-                )
-        folded[mark] = message.offset
+            last = dead_lettered.get(mark)
+            if last is None or message.offset > last:
+                record = _dead_letter(message, str(exc))
+                await send(dead_topic, record.task_id, record.to_bytes())
+                dead_lettered[mark] = message.offset
+                log.warning("streams.dead_letter", topic=message.topic, offset=message.offset, error=str(exc)[:300])
+            return
+        row = loads(statuses.get(parsed.task_id))
+        if row is not None and row.folded(mark, message.offset):
+            return
+        new = apply(row.status if row else None, parsed)
+        if new is None:
+            return
+        await send(status_topic, new.task_id, TaskStatusRecord(task_id=new.task_id, status=new).to_bytes())
+        statuses[new.task_id] = dumps((row or FoldedRow(status=new)).advanced(new, mark, message.offset))
+        log.info(
+            "streams.status", task_id=new.task_id, status=new.status.value, version=new.version, event_type=parsed.type
+        )
 
     @app.agent(source, name="fold-status")
     async def fold_status(stream: StreamT[Any]) -> None:

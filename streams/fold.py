@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter
 
 from schemas import topics
 from schemas.events import (
@@ -52,8 +52,6 @@ TOPIC_EVENTS: dict[str, tuple[type[FoldEvent], ...]] = {
 """The event types each folded topic may carry."""
 
 SOURCE_TOPICS: tuple[str, ...] = tuple(TOPIC_EVENTS)
-
-_STATUS: TypeAdapter[TaskStatus] = TypeAdapter(TaskStatus)
 
 
 class MalformedRecord(ValueError):
@@ -179,11 +177,30 @@ def _request(status: TaskStatus, event: GenerationRequested | TrainingRequested)
     return update
 
 
-def dumps(status: TaskStatus) -> str:
-    """The table encoding of a status (JSON text)."""
-    return status.model_dump_json()
+class FoldedRow(BaseModel):
+    """One row of the status table: the status and, per source partition, the offset of the last
+    record that changed it (a re-read record at or below that offset was folded already)."""
+
+    status: TaskStatus
+    marks: dict[str, int] = Field(default_factory=dict)
+
+    def folded(self, mark: str, offset: int) -> bool:
+        """Whether the record at `offset` of source partition `mark` is already part of this row."""
+        return self.marks.get(mark, -1) >= offset
+
+    def advanced(self, status: TaskStatus, mark: str, offset: int) -> FoldedRow:
+        """The row after a change made by the record at `offset` of `mark`."""
+        return FoldedRow(status=status, marks={**self.marks, mark: offset})
 
 
-def loads(raw: bytes | str | None) -> TaskStatus | None:
+_ROW: TypeAdapter[FoldedRow] = TypeAdapter(FoldedRow)
+
+
+def dumps(row: FoldedRow) -> str:
+    """The table encoding of a row (JSON text)."""
+    return row.model_dump_json()
+
+
+def loads(raw: bytes | str | None) -> FoldedRow | None:
     """Decode a table value (None stays None)."""
-    return None if raw is None else _STATUS.validate_json(raw)
+    return None if raw is None else _ROW.validate_json(raw)

@@ -21,7 +21,7 @@ from schemas.events import (
 )
 from schemas.generation import GenerationParams
 from schemas.status import Stage, StoredFile, TaskKind, TaskState, TaskStatus
-from streams.fold import FoldEvent, MalformedRecord, apply, decode, dumps, loads
+from streams.fold import FoldedRow, FoldEvent, MalformedRecord, apply, decode, dumps, loads
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 TID = "task-1"
@@ -215,7 +215,11 @@ def test_updated_at_never_goes_back() -> None:
 
 def test_table_encoding_round_trips() -> None:
     status = apply(None, requested())
-    assert status is not None and loads(dumps(status)) == status
+    assert status is not None
+    row = FoldedRow(status=status).advanced(status, "acefarm.task.events:0", 7)
+    assert loads(dumps(row)) == row
+    assert row.folded("acefarm.task.events:0", 7) and not row.folded("acefarm.task.events:0", 8)
+    assert not row.folded("acefarm.task.events:1", 0)
     assert loads(None) is None
 
 
