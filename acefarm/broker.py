@@ -79,6 +79,7 @@ class EmbeddedBroker:
             ],
             stdout=out,
             stderr=out,
+            start_new_session=True,  # a terminal's Ctrl-C must not stop it before its clients
         )
         wait_for_port(self.host, self.port)
         return self

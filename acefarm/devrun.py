@@ -71,7 +71,8 @@ def resolve_model(settings: Settings, env: dict[str, str]) -> None:
 
 def _start(name: str, module: str, args: list[str], env: dict[str, str]) -> Child:
     log.info("dev.start", service=name)
-    return Child(name, subprocess.Popen([sys.executable, "-m", module, *args], env=env))
+    # A session of its own: Ctrl-C reaches only this supervisor, which stops services before the broker.
+    return Child(name, subprocess.Popen([sys.executable, "-m", module, *args], env=env, start_new_session=True))
 
 
 def _stop_all(children: list[Child]) -> None:

@@ -126,6 +126,8 @@ def _changes(status: TaskStatus, event: FoldEvent) -> dict[str, Any]:
                 "status": TaskState.SUCCESS,
                 "attempt": event.attempt,
                 "progress": 1.0,
+                "stage": None,
+                "message": None,
                 "eta_s": None,
                 "error": None,
                 "files": event.files,
@@ -138,6 +140,7 @@ def _changes(status: TaskStatus, event: FoldEvent) -> dict[str, Any]:
             return {
                 "status": TaskState.FAILED,
                 "attempt": event.attempt or status.attempt,
+                "stage": None,
                 "eta_s": None,
                 "error": event.error,
                 "message": event.reason,
@@ -148,6 +151,7 @@ def _changes(status: TaskStatus, event: FoldEvent) -> dict[str, Any]:
             return {
                 "status": TaskState.CANCELLED,
                 "attempt": event.attempt or status.attempt,
+                "stage": None,
                 "eta_s": None,
                 "message": event.reason,
             }

@@ -87,6 +87,7 @@ def test_submit_follow_sse_and_download(dev_stack: str) -> None:
 
     states = follow_sse(dev_stack, task_id)
     assert states[-1]["status"] == "success", states[-1]
+    assert states[-1]["progress"] == 1.0 and states[-1]["stage"] is None
     versions = [s["version"] for s in states]
     assert versions == sorted(versions) and len(set(versions)) == len(versions)
     progress = [s["progress"] for s in states if s["status"] == "running"]
