@@ -19,20 +19,29 @@ log = get_logger(__name__)
 
 
 class CancelWatcher:
-    """Every cancelled task id seen on `TASK_CONTROL`, read from the start; `is_cancelled` is thread-safe."""
+    """Keeps the set of cancelled task ids from `TASK_CONTROL`, read from the beginning on every partition.
+
+    No consumer group: every worker sees every cancel. `is_cancelled` is safe to call from a job's
+    worker thread. The set is bounded (oldest ids are forgotten first).
+    """
 
     def __init__(self, settings: Settings, *, capacity: int = 200_000) -> None:
         self._settings = settings
         self._capacity = capacity
         self._cancelled: dict[str, None] = {}
         self._consumer: AIOKafkaConsumer | None = None
+        self._probe: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._polled = asyncio.Event()
+        self._progress = asyncio.Event()
 
     async def start(self) -> None:
-        """Connect and follow the control topic."""
+        """Connect and start following the control topic."""
         self._consumer = make_consumer(self._settings, topics.TASK_CONTROL, group_id=None)
         await self._consumer.start()
+        # End offsets are asked on a second connection: on the follower's own connection the
+        # request queues behind its long-poll fetch (up to KAFKA_FETCH_MAX_WAIT_MS).
+        self._probe = make_consumer(self._settings, group_id=None)
+        await self._probe.start()
         self._task = asyncio.create_task(self._follow(self._consumer), name="cancel-watcher")
 
     async def stop(self) -> None:
@@ -41,53 +50,60 @@ class CancelWatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        for client in (self._consumer, self._probe):
+            if client is not None:
+                await client.stop()
 
     def is_cancelled(self, task_id: str) -> bool:
-        """Whether a cancel for `task_id` has been seen."""
+        """Whether a cancel for `task_id` has been seen; thread-safe."""
         return task_id in self._cancelled
 
     async def catch_up(self, timeout_s: float = 2.0) -> bool:
-        """Wait until every cancel published before now has been read; False when `timeout_s` ran out."""
-        consumer = self._consumer
-        if consumer is None:
+        """Wait until every cancel published before now has been read; False if `timeout_s` ran out.
+
+        Called before a job starts, so a cancel sent just before the job is reached is not missed.
+        """
+        consumer, probe = self._consumer, self._probe
+        if consumer is None or probe is None:
             return False
         deadline = time.monotonic() + timeout_s
         try:
-            while not (partitions := consumer.assignment()):
-                if not await self._wait_poll(deadline):
+            while not (partitions := consumer.assignment()):  # right after start: metadata not in yet
+                if not await self._wait_progress(deadline):
                     return False
-            ends = await asyncio.wait_for(consumer.end_offsets(list(partitions)), timeout_s)
-            while any([await consumer.position(tp) < end for tp, end in ends.items()]):
-                if not await self._wait_poll(deadline):
+            ends = await asyncio.wait_for(probe.end_offsets(list(partitions)), timeout_s)
+            while True:
+                behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+                if not behind:
+                    return True
+                if not await self._wait_progress(deadline):
+                    log.warning("cancellations.catch_up_timeout", behind=len(behind))
                     return False
-            return True
         except Exception as error:  # a slow control topic must not block jobs
             log.warning("cancellations.catch_up_failed", error=str(error))
             return False
 
-    async def _wait_poll(self, deadline: float) -> bool:
+    async def _wait_progress(self, deadline: float) -> bool:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        self._polled.clear()
+        self._progress.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._polled.wait(), min(remaining, 0.2))
+            await asyncio.wait_for(self._progress.wait(), min(remaining, 0.2))
         return True
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             try:
                 batch = await consumer.getmany(timeout_ms=500)
-            except Exception as error:
+            except Exception as error:  # cancellation (a BaseException) still stops the loop
                 log.warning("cancellations.poll_failed", error=str(error))
                 await asyncio.sleep(1.0)
                 continue
             for records in batch.values():
                 for record in records:
                     self._read(record.value)
-            self._polled.set()
+            self._progress.set()
 
     def _read(self, raw: bytes | None) -> None:
         try:
@@ -95,7 +111,10 @@ class CancelWatcher:
         except ValidationError as error:
             log.warning("cancellations.malformed_control_record", error=str(error)[:300])
             return
-        if isinstance(event, CancelRequested):
-            self._cancelled[event.task_id] = None
-            while len(self._cancelled) > self._capacity:
-                del self._cancelled[next(iter(self._cancelled))]
+        if not isinstance(event, CancelRequested):
+            return
+        if event.task_id not in self._cancelled:
+            log.info("cancellations.cancel_seen", task_id=event.task_id)
+        self._cancelled[event.task_id] = None
+        while len(self._cancelled) > self._capacity:
+            del self._cancelled[next(iter(self._cancelled))]

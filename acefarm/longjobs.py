@@ -1,8 +1,9 @@
 """Long jobs from a Kafka consumer group without rebalances: one record at a time, partitions paused
-while the job runs, polling kept up, offset committed only after the job says so.
+while the job runs, polling kept up, offset committed only after the job says so (docs/consumer.md).
 
-Generic (no service code): the trainer uses it; the GPU consumer follows the same rules in its own
-loop. Blocking work runs in a daemon thread (`run_in_daemon_thread`) so the event loop keeps polling.
+Generic (no service code): the GPU consumer and the trainer both run their jobs through
+`consume_one_at_a_time`. Blocking work runs in a daemon thread (`run_in_daemon_thread`) so the event
+loop keeps polling and heartbeating.
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from acefarm.kafka import make_consumer
 from acefarm.logging import get_logger
+from acefarm.settings import Settings
 
 log = get_logger(__name__)
 T = TypeVar("T")
 
 KEEPALIVE_POLL_S = 0.5
-"""How often the consumer polls (everything paused) while a job runs."""
+"""How often the consumer polls (with every partition paused) while a job runs."""
 
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Coroutine[Any, Any, bool]]
-"""Processes one record; returns True when its offset may be committed (its final event is out)."""
+"""Processes one record; returns True when its offset may be committed (its final event is acknowledged)."""
 
 
 class Shutdown:
@@ -41,8 +44,9 @@ class Shutdown:
     def request(self, reason: str = "requested") -> None:
         """Stop taking jobs; a second request abandons the running job."""
         if self.requested.is_set():
+            if not self.abandon.is_set():
+                log.warning("consumer.abandoning_job", reason=reason)
             self.abandon.set()
-            log.warning("consumer.abandoning_job", reason=reason)
             return
         log.info("consumer.stopping", reason=reason)
         self.requested.set()
@@ -55,7 +59,12 @@ class Shutdown:
 
 
 def run_in_daemon_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
-    """Run `fn` in a new daemon thread (context variables carried over); await its result."""
+    """Start `fn` in a new daemon thread; the returned future resolves with its result or exception.
+
+    A daemon thread (not the default executor) so that a process abandoning a job on shutdown can
+    exit without waiting for the model. The caller's context variables (structlog's `task_id`) are
+    carried into the thread.
+    """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
     context = contextvars.copy_context()
@@ -73,7 +82,7 @@ def run_in_daemon_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
             result, error = context.run(fn), None
         except BaseException as caught:  # handed to the awaiting coroutine
             result, error = None, caught
-        with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
             loop.call_soon_threadsafe(settle, result, error)
 
     threading.Thread(target=target, name=name, daemon=True).start()
@@ -81,22 +90,43 @@ def run_in_daemon_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
 
 
 class PausingListener(ConsumerRebalanceListener):
-    """Pauses newly assigned partitions while a job runs, so no second job is fetched."""
+    """Re-pauses newly assigned partitions while a job runs; records how long the first join took."""
 
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._consumer = consumer
         self.job_running = False
+        self.started_at = time.monotonic()
+        self.join_seconds: float | None = None
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        """Log the revocation; a running job keeps running."""
+        """Log the revocation; a running job keeps running (its commit may then fail, see docs)."""
         if revoked:
-            log.info("kafka.partitions_revoked", count=len(revoked), job_running=self.job_running)
+            log.info("kafka.partitions_revoked", partitions=_names(revoked), job_running=self.job_running)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        """Re-pause the new assignment while a job runs."""
-        log.info("kafka.partitions_assigned", count=len(assigned), job_running=self.job_running)
+        """Pause the new assignment if a job is running, so no second job is fetched."""
+        if self.join_seconds is None:
+            self.join_seconds = time.monotonic() - self.started_at
+            log.info("kafka.group_joined", seconds=round(self.join_seconds, 3), partitions=_names(assigned))
+        else:
+            log.info("kafka.partitions_assigned", partitions=_names(assigned), job_running=self.job_running)
         if self.job_running and assigned:
             self._consumer.pause(*assigned)
+
+
+def make_job_consumer(settings: Settings, group_id: str, group_instance_id: str | None = None) -> AIOKafkaConsumer:
+    """A group consumer for long jobs: one record per poll, manual commits (not started, not subscribed).
+
+    Polling continues while a job runs, so `max_poll_interval_ms` only has to cover the gap between
+    polls, never a job: it is kept short, so a wedged loop is noticed and its partitions move.
+    """
+    return make_consumer(
+        settings,
+        group_id=group_id,
+        max_poll_records=1,
+        max_poll_interval_ms=max(settings.kafka_session_timeout_ms, settings.kafka_rebalance_timeout_ms),
+        group_instance_id=group_instance_id,
+    )
 
 
 async def consume_one_at_a_time(
@@ -131,6 +161,7 @@ async def _run_paused(
     grace_s: float,
     on_shutdown: Callable[[], None] | None,
 ) -> None:
+    """Run one job while staying in the group; commit its offset once the job allows it."""
     tp = TopicPartition(record.topic, record.partition)
     job: asyncio.Task[bool] = asyncio.create_task(handle(record), name=f"job-{record.partition}-{record.offset}")
     listener.job_running = True
@@ -148,7 +179,7 @@ async def _run_paused(
                 with contextlib.suppress(asyncio.CancelledError):
                     await job
                 log.warning("consumer.job_abandoned", partition=record.partition, offset=record.offset)
-                return
+                return  # offset left uncommitted: the job is redelivered
             await asyncio.wait({job}, timeout=KEEPALIVE_POLL_S)
             if not job.done():
                 await _keepalive_poll(consumer)
@@ -170,17 +201,22 @@ async def _keepalive_poll(consumer: AIOKafkaConsumer) -> None:
 
 
 async def commit_offset(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
-    """Commit `offset` for `tp`; a failure after a rebalance is logged (the new owner redoes the job)."""
+    """Commit `offset` for `tp`, then move the position there; a failed commit is logged.
+
+    A commit fails when the partition moved during a rebalance: its new owner redoes the job, and the
+    status fold keeps the first terminal state, so the duplicate outcome is harmless.
+    """
     try:
         await consumer.commit({tp: offset})
     except KafkaError as error:
         log.warning("consumer.commit_failed", partition=tp.partition, offset=offset, error=repr(error))
         return
     if tp in consumer.assignment():
-        consumer.seek(tp, offset)
+        consumer.seek(tp, offset)  # after a rebalance the position was reset to the old commit
 
 
 def _pause_all(consumer: AIOKafkaConsumer) -> None:
+    """Pause every assigned partition (a paused partition's prefetched records are dropped)."""
     assigned = consumer.assignment()
     if assigned:
         consumer.pause(*assigned)
@@ -190,3 +226,7 @@ def _resume_all(consumer: AIOKafkaConsumer) -> None:
     assigned = consumer.assignment()
     if assigned:
         consumer.resume(*assigned)
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)

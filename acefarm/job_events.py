@@ -1,0 +1,90 @@
+"""One job's Kafka traffic: the request parsed (anything malformed dead-lettered), then its lifecycle
+events published on `TASK_EVENTS` (non-final ones enqueued, the final one awaited)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypeVar
+
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.structs import RecordMetadata
+from pydantic import ValidationError
+
+from acefarm.kafka import dead_letter, publish, send
+from acefarm.logging import get_logger
+from schemas import topics
+from schemas.events import Envelope, parse_event
+
+log = get_logger(__name__)
+E = TypeVar("E", bound=Envelope)
+
+
+async def parse_request(
+    producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], expected: type[E], worker: str
+) -> E | None:
+    """The record's event when it is a valid `expected`; otherwise it is dead-lettered and None returned."""
+    try:
+        event = parse_event(record.value or b"")
+    except ValidationError as error:
+        await dead_letter(producer, record, _validation_message(error), worker)
+        return None
+    if not isinstance(event, expected):
+        await dead_letter(producer, record, f"expected a {_type_name(expected)} event, got {event.type}", worker)
+        return None
+    return event
+
+
+class JobEvents:
+    """Publishes a job's lifecycle events on `TASK_EVENTS`.
+
+    `emit` enqueues a non-final event (started, progress) without waiting for its acknowledgement:
+    waiting for each would cost a broker round trip per event, and it is not needed. Every event of
+    a task has the task id as key, so they share one partition, and the producer writes one
+    partition in send order (one request in flight per partition, retries at the head of the
+    queue). The final event goes through `publish`, after these, and is awaited; the offset is
+    committed only after that ack, so by then each earlier event has settled too (`settle` logs any
+    that failed). A lost non-final event only hides an intermediate state; the final one carries
+    the outcome.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._unacked: list[asyncio.Future[RecordMetadata]] = []
+        self._failures: list[BaseException] = []
+
+    async def emit(self, event: Envelope) -> None:
+        """Enqueue a non-final event; its acknowledgement is checked by `settle`."""
+        self._collect()
+        self._unacked.append(await send(self._producer, topics.TASK_EVENTS, event))
+
+    async def publish(self, event: Envelope) -> None:
+        """Publish an event (the final one) and wait for the broker's acknowledgement."""
+        await publish(self._producer, topics.TASK_EVENTS, event)
+
+    async def settle(self) -> None:
+        """Wait for the enqueued events and log those that failed; call once the job is over."""
+        if self._unacked:
+            await asyncio.wait(self._unacked)
+        self._collect()
+        if self._failures:
+            log.warning("job.event_not_delivered", count=len(self._failures), error=repr(self._failures[0]))
+        self._failures.clear()
+
+    def _collect(self) -> None:
+        """Keep only the events not yet acknowledged (a long job sends many), noting failed ones."""
+        for future in self._unacked:
+            if future.done():
+                error = asyncio.CancelledError() if future.cancelled() else future.exception()
+                if error is not None:
+                    self._failures.append(error)
+        self._unacked = [future for future in self._unacked if not future.done()]
+
+
+def _type_name(expected: type[Envelope]) -> str:
+    default = expected.model_fields["type"].default
+    return str(default) if isinstance(default, str) else expected.__name__
+
+
+def _validation_message(error: ValidationError) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in error.errors()[:10]]
+    return "invalid event: " + "; ".join(parts)

@@ -1,0 +1,171 @@
+"""Throttled progress events: reports from a job's worker thread, `TaskProgress` published from the loop.
+
+Generic: the service says what a report means (stage, step, loss, message) and how to estimate the
+time left (`ProgressEta` for a fraction done, `StepRateEta` for steps at a steady rate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from acefarm.logging import get_logger
+from schemas.events import TaskProgress
+from schemas.status import Stage
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Report:
+    """One progress report; `progress` is the share of the whole job done (clamped to 0..1)."""
+
+    stage: Stage
+    progress: float
+    step: int | None = None
+    total: int | None = None
+    loss: float | None = None
+    message: str | None = None
+
+
+Eta = Callable[[Report], float | None]
+"""Seconds left, given a report; called on the event loop when the report arrives."""
+
+
+class ProgressEta:
+    """ETA from the time since the first report of `stage`, extrapolated by its fraction done."""
+
+    def __init__(self, stage: Stage) -> None:
+        self._stage = stage
+        self._started: float | None = None
+
+    def __call__(self, report: Report) -> float | None:
+        """Seconds left in `stage`, or None outside it or before any progress."""
+        if report.stage is not self._stage:
+            return None
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        if report.progress <= 0.0:
+            return None
+        return round((now - self._started) * (1.0 - report.progress) / report.progress, 1)
+
+
+class StepRateEta:
+    """ETA from the step rate since the first report of `stage` with a step number."""
+
+    def __init__(self, stage: Stage) -> None:
+        self._stage = stage
+        self._first: tuple[float, int] | None = None
+
+    def __call__(self, report: Report) -> float | None:
+        """Seconds until step `total`, or None before two distinct steps were seen."""
+        if report.stage is self._stage and report.step is not None and self._first is None:
+            self._first = (time.monotonic(), report.step)
+        if self._first is None or report.step is None or report.total is None:
+            return None
+        started, first = self._first
+        done = report.step - first
+        if done <= 0:
+            return None
+        return round((time.monotonic() - started) / done * (report.total - report.step), 1)
+
+
+def no_eta(report: Report) -> None:
+    """No estimate."""
+    return None
+
+
+class ProgressPublisher:
+    """Coalesces progress reports and publishes at most `max_hz` events per second.
+
+    `report` may be called from any thread; only the newest report is kept between sends, and the
+    last one is always sent by `close()`. Publishing errors are logged and never fail the job.
+    """
+
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        attempt: str,
+        publish: Callable[[TaskProgress], Awaitable[None]],
+        max_hz: float,
+        eta: Eta = no_eta,
+    ) -> None:
+        self._task_id = task_id
+        self._attempt = attempt
+        self._publish = publish
+        self._eta = eta
+        self._min_interval = 1.0 / max_hz
+        self._loop = asyncio.get_running_loop()
+        self._pending: TaskProgress | None = None
+        self._changed = asyncio.Event()
+        self._closing = False
+        self._close_requested = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name=f"progress-{task_id}")
+        self.sent = 0
+
+    def report(self, report: Report) -> None:
+        """Record a report; thread-safe."""
+        with contextlib.suppress(RuntimeError):  # loop closed: the job was abandoned
+            self._loop.call_soon_threadsafe(self.report_now, report)
+
+    def report_now(self, report: Report) -> None:
+        """Record a report; must be called on the event loop."""
+        if self._closing:
+            return
+        report = replace(report, progress=min(max(report.progress, 0.0), 1.0))
+        try:
+            self._pending = TaskProgress(
+                task_id=self._task_id,
+                attempt=self._attempt,
+                stage=report.stage,
+                progress=report.progress,
+                step=report.step,
+                total_steps=report.total,
+                loss=report.loss,
+                eta_s=self._eta(report),
+                message=report.message,
+            )
+        except ValueError as error:  # a bad report (a NaN progress) is dropped, never fails the job
+            log.warning("progress.invalid_report", error=str(error)[:300])
+            return
+        self._changed.set()
+
+    async def close(self, *, flush: bool = True) -> None:
+        """Stop; with `flush`, first send the newest report not yet sent."""
+        self._closing = True
+        self._close_requested.set()
+        if not flush:
+            self._task.cancel()
+        self._changed.set()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            if not flush:
+                return
+            raise
+
+    async def _run(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            if self._pending is not None:
+                pending, self._pending = self._pending, None
+                await self._send(pending)
+            if self._closing and self._pending is None:
+                return
+            if not self._closing:
+                # Throttle, but wake at once when the job ends so the last report goes out now.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._close_requested.wait(), self._min_interval)
+
+    async def _send(self, event: TaskProgress) -> None:
+        try:
+            await self._publish(event)
+            self.sent += 1
+        except Exception as error:  # progress is best effort
+            log.warning("progress.publish_failed", error=str(error))
