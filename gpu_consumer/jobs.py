@@ -7,29 +7,17 @@ import threading
 import time
 import uuid
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
-from pydantic import ValidationError
+from aiokafka import ConsumerRecord
 from structlog.contextvars import bound_contextvars
 
-from acefarm.kafka import dead_letter, publish, send
+from acefarm.job_events import JobEvents, parse_request
 from acefarm.logging import get_logger
-from acefarm.settings import Settings
-from acefarm.storage import Storage
+from acefarm.longjobs import run_in_daemon_thread
+from acefarm.progress import ProgressEta, ProgressPublisher, Report
+from acefarm.worker import WorkerClients
 from gpu_consumer.audio_io import load_inputs, store_takes
-from gpu_consumer.cancellations import CancelWatcher
 from gpu_consumer.engine.base import Engine, EngineError, Job, JobCancelled
-from gpu_consumer.progress import ProgressPublisher
-from gpu_consumer.threads import run_in_daemon_thread
-from schemas import topics
-from schemas.events import (
-    Envelope,
-    GenerationRequested,
-    TaskCancelled,
-    TaskFailed,
-    TaskStarted,
-    TaskSucceeded,
-    parse_event,
-)
+from schemas.events import GenerationRequested, TaskCancelled, TaskFailed, TaskStarted, TaskSucceeded
 from schemas.status import Stage
 
 log = get_logger(__name__)
@@ -45,51 +33,38 @@ class JobHandler:
     (Kafka unreachable) escapes, so the offset is never committed for an unreported job.
     """
 
-    def __init__(
-        self,
-        *,
-        engine: Engine,
-        storage: Storage,
-        producer: AIOKafkaProducer,
-        cancels: CancelWatcher,
-        settings: Settings,
-        worker: str,
-    ) -> None:
+    def __init__(self, *, engine: Engine, clients: WorkerClients) -> None:
         self._engine = engine
-        self._storage = storage
-        self._producer = producer
-        self._cancels = cancels
-        self._settings = settings
-        self._worker = worker
-        self._unacked: list[asyncio.Future[object]] = []
+        self._storage = clients.storage
+        self._producer = clients.producer
+        self._cancels = clients.cancels
+        self._settings = clients.settings
+        self._worker = clients.worker
+        self._events = JobEvents(clients.producer)
 
-    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> FinalEvent | None:
-        """Process one record; returns the final event published, or None if it was dead-lettered."""
-        try:
-            event = parse_event(record.value or b"")
-        except ValidationError as error:
-            await dead_letter(self._producer, record, _validation_message(error), self._worker)
-            return None
-        if not isinstance(event, GenerationRequested):
-            error_text = f"expected a generation.requested event, got {event.type}"
-            await dead_letter(self._producer, record, error_text, self._worker)
-            return None
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> bool:
+        """Process one record; True (commit) once its final event or dead letter is acknowledged."""
+        event = await parse_request(self._producer, record, GenerationRequested, self._worker)
+        if event is None:
+            return True
         with bound_contextvars(task_id=event.task_id):
-            self._unacked.clear()
-            final = await self._handle_request(event, record)
-            await self._settle_unacked()
-            return final
+            await self._handle_request(event, record)
+            await self._events.settle()
+        return True
+
+    def on_shutdown(self) -> None:
+        """Nothing to stop early: the running job gets the grace period to finish."""
 
     async def _handle_request(self, event: GenerationRequested, record: ConsumerRecord[bytes, bytes]) -> FinalEvent:
         task_id = event.task_id
         await self._cancels.catch_up()
         if self._cancels.is_cancelled(task_id):
             skipped = TaskCancelled(task_id=task_id, reason="cancelled before it started")
-            await self._publish(skipped)
+            await self._events.publish(skipped)
             log.info("job.skipped_cancelled", offset=record.offset, partition=record.partition)
             return skipped
         attempt = uuid.uuid4().hex
-        await self._emit(TaskStarted(task_id=task_id, attempt=attempt, worker=self._worker))
+        await self._events.emit(TaskStarted(task_id=task_id, attempt=attempt, worker=self._worker))
         log.info(
             "job.started",
             attempt=attempt,
@@ -99,7 +74,7 @@ class JobHandler:
         )
         started = time.monotonic()
         final = await self._run(event, attempt)
-        await self._publish(final)
+        await self._events.publish(final)
         log.info(
             "job.finished",
             outcome=final.type,
@@ -114,29 +89,33 @@ class JobHandler:
         progress = ProgressPublisher(
             task_id=task_id,
             attempt=attempt,
-            publish=self._emit,
+            publish=self._events.emit,
             max_hz=self._settings.progress_max_hz,
+            eta=ProgressEta(Stage.DIFFUSION),
         )
+
+        def report(stage: Stage, share: float, step: int | None = None, total: int | None = None) -> None:
+            progress.report(_report(stage, share, step, total))
 
         def is_cancelled() -> bool:
             return abandon.is_set() or self._cancels.is_cancelled(task_id)
 
         try:
             if params.src_audio_key or params.reference_audio_key:
-                progress.report_now(Stage.LOADING, 0.0)
+                progress.report_now(_report(Stage.LOADING, 0.0))
             src, ref = await load_inputs(self._storage, params, self._settings)
             job = Job(
                 task_id=task_id,
                 params=params,
                 src_audio=src,
                 reference_audio=ref,
-                report=progress.report,
+                report=report,
                 is_cancelled=is_cancelled,
             )
             takes = await run_in_daemon_thread(lambda: self._engine.generate(job), name=f"engine-{task_id}")
             if is_cancelled():
                 raise JobCancelled
-            progress.report_now(Stage.UPLOADING, 1.0)
+            progress.report_now(_report(Stage.UPLOADING, 1.0))
             files = await store_takes(self._storage, task_id, takes, params.audio_format)
             await progress.close()
             return TaskSucceeded(task_id=task_id, attempt=attempt, files=files)
@@ -156,29 +135,10 @@ class JobHandler:
             log.exception("job.unexpected_error")
             return TaskFailed(task_id=task_id, attempt=attempt, reason="internal", error=_text(error))
 
-    async def _publish(self, event: Envelope) -> None:
-        """Publish a final event and wait for the broker's acknowledgement."""
-        await publish(self._producer, topics.TASK_EVENTS, event)
 
-    async def _emit(self, event: Envelope) -> None:
-        """Enqueue a non-final event (started, progress) without waiting for its acknowledgement.
-
-        Waiting for each would cost a broker round trip per event. It is not needed: every event of
-        a task has the task id as key, so they share one partition, and the producer writes one
-        partition in send order (one request in flight per partition, retries at the head of the
-        queue). The final event is sent after these and awaited, and the offset is committed only
-        after that ack, so by then each earlier event is settled too (`_settle_unacked`). A lost
-        non-final event only hides an intermediate state; the final one carries the outcome.
-        """
-        self._unacked.append(await send(self._producer, topics.TASK_EVENTS, event))
-
-    async def _settle_unacked(self) -> None:
-        """Log non-final events that failed; called after the final ack, when all have settled."""
-        results = await asyncio.gather(*self._unacked, return_exceptions=True)
-        self._unacked.clear()
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            log.warning("job.event_not_delivered", count=len(failed), error=repr(failed[0]))
+def _report(stage: Stage, share: float, step: int | None = None, total: int | None = None) -> Report:
+    message = f"{stage.value} step {step}/{total}" if step is not None and total else stage.value
+    return Report(stage, share, step, total, message=message)
 
 
 def _reason(error: EngineError) -> str:
@@ -191,8 +151,3 @@ def _text(error: BaseException) -> str:
     if isinstance(error, EngineError) and message:
         return message[:4000]
     return f"{type(error).__name__}: {message}"[:4000] if message else type(error).__name__
-
-
-def _validation_message(error: ValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in error.errors()[:10]]
-    return "invalid event: " + "; ".join(parts)
