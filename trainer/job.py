@@ -14,35 +14,23 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 from structlog.contextvars import bound_contextvars
 
-from acefarm.cancels import CancelWatcher
 from acefarm.datasets import DatasetError, DatasetLimits
-from acefarm.kafka import dead_letter, publish
+from acefarm.job_events import JobEvents, parse_request
 from acefarm.logging import get_logger
 from acefarm.longjobs import run_in_daemon_thread
 from acefarm.loras import checkpoint_prefix
-from acefarm.settings import Settings
-from acefarm.storage import Storage
-from schemas import topics
-from schemas.events import (
-    Envelope,
-    TaskCancelled,
-    TaskFailed,
-    TaskStarted,
-    TaskSucceeded,
-    TrainingRequested,
-    parse_event,
-    parse_lifecycle,
-)
+from acefarm.progress import ProgressPublisher, Report, StepRateEta
+from acefarm.worker import WorkerClients
+from schemas.events import TaskCancelled, TaskFailed, TaskStarted, TaskSucceeded, TrainingRequested, parse_lifecycle
 from schemas.status import Stage
 from trainer.lora_training import Checkpoint, TrainingCancelled, TrainingHooks, TrainingInterrupted
-from trainer.progress import Report, TrainingProgress
 from trainer.results import store_lora
 from trainer.run import ENCODING_SHARE, run_training
 
@@ -61,6 +49,15 @@ def outcome_key(task_id: str) -> str:
     return f"{checkpoint_prefix(task_id)}outcome.json"
 
 
+class TrainingModel(NamedTuple):
+    """The pipeline loaded once per process, its device, and the base model id and revision."""
+
+    pipe: Any
+    device: torch.device
+    base_model: str
+    base_revision: str | None
+
+
 class TrainingJobHandler:
     """Validates a training record, trains, stores the adapter and manifest, publishes the events.
 
@@ -68,60 +65,44 @@ class TrainingJobHandler:
     job was interrupted by shutdown after checkpointing (the offset must stay uncommitted).
     """
 
-    def __init__(
-        self,
-        *,
-        pipe: Any,
-        device: torch.device,
-        base_model: str,
-        base_revision: str | None,
-        storage: Storage,
-        producer: AIOKafkaProducer,
-        cancels: CancelWatcher,
-        settings: Settings,
-        worker: str,
-    ) -> None:
-        self._pipe = pipe
-        self._device = device
-        self._base_model = base_model
-        self._base_revision = base_revision
-        self._storage = storage
-        self._producer = producer
-        self._cancels = cancels
-        self._settings = settings
-        self._worker = worker
-        self._limits = DatasetLimits.from_settings(settings)
-        self.stop_requested = threading.Event()
-        """Set on shutdown: the running job checkpoints at the next step and stops."""
+    def __init__(self, model: TrainingModel, clients: WorkerClients) -> None:
+        self._model = model
+        self._storage = clients.storage
+        self._producer = clients.producer
+        self._cancels = clients.cancels
+        self._settings = clients.settings
+        self._worker = clients.worker
+        self._limits = DatasetLimits.from_settings(clients.settings)
+        self._events = JobEvents(clients.producer)
+        self._stop_requested = threading.Event()  # the running job checkpoints at its next step and stops
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> bool:
         """Process one record; True when its offset may be committed."""
-        try:
-            event = parse_event(record.value or b"")
-        except ValidationError as error:
-            await dead_letter(self._producer, record, _validation_message(error), self._worker)
-            return True
-        if not isinstance(event, TrainingRequested):
-            await dead_letter(
-                self._producer, record, f"expected a training.requested event, got {event.type}", self._worker
-            )
+        event = await parse_request(self._producer, record, TrainingRequested, self._worker)
+        if event is None:
             return True
         with bound_contextvars(task_id=event.task_id):
-            return await self._handle_request(event)
+            commit = await self._handle_request(event)
+            await self._events.settle()
+            return commit
+
+    def on_shutdown(self) -> None:
+        """Shutdown was requested: the running job checkpoints at its next step and stops."""
+        self._stop_requested.set()
 
     async def _handle_request(self, event: TrainingRequested) -> bool:
         task_id = event.task_id
         previous = await self._stored_outcome(task_id)
         if previous is not None:
             log.info("training.outcome_republished", outcome=previous.type)
-            await self._publish(previous)
+            await self._events.publish(previous)
             return True
         await self._cancels.catch_up()
         if self._cancels.is_cancelled(task_id):
             await self._finish(TaskCancelled(task_id=task_id, reason="cancelled before it started"))
             return True
         attempt = uuid.uuid4().hex
-        await self._publish(TaskStarted(task_id=task_id, attempt=attempt, worker=self._worker))
+        await self._events.emit(TaskStarted(task_id=task_id, attempt=attempt, worker=self._worker))
         started = time.monotonic()
         final = await self._train(event, attempt)
         if final is None:
@@ -133,8 +114,12 @@ class TrainingJobHandler:
 
     async def _train(self, event: TrainingRequested, attempt: str) -> FinalEvent | None:
         task_id = event.task_id
-        progress = TrainingProgress(
-            task_id=task_id, attempt=attempt, publish=self._publish, max_hz=self._settings.progress_max_hz
+        progress = ProgressPublisher(
+            task_id=task_id,
+            attempt=attempt,
+            publish=self._events.emit,
+            max_hz=self._settings.progress_max_hz,
+            eta=StepRateEta(Stage.TRAINING),
         )
         abandon = threading.Event()
         loop = asyncio.get_running_loop()
@@ -156,7 +141,7 @@ class TrainingJobHandler:
             ),
             save_checkpoint=save_checkpoint,
             is_cancelled=lambda: abandon.is_set() or self._cancels.is_cancelled(task_id),
-            should_stop=self.stop_requested.is_set,
+            should_stop=self._stop_requested.is_set,
         )
         try:
             with tempfile.TemporaryDirectory(prefix=f"acefarm-train-{task_id}-") as tmp:
@@ -175,8 +160,8 @@ class TrainingJobHandler:
                 resume = await self._load_checkpoint(task_id)
                 output = await run_in_daemon_thread(
                     lambda: run_training(
-                        self._pipe,
-                        self._device,
+                        self._model.pipe,
+                        self._model.device,
                         event,
                         zip_path,
                         work,
@@ -189,7 +174,11 @@ class TrainingJobHandler:
                 )
                 progress.report(Report(Stage.UPLOADING, 1.0, message="storing the adapter"))
                 await store_lora(
-                    self._storage, event, output, base_model=self._base_model, base_revision=self._base_revision
+                    self._storage,
+                    event,
+                    output,
+                    base_model=self._model.base_model,
+                    base_revision=self._model.base_revision,
                 )
             await progress.close()
             return TaskSucceeded(task_id=task_id, attempt=attempt, lora_id=event.lora_id, loss=output.result.final_loss)
@@ -244,11 +233,8 @@ class TrainingJobHandler:
     async def _finish(self, final: FinalEvent) -> None:
         """Store the outcome, publish it, then drop the training state (the outcome stays)."""
         await self._storage.put_bytes(outcome_key(final.task_id), final.to_bytes(), "application/json")
-        await self._publish(final)
+        await self._events.publish(final)
         await self._storage.delete(checkpoint_key(final.task_id))
-
-    async def _publish(self, event: Envelope) -> None:
-        await publish(self._producer, topics.TASK_EVENTS, event)
 
 
 def _share(step: int, event: TrainingRequested) -> float:
@@ -258,8 +244,3 @@ def _share(step: int, event: TrainingRequested) -> float:
 def _empty_cuda_cache() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def _validation_message(error: ValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in error.errors()[:10]]
-    return "invalid event: " + "; ".join(parts)

@@ -11,6 +11,7 @@ import torch
 
 from acefarm.datasets import DatasetLimits, extract_dataset
 from acefarm.logging import get_logger
+from acefarm.progress import Report
 from schemas.events import TrainingRequested
 from schemas.status import Stage
 from schemas.training import TrackInfo
@@ -18,7 +19,6 @@ from trainer.annotate import Annotator, SidecarAnnotator
 from trainer.clips import make_clips
 from trainer.encode import encode_clips
 from trainer.lora_training import Checkpoint, LoraTrainer, TrainingCancelled, TrainingHooks, TrainingResult
-from trainer.progress import Report
 
 log = get_logger(__name__)
 
