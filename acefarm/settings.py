@@ -83,7 +83,6 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
-
     @field_validator("task_types")
     @classmethod
     def _check_task_types(cls, value: str) -> str:

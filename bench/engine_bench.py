@@ -81,8 +81,12 @@ def main() -> None:
         print(f"model={model} device={info.device} dtype={info.dtype} load={time.perf_counter() - load_started:.2f}s")
         storage = LocalStorage(Path(tmp) / "store")
         params = GenerationParams(
-            prompt="bench: upbeat synth pop", duration=args.duration, inference_steps=args.steps, seed=1,
-            batch_size=args.batch, audio_format=AudioFormat(args.format),
+            prompt="bench: upbeat synth pop",
+            duration=args.duration,
+            inference_steps=args.steps,
+            seed=1,
+            batch_size=args.batch,
+            audio_format=AudioFormat(args.format),
         )
         _one_job(engine, storage, params, -1)  # warm-up
         runs = [_one_job(engine, storage, params, n) for n in range(args.jobs)]

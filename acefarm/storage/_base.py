@@ -92,7 +92,6 @@ class Storage(Protocol):
         ...
 
 
-
 def validate_prefix(prefix: str) -> str:
     """Return `prefix` if it is empty or a safe key start (a trailing '/' is allowed)."""
     if prefix:

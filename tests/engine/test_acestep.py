@@ -60,15 +60,19 @@ def test_same_seed_same_audio_different_seed_different(engine: AceStepEngine, ma
 
 
 @pytest.mark.parametrize("seconds", [1.1, 2.24, 4.36])
-def test_durations_that_trip_diffusers_latent_rounding(engine: AceStepEngine, make_job: MakeJob, seconds: float) -> None:  # noqa: E501
+def test_durations_that_trip_diffusers_latent_rounding(
+    engine: AceStepEngine, make_job: MakeJob, seconds: float
+) -> None:
     (take,) = engine.generate(make_job(duration=seconds, inference_steps=1))
     _check_take(take, seconds)
 
 
 def test_same_seed_same_audio_for_source_tasks(engine: AceStepEngine, make_job: MakeJob) -> None:
     src = _noise(1.0)
-    runs = [engine.generate(make_job(task_type=TaskType.REPAINT, src=src, repaint_start=0.2, repaint_end=0.7))
-            for _ in range(2)]
+    runs = [
+        engine.generate(make_job(task_type=TaskType.REPAINT, src=src, repaint_start=0.2, repaint_end=0.7))
+        for _ in range(2)
+    ]
     assert np.array_equal(runs[0][0].audio, runs[1][0].audio)
 
 
@@ -105,8 +109,19 @@ def test_every_field_reaches_the_model(engine: AceStepEngine, make_job: MakeJob,
 
 
 def test_pipeline_arguments_carry_the_request(engine: AceStepEngine, make_job: MakeJob) -> None:
-    job = make_job(prompt="jazz", style="bebop", bpm=140, key="Bb major", time_signature=6, vocal_language="fr",
-                   guidance_scale=4.5, shift=2.0, inference_steps=5, batch_size=2, seed=100)
+    job = make_job(
+        prompt="jazz",
+        style="bebop",
+        bpm=140,
+        key="Bb major",
+        time_signature=6,
+        vocal_language="fr",
+        guidance_scale=4.5,
+        shift=2.0,
+        inference_steps=5,
+        batch_size=2,
+        seed=100,
+    )
     kwargs = engine.pipeline_kwargs(job.params, None, None, seed=100)
     assert kwargs["prompt"] == ["jazz, style: bebop"] * 2 and kwargs["lyrics"] == ["[instrumental]"] * 2
     assert (kwargs["bpm"], kwargs["keyscale"], kwargs["timesignature"]) == (140, "Bb major", "6")

@@ -39,8 +39,11 @@ def test_a_dotted_factory_receives_the_settings() -> None:
 
 @pytest.mark.parametrize(
     ("name", "message"),
-    [("nonsense", "expected 'acestep', 'null'"), ("no.such.module:make", "cannot be imported"),
-     ("gpu_consumer.engine.null:Missing", "cannot be imported")],
+    [
+        ("nonsense", "expected 'acestep', 'null'"),
+        ("no.such.module:make", "cannot be imported"),
+        ("gpu_consumer.engine.null:Missing", "cannot be imported"),
+    ],
 )
 def test_unknown_engines_are_explained(name: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
