@@ -30,13 +30,22 @@ def download(
     repo = model_id or settings.model_id
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
     typer.echo(f"Downloading {repo} ({revision or settings.model_revision or 'main'}) ...")
-    path = snapshot_download(
-        repo,
-        revision=revision or settings.model_revision,
-        token=token,
-        cache_dir=None if local_dir else hub_cache_dir(settings),
-        local_dir=str(local_dir) if local_dir else None,
-    )
+    try:
+        path = snapshot_download(
+            repo,
+            revision=revision or settings.model_revision,
+            token=token,
+            cache_dir=None if local_dir else hub_cache_dir(settings),
+            local_dir=str(local_dir) if local_dir else None,
+        )
+    except Exception as error:  # network, auth, missing repo/revision: say it plainly
+        typer.echo(
+            f"Could not download {repo}: {type(error).__name__}: {error}\n"
+            "Check the network and HF_TOKEN (gated or private repos), or copy a diffusers-format "
+            "ACE-Step 1.5 directory to this machine and set MODEL_PATH to it.",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     typer.echo(f"Done: {path}")
     if local_dir:
         typer.echo(f"Use it with MODEL_PATH={path}")
