@@ -82,8 +82,10 @@ def no_eta(report: Report) -> None:
 class ProgressPublisher:
     """Coalesces progress reports and publishes at most `max_hz` events per second.
 
-    `report` may be called from any thread; only the newest report is kept between sends, and the
-    last one is always sent by `close()`. Publishing errors are logged and never fail the job.
+    `report` may be called from any thread; only the newest report is kept between sends. The first
+    event goes out one interval after the start, so a job shorter than that sends none; `close()`
+    sends the newest unsent report, `close(flush=False)` drops it (a final event supersedes it).
+    Publishing errors are logged and never fail the job.
     """
 
     def __init__(
@@ -138,6 +140,8 @@ class ProgressPublisher:
     async def close(self, *, flush: bool = True) -> None:
         """Stop; with `flush`, first send the newest report not yet sent."""
         self._closing = True
+        if not flush:
+            self._pending = None  # dropped even if the cancel below lands after a wake-up (3.11 wait_for)
         self._close_requested.set()
         if not flush:
             self._task.cancel()
@@ -150,6 +154,10 @@ class ProgressPublisher:
             raise
 
     async def _run(self) -> None:
+        # The throttle starts with the job: a job over within one interval sends no progress at all,
+        # since its final event says more (fewer records for the broker, the fold and every reader).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._close_requested.wait(), self._min_interval)
         while True:
             await self._changed.wait()
             self._changed.clear()

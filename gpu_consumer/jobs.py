@@ -117,13 +117,13 @@ class JobHandler:
                 raise JobCancelled
             progress.report_now(_report(Stage.UPLOADING, 1.0))
             files = await store_takes(self._storage, task_id, takes, params.audio_format)
-            await progress.close()
+            await progress.close(flush=False)  # the final event supersedes any unsent report
             return TaskSucceeded(task_id=task_id, attempt=attempt, files=files)
         except JobCancelled:
-            await progress.close()
+            await progress.close(flush=False)
             return TaskCancelled(task_id=task_id, attempt=attempt, reason="cancelled while running")
         except EngineError as error:
-            await progress.close()
+            await progress.close(flush=False)
             log.warning("job.engine_error", reason=error.reason, error=str(error))
             return TaskFailed(task_id=task_id, attempt=attempt, reason=_reason(error), error=_text(error))
         except asyncio.CancelledError:
@@ -131,7 +131,7 @@ class JobHandler:
             await progress.close(flush=False)
             raise
         except Exception as error:
-            await progress.close()
+            await progress.close(flush=False)
             log.exception("job.unexpected_error")
             return TaskFailed(task_id=task_id, attempt=attempt, reason="internal", error=_text(error))
 

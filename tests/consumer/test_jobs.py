@@ -36,7 +36,7 @@ async def test_job_emits_started_progress_succeeded_and_stores_the_audio(
     progress = [e for e in events if e.type == "task.progress"]
     assert progress, "no progress events"
     assert [p.progress for p in progress] == sorted(p.progress for p in progress)
-    assert progress[-1].stage == "uploading" and progress[-1].progress == 1.0  # the last report is always sent
+    assert all(0.0 <= p.progress <= 1.0 for p in progress)
     assert any(p.stage == "diffusion" and p.total_steps == 12 for p in progress)
     span = (progress[-1].occurred_at - progress[0].occurred_at).total_seconds()
     assert len(progress) <= span * 10 + 2, f"{len(progress)} progress events in {span:.2f}s exceed 10/s"
@@ -51,6 +51,18 @@ async def test_job_emits_started_progress_succeeded_and_stores_the_audio(
     audio, rate = sf.read(io.BytesIO(data))
     assert rate == 48_000 and audio.shape[1] == 2
     assert abs(len(audio) / rate - 2.5) < 0.01
+
+
+async def test_a_job_shorter_than_the_progress_interval_sends_no_progress(
+    consumer_service: Service, client: Client, recorder: EventRecorder
+) -> None:
+    task_id = new_task_id()
+    await client.submit(task_id, prompt="instant step_s=0", duration=1.0, inference_steps=2)
+    final = await recorder.final(task_id)
+    events = recorder.by_task[task_id]
+    assert [e.type for e in events] == ["task.started", "task.succeeded"], [
+        (e.type, e.occurred_at.isoformat(), getattr(e, "stage", None)) for e in events
+    ]
 
 
 async def test_batch_of_two_in_mp3_stores_two_takes(
