@@ -58,7 +58,7 @@ async def test_a_job_shorter_than_the_progress_interval_sends_no_progress(
 ) -> None:
     task_id = new_task_id()
     await client.submit(task_id, prompt="instant step_s=0", duration=1.0, inference_steps=2)
-    final = await recorder.final(task_id)
+    await recorder.final(task_id)
     events = recorder.by_task[task_id]
     assert [e.type for e in events] == ["task.started", "task.succeeded"], [
         (e.type, e.occurred_at.isoformat(), getattr(e, "stage", None)) for e in events
