@@ -97,6 +97,8 @@ class PausingListener(ConsumerRebalanceListener):
         self.job_running = False
         self.started_at = time.monotonic()
         self.join_seconds: float | None = None
+        self.assignments = 0
+        """How many assignments this consumer has had; a change during a job means a rebalance."""
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Log the revocation; a running job keeps running (its commit may then fail, see docs)."""
@@ -105,6 +107,7 @@ class PausingListener(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         """Pause the new assignment if a job is running, so no second job is fetched."""
+        self.assignments += 1
         if self.join_seconds is None:
             self.join_seconds = time.monotonic() - self.started_at
             log.info("kafka.group_joined", seconds=round(self.join_seconds, 3), partitions=_names(assigned))
@@ -149,10 +152,10 @@ async def consume_one_at_a_time(
             for record in records:
                 if shutdown.requested.is_set():
                     return  # not started, not committed: the next owner takes it
-                await _run_paused(consumer, listener, handle, record, shutdown, grace_s, on_shutdown)
+                await _run_in_group(consumer, listener, handle, record, shutdown, grace_s, on_shutdown)
 
 
-async def _run_paused(
+async def _run_in_group(
     consumer: AIOKafkaConsumer,
     listener: PausingListener,
     handle: Handler,
@@ -165,7 +168,10 @@ async def _run_paused(
     tp = TopicPartition(record.topic, record.partition)
     job: asyncio.Task[bool] = asyncio.create_task(handle(record), name=f"job-{record.partition}-{record.offset}")
     listener.job_running = True
-    _pause_all(consumer)
+    assignments = listener.assignments
+    # Partitions are paused only once the job outlives the first wait: pausing drops the records
+    # already fetched, so a short job that never pauses lets the next one start from the buffer.
+    paused = False
     try:
         deadline: float | None = None
         while not job.done():
@@ -182,14 +188,19 @@ async def _run_paused(
                 return  # offset left uncommitted: the job is redelivered
             await asyncio.wait({job}, timeout=KEEPALIVE_POLL_S)
             if not job.done():
+                if not paused:
+                    _pause_all(consumer)
+                    paused = True
                 await _keepalive_poll(consumer)
         if job.result():  # a publish failure propagates: stop without committing
-            await commit_offset(consumer, tp, record.offset + 1)
+            rebalanced = listener.assignments != assignments
+            await commit_offset(consumer, tp, record.offset + 1, reseek=rebalanced)
         else:
             log.info("consumer.job_left_uncommitted", partition=record.partition, offset=record.offset)
     finally:
         listener.job_running = False
-        _resume_all(consumer)
+        if paused or listener.assignments != assignments:
+            _resume_all(consumer)
 
 
 async def _keepalive_poll(consumer: AIOKafkaConsumer) -> None:
@@ -200,8 +211,9 @@ async def _keepalive_poll(consumer: AIOKafkaConsumer) -> None:
             consumer.seek(tp, records[0].offset)
 
 
-async def commit_offset(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
-    """Commit `offset` for `tp`, then move the position there; a failed commit is logged.
+async def commit_offset(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int, *, reseek: bool) -> None:
+    """Commit `offset` for `tp`; with `reseek` (a rebalance happened meanwhile) also move the position
+    there. A failed commit is logged.
 
     A commit fails when the partition moved during a rebalance: its new owner redoes the job, and the
     status fold keeps the first terminal state, so the duplicate outcome is harmless.
@@ -211,7 +223,7 @@ async def commit_offset(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: 
     except KafkaError as error:
         log.warning("consumer.commit_failed", partition=tp.partition, offset=offset, error=repr(error))
         return
-    if tp in consumer.assignment():
+    if reseek and tp in consumer.assignment():
         consumer.seek(tp, offset)  # after a rebalance the position was reset to the old commit
 
 
