@@ -19,7 +19,7 @@ from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
-from litestar.params import Body
+from litestar.params import Body, FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_413_REQUEST_ENTITY_TOO_LARGE
 from litestar.types import ControllerRouterHandler
 from pydantic import ValidationError
@@ -175,7 +175,7 @@ async def list_loras(gateway: NamedDependency[Gateway]) -> list[LoraManifest]:
 
 
 @get("/loras/{lora_id:str}", tags=["lora"], summary="One LoRA style", responses=error_responses(404))
-async def get_lora(gateway: NamedDependency[Gateway], lora_id: str) -> LoraManifest:
+async def get_lora(gateway: NamedDependency[Gateway], lora_id: FromPath[str]) -> LoraManifest:
     """The LoRA's manifest; 404 while it is unknown or still training."""
     assert gateway.storage is not None
     manifest = await read_manifest(gateway.storage, lora_id) if is_lora_id(lora_id) else None
@@ -185,7 +185,7 @@ async def get_lora(gateway: NamedDependency[Gateway], lora_id: str) -> LoraManif
 
 
 @delete("/loras/{lora_id:str}", tags=["lora"], summary="Delete a LoRA style", responses=error_responses(404))
-async def delete_lora_route(gateway: NamedDependency[Gateway], lora_id: str) -> None:
+async def delete_lora_route(gateway: NamedDependency[Gateway], lora_id: FromPath[str]) -> None:
     """Remove the adapter and its manifest; later generation requests naming it are rejected."""
     assert gateway.storage is not None
     if not is_lora_id(lora_id) or not await delete_lora(gateway.storage, lora_id):

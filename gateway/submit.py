@@ -12,7 +12,7 @@ from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
-from litestar.params import Body, HeaderParameter
+from litestar.params import Body, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT, HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from pydantic import BaseModel
 
@@ -107,7 +107,7 @@ async def _stored_inputs(gateway: Gateway, data: GenerateRequest, task_id: str) 
 )
 async def generate(
     gateway: NamedDependency[Gateway],
-    data: GenerateRequest,
+    data: JSONBody[GenerateRequest],
     idempotency_key: Annotated[
         str | None,
         HeaderParameter(
