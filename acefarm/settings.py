@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     output_dir: Path = Path("./data")
     storage_bucket: str = "acefarm"
     s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     s3_presign_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
 

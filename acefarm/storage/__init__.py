@@ -32,6 +32,7 @@ def open_storage(settings: Settings) -> Storage:
         return S3Storage(
             settings.storage_bucket,
             endpoint_url=settings.s3_endpoint_url,
+            public_endpoint_url=settings.s3_public_endpoint_url,
             region=settings.s3_region,
             presign_expiry_s=settings.s3_presign_expiry_s,
         )

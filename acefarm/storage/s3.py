@@ -35,17 +35,20 @@ class S3Storage:
         bucket: str,
         *,
         endpoint_url: str | None = None,
+        public_endpoint_url: str | None = None,
         region: str = "us-east-1",
         presign_expiry_s: int = 7 * 24 * 3600,
         part_size: int = _PART_SIZE,
     ) -> None:
         self.bucket = bucket
         self.endpoint_url = endpoint_url
+        self.public_endpoint_url = public_endpoint_url
         self.region = region
         self.presign_expiry_s = presign_expiry_s
         self.part_size = max(part_size, 5 * 1024 * 1024)  # S3's smallest part
         self._stack = AsyncExitStack()
         self._client: Any = None
+        self._signer: Any = None
         self._lock = asyncio.Lock()
 
     async def start(self) -> S3Storage:
@@ -58,17 +61,29 @@ class S3Storage:
             return self._client
         async with self._lock:
             if self._client is None:
-                client = await self._stack.enter_async_context(
-                    get_session().create_client(
-                        "s3",
-                        endpoint_url=self.endpoint_url,
-                        region_name=self.region,
-                        config=AioConfig(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"}),
-                    )
-                )
+                client = await self._open_client(self.endpoint_url)
                 await self._ensure_bucket(client)
                 self._client = client
         return self._client
+
+    async def _open_client(self, endpoint_url: str | None) -> Any:
+        return await self._stack.enter_async_context(
+            get_session().create_client(
+                "s3",
+                endpoint_url=endpoint_url,
+                region_name=self.region,
+                config=AioConfig(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"}),
+            )
+        )
+
+    async def _presigner(self) -> Any:
+        """The client that signs download URLs: for S3_PUBLIC_ENDPOINT_URL when set (signing is local)."""
+        if self.public_endpoint_url is None:
+            return await self._s3()
+        async with self._lock:
+            if self._signer is None:
+                self._signer = await self._open_client(self.public_endpoint_url)
+        return self._signer
 
     async def _ensure_bucket(self, client: Any) -> None:
         try:
@@ -192,8 +207,8 @@ class S3Storage:
         return len(keys)
 
     async def presigned_url(self, key: str, expires_s: int | None = None) -> str | None:
-        """A presigned GET URL valid for `expires_s` (default `S3_PRESIGN_EXPIRY_S`)."""
-        s3 = await self._s3()
+        """A presigned GET URL valid for `expires_s` (default `S3_PRESIGN_EXPIRY_S`), for the public endpoint."""
+        s3 = await self._presigner()
         url: str = await s3.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.bucket, "Key": validate_key(key)},

@@ -164,3 +164,20 @@ async def test_s3_large_file_goes_up_in_parts(tmp_path: Path, s3_endpoint: str) 
         assert dest.read_bytes() == src.read_bytes()
     finally:
         await store.close()
+
+
+async def test_s3_download_urls_are_signed_for_the_public_endpoint(s3_endpoint: str) -> None:
+    # The services reach S3 at 127.0.0.1, clients at "localhost": the URL must name (and be signed for)
+    # the public address, and still download.
+    public = s3_endpoint.replace("127.0.0.1", "localhost")
+    store = await S3Storage(f"p-{uuid.uuid4().hex[:12]}", endpoint_url=s3_endpoint, public_endpoint_url=public).start()
+    try:
+        await store.put_bytes("outputs/t8/take-0.wav", b"RIFF-data", "audio/wav")
+        url = await store.presigned_url("outputs/t8/take-0.wav")
+        assert url is not None and url.startswith(public)
+        async with httpx.AsyncClient() as client:
+            response = await client.get(url)
+        assert response.status_code == 200
+        assert response.content == b"RIFF-data"
+    finally:
+        await store.close()
