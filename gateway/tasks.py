@@ -80,9 +80,13 @@ async def status_events(
     """The task's snapshots newer than `last_event_id` (the current one when None), then each change;
     a keep-alive comment after `keepalive_s` idle; ends once the final state has been sent."""
     last = last_event_id
+    shown: dict[str, object] | None = None
     while True:
         for status in store.since(task_id, last):
-            yield _message(status, base_url)
+            visible = status.model_dump(exclude={"version", "updated_at"})
+            if visible != shown:  # e.g. streams' first "pending" after the gateway's own: nothing new to show
+                yield _message(status, base_url)
+                shown = visible
             last = status.version
         current = store.get(task_id)
         if current is None or (current.status.is_final and last is not None and last >= current.version):

@@ -102,11 +102,12 @@ def publish_status(raw_producer: AIOKafkaProducer) -> PublishStatus:
 
     async def publish(task_id: str, version: int, status: TaskState, **fields: Any) -> TaskStatus:
         now = datetime.now(UTC)
+        created = fields.pop("created_at", now)
         snapshot = TaskStatus(
             task_id=task_id,
             kind=TaskKind.GENERATION,
             status=status,
-            created_at=now,
+            created_at=created,
             updated_at=now,
             version=version,
             **fields,

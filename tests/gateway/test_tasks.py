@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,29 @@ async def test_sse_sends_current_state_then_changes_and_closes_on_final(
     assert [e.data["progress"] for e in received if e.data] == [0.0, 0.0, 0.25, 0.75, 0.0]
     assert received[-1].data == (await client.get(f"/status/{task_id}")).json()
     assert received[-1].data and received[-1].data["error"] == "CUDA out of memory"
+
+
+async def test_sse_skips_a_snapshot_that_changes_nothing_visible(
+    client: httpx.AsyncClient, publish_status: PublishStatus
+) -> None:
+    task_id = new_task_id()
+    created = datetime.now(UTC)
+    await publish_status(task_id, 1, TaskState.PENDING, created_at=created)
+    await wait_status(client, task_id, 1)
+
+    async def drive() -> None:
+        await asyncio.sleep(0.3)
+        await publish_status(task_id, 2, TaskState.PENDING, created_at=created)  # same state, newer version
+        await asyncio.sleep(0.1)
+        await publish_status(task_id, 3, TaskState.RUNNING, progress=0.5, created_at=created)
+        await asyncio.sleep(0.1)
+        await publish_status(task_id, 4, TaskState.SUCCESS, progress=1.0, created_at=created)
+
+    driver = asyncio.create_task(drive())
+    async with asyncio.timeout(20), client.stream("GET", f"/tasks/{task_id}/events") as response:
+        received = [e async for e in sse_events(response) if e.data is not None]
+    await driver
+    assert [(e.id, e.event) for e in received] == [("1", "pending"), ("3", "running"), ("4", "success")]
 
 
 async def test_sse_last_event_id_replays_only_newer(client: httpx.AsyncClient, publish_status: PublishStatus) -> None:
