@@ -33,10 +33,17 @@ class NullEngine:
         for step in range(1, total + 1):
             if job.is_cancelled():
                 raise JobCancelled
+            self.on_step(job, step)
             job.report(Stage.DIFFUSION, step / total, step, total)
         job.report(Stage.DECODING, 1.0, None, None)
-        tone = quiet_tone(job.params.duration)
-        return [Take(audio=tone.copy(), sample_rate=SAMPLE_RATE) for _ in range(job.params.batch_size)]
+        return [self.take(job, index) for index in range(job.params.batch_size)]
+
+    def on_step(self, job: Job, step: int) -> None:
+        """Called before each step is reported; nothing here (subclasses may wait or fail)."""
+
+    def take(self, job: Job, index: int) -> Take:
+        """Take `index` of `job`: the quiet tone."""
+        return Take(audio=quiet_tone(job.params.duration), sample_rate=SAMPLE_RATE)
 
     def info(self) -> dict[str, Any]:
         """What this engine is."""

@@ -1,4 +1,4 @@
-"""A deterministic test engine: a real sine tone of the requested length, no torch.
+"""A deterministic test engine: the null engine's loop with audible, seed-dependent tones, no torch.
 
 Environment knobs (read per job): `TONE_ENGINE_STEP_S` sleeps that long per fake diffusion step; a
 token `step_s=<seconds>` in the prompt overrides it for one job (so one process serves fast and slow jobs).
@@ -11,67 +11,45 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any
 
 import numpy as np
 
-from gpu_consumer.engine.base import EngineError, Job, JobCancelled, OutOfMemory, Take, UnsupportedTask
-from schemas.generation import TaskType
-from schemas.status import Stage
-
-SAMPLE_RATE = 48_000
+from gpu_consumer.engine.base import EngineError, Job, OutOfMemory, Take, UnsupportedTask
+from gpu_consumer.engine.null import SAMPLE_RATE, NullEngine
 
 
-class ToneEngine:
-    """Writes `batch_size` stereo sine tones of `duration` seconds at 48 kHz."""
+class ToneEngine(NullEngine):
+    """Writes `batch_size` stereo sine tones of `duration` seconds at 48 kHz (frequency from seed and take)."""
 
     name = "tone"
-    sample_rate = SAMPLE_RATE
-    supported_tasks = frozenset(TaskType)
 
-    def __init__(self, settings: object | None = None) -> None:
-        self.jobs = 0
-
-    def generate(self, job: Job) -> list[Take]:
-        """Fake diffusion steps (reporting progress, honouring cancel), then the tones."""
-        self.jobs += 1
+    def on_step(self, job: Job, step: int) -> None:
+        """Sleep the configured step time; on the first step, fail if the prompt asks for it."""
         prompt = job.params.prompt.lower()
         step_s = _step_seconds(prompt)
-        total = job.params.inference_steps
-        job.report(Stage.ENCODING, 0.0, None, None)
-        for step in range(1, total + 1):
-            if job.is_cancelled():
-                raise JobCancelled
-            if step_s:
-                time.sleep(step_s)
-            if step == 1:
-                self._maybe_fail(prompt)
-            job.report(Stage.DIFFUSION, step / total, step, total)
-        job.report(Stage.DECODING, 1.0, None, None)
-        return [self._tone(job, take) for take in range(job.params.batch_size)]
+        if step_s:
+            time.sleep(step_s)
+        if step == 1:
+            _maybe_fail(prompt)
 
-    def info(self) -> dict[str, Any]:
-        """What this engine is."""
-        return {"engine": self.name, "sample_rate": self.sample_rate, "jobs": self.jobs}
-
-    @staticmethod
-    def _maybe_fail(prompt: str) -> None:
-        if "explode" in prompt:
-            raise EngineError("the tone engine exploded on purpose (prompt contains 'explode')")
-        if "oom" in prompt:
-            raise OutOfMemory("CUDA out of memory: tried to allocate 20.00 GiB (test engine)")
-        if "unsupported" in prompt:
-            raise UnsupportedTask("this checkpoint cannot do that (test engine)")
-        if "crash" in prompt:
-            raise RuntimeError("unexpected bug in the test engine")
-
-    def _tone(self, job: Job, take: int) -> Take:
+    def take(self, job: Job, index: int) -> Take:
+        """A 0.3-amplitude sine whose frequency depends on the seed and the take."""
         samples = round(job.params.duration * SAMPLE_RATE)
-        seed = job.params.seed or 0
-        freq = 220.0 + (seed % 440) + 110.0 * take
+        freq = 220.0 + ((job.params.seed or 0) % 440) + 110.0 * index
         t = np.arange(samples, dtype=np.float64) / SAMPLE_RATE
         wave = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
         return Take(audio=np.stack([wave, wave]), sample_rate=SAMPLE_RATE)
+
+
+def _maybe_fail(prompt: str) -> None:
+    if "explode" in prompt:
+        raise EngineError("the tone engine exploded on purpose (prompt contains 'explode')")
+    if "oom" in prompt:
+        raise OutOfMemory("CUDA out of memory: tried to allocate 20.00 GiB (test engine)")
+    if "unsupported" in prompt:
+        raise UnsupportedTask("this checkpoint cannot do that (test engine)")
+    if "crash" in prompt:
+        raise RuntimeError("unexpected bug in the test engine")
 
 
 def _step_seconds(prompt: str) -> float:
