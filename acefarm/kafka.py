@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import ssl
 from typing import Any
 
@@ -133,22 +132,14 @@ async def dead_letter(
     producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], error: str, consumer: str
 ) -> None:
     """Publish a record that failed validation to the dead-letter topic."""
-    key = record.key.decode(errors="replace") if record.key else None
-    raw = record.value.decode(errors="replace") if record.value else ""
-    task_id = key if key and _is_task_id(key) else "unknown"
-    event = DeadLetter(
-        task_id=task_id,
-        source_topic=record.topic,
+    event = DeadLetter.of_record(
+        topic=record.topic,
         partition=record.partition,
         offset=record.offset,
-        key=key,
-        value=raw[:100_000],
-        error=error[:4000],
+        key=record.key,
+        value=record.value,
+        error=error,
         consumer=consumer,
     )
     await publish(producer, topics.DEAD_LETTER, event)
     log.warning("kafka.dead_letter", topic=record.topic, offset=record.offset, error=error[:300])
-
-
-def _is_task_id(value: str) -> bool:
-    return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", value) is not None

@@ -5,6 +5,7 @@ Every event is JSON with `event_id`, `type`, `task_id`, `occurred_at` and `schem
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -137,6 +138,31 @@ class DeadLetter(Envelope):
     value: Annotated[str, Field(description="The raw value, decoded as UTF-8 with replacement.")]
     error: str
     consumer: str
+
+    @classmethod
+    def of_record(
+        cls,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        error: str,
+        consumer: str,
+    ) -> DeadLetter:
+        """The dead letter for a raw record; keyed by its key when that is a valid task id, else 'unknown'."""
+        text_key = key.decode(errors="replace") if key else None
+        return cls(
+            task_id=text_key if text_key and re.match(_TASK_ID, text_key) else "unknown",
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            key=text_key,
+            value=(value or b"").decode(errors="replace")[:100_000],
+            error=error[:4000],
+            consumer=consumer,
+        )
 
 
 RequestEvent = Annotated[GenerationRequested | TrainingRequested, Field(discriminator="type")]

@@ -126,21 +126,15 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
 
 
 def _dead_letter(message: faust.types.Message, error: str) -> DeadLetter:
-    key = message.key.decode(errors="replace") if isinstance(message.key, bytes) else None
-    raw = message.value.decode(errors="replace") if isinstance(message.value, bytes) else ""
-    fields: dict[str, Any] = {
-        "source_topic": message.topic,
-        "partition": message.partition,
-        "offset": message.offset,
-        "key": key,
-        "value": raw[:100_000],
-        "error": error[:4000],
-        "consumer": APP_ID,
-    }
-    try:
-        return DeadLetter(task_id=key or "unknown", **fields)
-    except ValueError:  # the key is not a valid task id
-        return DeadLetter(task_id="unknown", **fields)
+    return DeadLetter.of_record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key if isinstance(message.key, bytes) else None,
+        value=message.value if isinstance(message.value, bytes) else None,
+        error=error,
+        consumer=APP_ID,
+    )
 
 
 def run_streams(settings: Settings | None = None) -> NoReturn:
