@@ -33,7 +33,7 @@ from gateway.errors import FieldError, error_responses
 from gateway.state import Gateway
 from schemas import topics
 from schemas.events import TrainingRequested
-from schemas.status import TaskAccepted, TaskKind, TaskState, TaskStatus
+from schemas.status import TaskAccepted, TaskKind, TaskState
 from schemas.training import LoraManifest, TrainingOptions
 
 log = get_logger(__name__)
@@ -148,17 +148,7 @@ async def train_lora(
         await asyncio.to_thread(shutil.rmtree, work, True)
     event = TrainingRequested(task_id=task_id, lora_id=lora_id, style_name=style_name, dataset_key=key, options=options)
     await publish(gateway.producer, topics.TRAINING_REQUESTS, event)
-    at = event.occurred_at
-    gateway.view.store.insert_pending(
-        TaskStatus(
-            task_id=task_id,
-            kind=TaskKind.TRAINING,
-            status=TaskState.PENDING,
-            lora_id=lora_id,
-            created_at=at,
-            updated_at=at,
-        )
-    )
+    gateway.view.store.record_submitted(event, TaskKind.TRAINING, lora_id)
     log.info("gateway.training_submitted", task_id=task_id, lora_id=lora_id, tracks=len(tracks), steps=options.steps)
     return Response(
         TaskAccepted(task_id=task_id, status=TaskState.PENDING, lora_id=lora_id),

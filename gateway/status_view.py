@@ -24,8 +24,8 @@ from acefarm.kafka import make_consumer
 from acefarm.logging import get_logger
 from acefarm.settings import Settings
 from schemas import topics
-from schemas.events import TaskStatusRecord, parse_event
-from schemas.status import TaskStatus
+from schemas.events import Envelope, TaskStatusRecord, parse_event
+from schemas.status import TaskKind, TaskState, TaskStatus
 
 log = get_logger(__name__)
 
@@ -93,6 +93,20 @@ class StatusStore:
         if status.task_id in self._tasks:
             return False
         return self.update(status)
+
+    def record_submitted(self, event: Envelope, kind: TaskKind, lora_id: str | None) -> bool:
+        """`insert_pending` for a request event the gateway has just published (version 0)."""
+        at = event.occurred_at
+        pending = TaskStatus(
+            task_id=event.task_id,
+            kind=kind,
+            status=TaskState.PENDING,
+            lora_id=lora_id,
+            created_at=at,
+            updated_at=at,
+            version=0,
+        )
+        return self.insert_pending(pending)
 
     async def wait_newer(self, task_id: str, version: int, timeout_s: float) -> bool:
         """Wait until the task has a snapshot newer than `version`; False on timeout."""

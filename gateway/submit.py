@@ -26,7 +26,7 @@ from gateway.task_types import accepted_task_types, check_task_type
 from schemas import topics
 from schemas.events import GenerationRequested
 from schemas.generation import GenerateRequest
-from schemas.status import TaskAccepted, TaskKind, TaskState, TaskStatus
+from schemas.status import TaskAccepted, TaskKind, TaskState
 
 log = get_logger(__name__)
 
@@ -141,18 +141,7 @@ async def generate(
         params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
         event = GenerationRequested(task_id=task_id, params=params)
         await publish(gateway.producer, topics.GENERATION_REQUESTS, event)
-        at = event.occurred_at
-        gateway.view.store.insert_pending(
-            TaskStatus(
-                task_id=task_id,
-                kind=TaskKind.GENERATION,
-                status=TaskState.PENDING,
-                lora_id=params.lora_id,
-                created_at=at,
-                updated_at=at,
-                version=0,
-            )
-        )
+        gateway.view.store.record_submitted(event, TaskKind.GENERATION, params.lora_id)
     finally:
         gateway.in_flight.discard(task_id)
     log.info("gateway.submitted", task_id=task_id, task_type=params.task_type.value, duration=params.duration)
