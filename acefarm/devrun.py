@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 
 from acefarm.broker import EmbeddedBroker
@@ -96,7 +95,7 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
     configure_logging("dev", settings.log_level, settings.log_format)
     env = dict(os.environ)
     broker: EmbeddedBroker | None = None
-    if "KAFKA_BOOTSTRAP_SERVERS" not in env and not _dotenv_sets("KAFKA_BOOTSTRAP_SERVERS"):
+    if "kafka_bootstrap_servers" not in settings.model_fields_set:  # neither the environment nor .env sets it
         broker = EmbeddedBroker().start()
         env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
         for key, value in DEV_GROUP_TIMEOUTS.items():
@@ -133,10 +132,3 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
         if broker is not None:
             broker.stop()
         log.info("dev.stopped")
-
-
-def _dotenv_sets(name: str) -> bool:
-    path = Path(".env")
-    if not path.exists():
-        return False
-    return any(line.strip().startswith(f"{name}=") for line in path.read_text().splitlines())
