@@ -1,5 +1,5 @@
 """`python -m acefarm` runs the `acefarm` command."""
 
-from acefarm.cli import main
+from acefarm.devtools.cli import main
 
 main()

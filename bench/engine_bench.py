@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from acefarm.audio import encode_audio
-from acefarm.settings import Settings
-from acefarm.storage.local import LocalStorage
+from acefarm.infra.audio import encode_audio
+from acefarm.infra.settings import Settings
+from acefarm.infra.storage.local import LocalStorage
 from gpu_consumer.engine.acestep import AceStepEngine
 from gpu_consumer.engine.base import Job
 from schemas.generation import CONTENT_TYPES, AudioFormat, GenerationParams
@@ -72,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
-            from acefarm.tiny import make_tiny
+            from acefarm.model.tiny import make_tiny
 
             model = make_tiny(Path(tmp) / "tiny")
         load_started = time.perf_counter()

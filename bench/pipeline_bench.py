@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from acefarm.broker import EmbeddedBroker, free_port
+from acefarm.devtools.broker import EmbeddedBroker, free_port
 from schemas import topics
 from schemas.events import GenerationRequested, parse_event
 from schemas.generation import GenerationParams

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from acefarm.settings import get_settings
+from acefarm.infra.settings import get_settings
 from gateway.server import run_gateway
 
 

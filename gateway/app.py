@@ -16,7 +16,7 @@ from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
-from acefarm.settings import Settings
+from acefarm.infra.settings import Settings
 from gateway import files, health, loras, submit, tasks
 from gateway.errors import client_error_handler
 from gateway.state import Gateway
@@ -87,7 +87,7 @@ def create_app(settings: Settings, extra_routes: list[ControllerRouterHandler] |
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=max_body_bytes(settings),
-        logging_config=None,  # structlog is configured by acefarm.logging
+        logging_config=None,  # structlog is configured by acefarm.infra.logging
         openapi_config=OpenAPIConfig(
             title="acefarm",
             version="1.0.0",

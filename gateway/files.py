@@ -15,7 +15,7 @@ from litestar.params import FromPath
 from litestar.response import File, Redirect, Stream
 from litestar.status_codes import HTTP_206_PARTIAL_CONTENT, HTTP_307_TEMPORARY_REDIRECT
 
-from acefarm.storage import InvalidKey, validate_key
+from acefarm.infra.storage import InvalidKey, validate_key
 from gateway.errors import error_responses
 from gateway.state import Gateway
 

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
-from acefarm.audio import AudioInputError, decode_audio
-from acefarm.settings import Settings
-from acefarm.storage import InvalidKey, ObjectInfo, Storage, validate_key
+from acefarm.infra.audio import AudioInputError, decode_audio
+from acefarm.infra.settings import Settings
+from acefarm.infra.storage import InvalidKey, ObjectInfo, Storage, validate_key
 from gateway.errors import FieldError
 
 INPUTS_PREFIX = "inputs/"

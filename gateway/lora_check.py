@@ -7,7 +7,7 @@ unfinished id is rejected here and never reaches a GPU. The LoRA module may refi
 
 from __future__ import annotations
 
-from acefarm.storage import Storage
+from acefarm.infra.storage import Storage
 from gateway.errors import FieldError
 
 

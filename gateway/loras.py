@@ -1,6 +1,6 @@
 """LoRA styles: `POST /train/lora` (check the dataset zip, store it, queue training) and `GET/DELETE /loras`.
 
-Nothing is queued until the zip has passed every check in `acefarm.datasets`; each failure is a 4xx
+Nothing is queued until the zip has passed every check in `acefarm.model.datasets`; each failure is a 4xx
 naming the file and why.
 """
 
@@ -24,11 +24,11 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_413_REQUEST_ENTITY_TOO
 from litestar.types import ControllerRouterHandler
 from pydantic import ValidationError
 
-from acefarm.datasets import DatasetError, DatasetLimits, validate_dataset_zip
-from acefarm.kafka import publish
-from acefarm.logging import get_logger
-from acefarm.loras import dataset_key, delete_lora, is_lora_id, list_manifests, new_lora_id, read_manifest
-from acefarm.settings import Settings, get_settings
+from acefarm.infra.kafka import publish
+from acefarm.infra.logging import get_logger
+from acefarm.infra.settings import Settings, get_settings
+from acefarm.model.datasets import DatasetError, DatasetLimits, validate_dataset_zip
+from acefarm.model.loras import dataset_key, delete_lora, is_lora_id, list_manifests, new_lora_id, read_manifest
 from gateway.errors import FieldError, error_responses
 from gateway.state import Gateway
 from schemas import topics

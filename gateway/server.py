@@ -7,8 +7,8 @@ import time
 
 import uvicorn
 
-from acefarm.logging import configure_logging
-from acefarm.settings import Settings
+from acefarm.infra.logging import configure_logging
+from acefarm.infra.settings import Settings
 from gateway.app import create_app
 
 

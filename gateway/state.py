@@ -9,10 +9,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from acefarm.kafka import ensure_topics, make_producer
-from acefarm.logging import get_logger
-from acefarm.settings import Settings
-from acefarm.storage import Storage, open_storage
+from acefarm.infra.kafka import ensure_topics, make_producer
+from acefarm.infra.logging import get_logger
+from acefarm.infra.settings import Settings
+from acefarm.infra.storage import Storage, open_storage
 from gateway.status_view import StatusView
 
 log = get_logger(__name__)

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
-from acefarm.kafka import make_consumer
-from acefarm.logging import get_logger
-from acefarm.settings import Settings
+from acefarm.infra.kafka import make_consumer
+from acefarm.infra.logging import get_logger
+from acefarm.infra.settings import Settings
 from schemas import topics
 from schemas.events import Envelope, TaskStatusRecord, parse_event
 from schemas.status import TaskKind, TaskState, TaskStatus

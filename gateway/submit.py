@@ -16,8 +16,8 @@ from litestar.params import Body, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT, HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from pydantic import BaseModel
 
-from acefarm.kafka import publish
-from acefarm.logging import get_logger
+from acefarm.infra.kafka import publish
+from acefarm.infra.logging import get_logger
 from gateway.errors import FieldError, error_responses
 from gateway.inputs import check_audio, check_input_key, decode_base64, store_input
 from gateway.lora_check import check_lora_id

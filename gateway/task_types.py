@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from acefarm.settings import Settings
+from acefarm.infra.settings import Settings
 from gateway.errors import FieldError
 from schemas.generation import TaskType
 

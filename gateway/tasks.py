@@ -12,8 +12,8 @@ from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT, HTTP_503_SERVICE_UNAVAILABLE
 
-from acefarm.kafka import publish
-from acefarm.logging import get_logger
+from acefarm.infra.kafka import publish
+from acefarm.infra.logging import get_logger
 from gateway.errors import error_responses
 from gateway.responses import to_response
 from gateway.state import Gateway

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from acefarm.settings import Settings
+from acefarm.infra.settings import Settings
 from gpu_consumer.consumer import DEFAULT_GRACE_S, run_consumer
 
 

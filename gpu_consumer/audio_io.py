@@ -6,9 +6,9 @@ import asyncio
 
 import numpy as np
 
-from acefarm.audio import AudioInputError, decode_audio, encode_audio
-from acefarm.settings import Settings
-from acefarm.storage import Storage
+from acefarm.infra.audio import AudioInputError, decode_audio, encode_audio
+from acefarm.infra.settings import Settings
+from acefarm.infra.storage import Storage
 from gpu_consumer.engine.base import InvalidInput, Take
 from schemas.generation import CONTENT_TYPES, AudioFormat, GenerationParams
 from schemas.status import StoredFile

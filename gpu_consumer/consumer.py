@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from acefarm.logging import configure_logging, get_logger
-from acefarm.longjobs import Shutdown
-from acefarm.settings import Settings
-from acefarm.worker import serve_jobs
+from acefarm.infra.logging import configure_logging, get_logger
+from acefarm.infra.settings import Settings
+from acefarm.runtime.group_loop import Shutdown
+from acefarm.runtime.service import serve_jobs
 from gpu_consumer.engine.base import Engine
 from gpu_consumer.jobs import JobHandler
 from schemas import topics

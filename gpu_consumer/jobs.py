@@ -10,11 +10,11 @@ import uuid
 from aiokafka import ConsumerRecord
 from structlog.contextvars import bound_contextvars
 
-from acefarm.job_events import JobEvents, parse_request
-from acefarm.logging import get_logger
-from acefarm.longjobs import run_in_daemon_thread
-from acefarm.progress import ProgressEta, ProgressPublisher, Report
-from acefarm.worker import WorkerClients
+from acefarm.infra.logging import get_logger
+from acefarm.runtime.events import JobEvents, parse_request
+from acefarm.runtime.group_loop import run_in_daemon_thread
+from acefarm.runtime.progress import ProgressEta, ProgressPublisher, Report
+from acefarm.runtime.service import WorkerClients
 from gpu_consumer.audio_io import load_inputs, store_takes
 from gpu_consumer.engine.base import Engine, EngineError, Job, JobCancelled
 from schemas.events import GenerationRequested, TaskCancelled, TaskFailed, TaskStarted, TaskSucceeded

@@ -23,9 +23,9 @@ import faust
 from faust.types import EventT, StreamT
 from faust.types.auth import CredentialsT
 
-from acefarm.kafka import client_options, ensure_topics
-from acefarm.logging import configure_logging, get_logger
-from acefarm.settings import Settings, get_settings
+from acefarm.infra.kafka import client_options, ensure_topics
+from acefarm.infra.logging import configure_logging, get_logger
+from acefarm.infra.settings import Settings, get_settings
 from schemas import topics
 from schemas.events import DeadLetter, TaskStatusRecord
 from streams.fold import SOURCE_TOPICS, FoldedRow, MalformedRecord, apply, decode, dumps, loads

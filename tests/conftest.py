@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from acefarm.broker import EmbeddedBroker, free_port
-from acefarm.settings import Settings
+from acefarm.devtools.broker import EmbeddedBroker, free_port
+from acefarm.infra.settings import Settings
 
 FAST_GROUP_ENV = {
     # Tansu makes a group join wait about the rebalance timeout: keep it short in tests.
@@ -66,6 +66,6 @@ def make_settings(kafka_env: dict[str, str], tmp_path: Path) -> Any:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random base-style ACE-Step 1.5 checkpoint (all seven task types), built once per session."""
-    from acefarm.tiny import make_tiny
+    from acefarm.model.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("models") / "tiny")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from acefarm.settings import Settings
+from acefarm.infra.settings import Settings
 from trainer.service import DEFAULT_GRACE_S, run_trainer
 
 

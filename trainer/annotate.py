@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-from acefarm.datasets import DatasetTrack
+from acefarm.model.datasets import DatasetTrack
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from acefarm.audio import SAMPLE_RATE, decode_audio
-from acefarm.datasets import DatasetTrack
+from acefarm.infra.audio import SAMPLE_RATE, decode_audio
+from acefarm.model.datasets import DatasetTrack
 from trainer.annotate import Annotation, Annotator
 
 

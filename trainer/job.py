@@ -21,13 +21,13 @@ from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 from structlog.contextvars import bound_contextvars
 
-from acefarm.datasets import DatasetError, DatasetLimits
-from acefarm.job_events import JobEvents, parse_request
-from acefarm.logging import get_logger
-from acefarm.longjobs import run_in_daemon_thread
-from acefarm.loras import checkpoint_prefix
-from acefarm.progress import ProgressPublisher, Report, StepRateEta
-from acefarm.worker import WorkerClients
+from acefarm.infra.logging import get_logger
+from acefarm.model.datasets import DatasetError, DatasetLimits
+from acefarm.model.loras import checkpoint_prefix
+from acefarm.runtime.events import JobEvents, parse_request
+from acefarm.runtime.group_loop import run_in_daemon_thread
+from acefarm.runtime.progress import ProgressPublisher, Report, StepRateEta
+from acefarm.runtime.service import WorkerClients
 from schemas.events import TaskCancelled, TaskFailed, TaskStarted, TaskSucceeded, TrainingRequested, parse_lifecycle
 from schemas.status import Stage
 from trainer.lora_training import Checkpoint, TrainingCancelled, TrainingHooks, TrainingInterrupted

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from acefarm.loras import WEIGHTS, lora_prefix, manifest_key
-from acefarm.storage import Storage
+from acefarm.infra.storage import Storage
+from acefarm.model.loras import WEIGHTS, lora_prefix, manifest_key
 from schemas.events import TrainingRequested, utcnow
 from schemas.training import LoraManifest
 from trainer.run import TrainingOutput

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from acefarm.datasets import DatasetLimits, extract_dataset
-from acefarm.logging import get_logger
-from acefarm.progress import Report
+from acefarm.infra.logging import get_logger
+from acefarm.model.datasets import DatasetLimits, extract_dataset
+from acefarm.runtime.progress import Report
 from schemas.events import TrainingRequested
 from schemas.status import Stage
 from schemas.training import TrackInfo

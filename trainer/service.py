@@ -7,10 +7,10 @@ import time
 
 import torch
 
-from acefarm.logging import configure_logging, get_logger
-from acefarm.longjobs import Shutdown
-from acefarm.settings import Settings
-from acefarm.worker import serve_jobs
+from acefarm.infra.logging import configure_logging, get_logger
+from acefarm.infra.settings import Settings
+from acefarm.runtime.group_loop import Shutdown
+from acefarm.runtime.service import serve_jobs
 from schemas import topics
 from trainer.job import TrainingJobHandler, TrainingModel
 
@@ -28,7 +28,7 @@ def run_trainer(settings: Settings, *, grace_s: float = DEFAULT_GRACE_S) -> None
 
 def load_training_pipeline(settings: Settings) -> TrainingModel:
     """The pipeline (from `MODEL_PATH` / `MODEL_ID`), its device, and the base model id and revision."""
-    from acefarm.pipeline import load_pipeline
+    from acefarm.model.pipeline import load_pipeline
 
     started = time.monotonic()
     pipe, info = load_pipeline(settings)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from acefarm.pipeline import PipelineInfo, load_pipeline
-from acefarm.settings import Settings
+from acefarm.infra.settings import Settings
+from acefarm.model.pipeline import PipelineInfo, load_pipeline
 from gpu_consumer.engine.base import (
     EngineError,
     InvalidInput,
@@ -65,7 +65,7 @@ class AceStepEngine:
         adapter_resolver: AdapterResolver | None = None,
         max_adapters: int = MAX_RESIDENT_ADAPTERS,
     ) -> AceStepEngine:
-        """Wrap an already loaded pipeline (e.g. one the caller loaded with `acefarm.pipeline`)."""
+        """Wrap an already loaded pipeline (e.g. one the caller loaded with `acefarm.model.pipeline`)."""
         engine = cls.__new__(cls)
         engine._attach(pipe, info, adapter_resolver, max_adapters)
         return engine
@@ -298,7 +298,7 @@ def fit_length(audio: np.ndarray, samples: int) -> np.ndarray:
 
 
 def _stereo(audio: np.ndarray, role: str) -> np.ndarray:
-    """Check that input audio is [2, S] float (as acefarm.audio.decode_audio returns it)."""
+    """Check that input audio is [2, S] float (as acefarm.infra.audio.decode_audio returns it)."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = np.stack([audio, audio])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import cast
 
-from acefarm.settings import Settings
+from acefarm.infra.settings import Settings
 from gpu_consumer.engine.base import Engine
 
 
@@ -16,8 +16,8 @@ def load_engine(settings: Settings) -> Engine:
     """
     name = settings.engine.strip()
     if name == "acestep":
-        from acefarm.lora_cache import LoraCache
         from gpu_consumer.engine.acestep import AceStepEngine
+        from gpu_consumer.engine.adapter_cache import LoraCache
 
         return AceStepEngine(settings, adapter_resolver=LoraCache(settings).resolve)
     if name == "null":

@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 from playwright.sync_api import Browser, FilePayload, Locator, Page, Route, ViewportSize, expect, sync_playwright
 
-from acefarm.broker import free_port
+from acefarm.devtools.broker import free_port
 from tests.lora.zips import tone_dataset
 from tests.support.processes import ROOT, Service, start_service, wait_until_ready
 

@@ -15,8 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 from pydantic import ValidationError
 
-from acefarm.kafka import ensure_topics
-from acefarm.settings import Settings
+from acefarm.infra.kafka import ensure_topics
+from acefarm.infra.settings import Settings
 from schemas import topics
 from schemas.events import CancelRequested, GenerationRequested, parse_event
 from schemas.generation import GenerationParams

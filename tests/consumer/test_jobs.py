@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from acefarm.storage import LocalStorage
+from acefarm.infra.storage import LocalStorage
 from tests.consumer.conftest import Client, EventRecorder
 from tests.support.processes import Service
 

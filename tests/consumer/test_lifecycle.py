@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from acefarm.storage import S3Storage
+from acefarm.infra.storage import S3Storage
 from schemas import topics
 from tests.consumer.conftest import CONSUMER_ARGS, Client, EventRecorder, consumer_env, wait_for_log
 from tests.support.processes import Service, start_service

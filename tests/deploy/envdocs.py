@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import AliasChoices, TypeAdapter
 from pydantic.fields import FieldInfo
 
-from acefarm.settings import Settings
+from acefarm.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PACKAGES = ("acefarm", "gateway", "streams", "gpu_consumer", "trainer", "schemas")

@@ -94,8 +94,8 @@ def test_all_acefarm_services_run_one_image(services: dict[str, dict[str, Any]])
 
 
 def test_acefarm_commands_exist(services: dict[str, dict[str, Any]]) -> None:
-    """Each acefarm service runs an `acefarm` subcommand that acefarm/cli.py defines."""
-    tree = ast.parse((ROOT / "acefarm" / "cli.py").read_text(encoding="utf-8"))
+    """Each acefarm service runs an `acefarm` subcommand that acefarm/devtools/cli.py defines."""
+    tree = ast.parse((ROOT / "acefarm" / "devtools" / "cli.py").read_text(encoding="utf-8"))
     defined: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef):
@@ -107,7 +107,7 @@ def test_acefarm_commands_exist(services: dict[str, dict[str, Any]]) -> None:
             defined.update(
                 str(k.value.value) for k in node.keywords if k.arg == "name" and isinstance(k.value, ast.Constant)
             )
-    assert defined >= ACEFARM_COMMANDS, f"acefarm/cli.py lacks {ACEFARM_COMMANDS - defined}"
+    assert defined >= ACEFARM_COMMANDS, f"acefarm/devtools/cli.py lacks {ACEFARM_COMMANDS - defined}"
     for name, service in services.items():
         if is_acefarm(service):
             cmd = composefile.command(service)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from acefarm.broker import EmbeddedBroker, free_port
+from acefarm.devtools.broker import EmbeddedBroker, free_port
 from schemas import topics
 from schemas.events import TaskStarted, TaskStatusRecord, parse_event
 from tests.conftest import FAST_GROUP_ENV

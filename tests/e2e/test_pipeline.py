@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from acefarm.broker import EmbeddedBroker, free_port
+from acefarm.devtools.broker import EmbeddedBroker, free_port
 from schemas import topics
 from schemas.events import DeadLetter, GenerationRequested, parse_event
 from schemas.generation import GenerationParams

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from acefarm.settings import Settings
+from acefarm.infra.settings import Settings
 from gpu_consumer.engine.acestep import AceStepEngine
 from gpu_consumer.engine.base import Job
 from schemas.generation import GenerationParams
@@ -20,7 +20,7 @@ from schemas.generation import GenerationParams
 @pytest.fixture(scope="session")
 def tiny_turbo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random turbo checkpoint without the audio tokenizer (no stem tasks, no cover-from-source)."""
-    from acefarm.tiny import make_tiny
+    from acefarm.model.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("models") / "tiny-turbo", turbo=True, audio_tokenizer=False)
 

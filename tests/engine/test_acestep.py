@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from acefarm.audio import SAMPLE_RATE, decode_audio, encode_audio
-from acefarm.settings import Settings
+from acefarm.infra.audio import SAMPLE_RATE, decode_audio, encode_audio
+from acefarm.infra.settings import Settings
 from gpu_consumer.engine.acestep import AceStepEngine
 from gpu_consumer.engine.base import EngineError, InvalidInput, Job, JobCancelled, Take, UnsupportedTask
 from schemas.generation import AudioFormat, TaskType

@@ -1,4 +1,4 @@
-"""acefarm.audio: decoding and validating user audio, encoding results (no torch)."""
+"""acefarm.infra.audio: decoding and validating user audio, encoding results (no torch)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from acefarm.audio import SAMPLE_RATE, AudioInputError, decode_audio, encode_audio, probe_duration
+from acefarm.infra.audio import SAMPLE_RATE, AudioInputError, decode_audio, encode_audio, probe_duration
 from schemas.generation import AudioFormat
 
 
@@ -108,5 +108,5 @@ def test_encode_clips_and_accepts_mono_vectors() -> None:
 
 
 def test_module_does_not_import_torch() -> None:
-    code = "import sys, acefarm.audio; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, acefarm.infra.audio; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from acefarm.settings import Settings
+from acefarm.infra.settings import Settings
 from gpu_consumer.engine.acestep import AceStepEngine
 from gpu_consumer.engine.base import JobCancelled
 from gpu_consumer.engine.loader import load_engine

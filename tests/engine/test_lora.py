@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acefarm.settings import Settings
+from acefarm.infra.settings import Settings
 from gpu_consumer.engine.acestep import AceStepEngine
 from gpu_consumer.engine.base import InvalidInput
 from tests.engine.conftest import build_job

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from acefarm.models_cli import models_app
+from acefarm.devtools.models_cli import models_app
 
 
 def test_make_tiny_writes_a_small_loadable_checkpoint(tmp_path: Path) -> None:

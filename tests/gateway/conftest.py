@@ -16,9 +16,9 @@ import pytest
 import soundfile as sf
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from acefarm.broker import free_port
-from acefarm.settings import Settings
-from acefarm.storage import LocalStorage
+from acefarm.devtools.broker import free_port
+from acefarm.infra.settings import Settings
+from acefarm.infra.storage import LocalStorage
 from gateway.server import ServerThread
 from schemas import topics
 from schemas.events import Envelope, TaskStatusRecord, parse_event

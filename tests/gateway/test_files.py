@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from acefarm.storage import S3Storage
+from acefarm.infra.storage import S3Storage
 from schemas.status import StoredFile, TaskState
 from tests.gateway.conftest import PublishStatus, gateway_settings, new_task_id, result_file, serve, tone
 

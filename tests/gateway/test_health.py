@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from acefarm.broker import EmbeddedBroker, free_port
+from acefarm.devtools.broker import EmbeddedBroker, free_port
 from gateway.app import max_body_bytes
 from schemas.status import TaskState
 from tests.conftest import FAST_GROUP_ENV

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from acefarm.storage import LocalStorage
+from acefarm.infra.storage import LocalStorage
 from schemas import topics
 from schemas.events import GenerationRequested
 from schemas.generation import GenerateRequest

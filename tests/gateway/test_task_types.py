@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from acefarm.settings import Settings
+from acefarm.infra.settings import Settings
 from gateway.task_types import STEM_TASKS, accepted_task_types
 from schemas.generation import TaskType
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from acefarm.datasets import DatasetLimits
+from acefarm.model.datasets import DatasetLimits
 
 TEST_LIMITS_ENV = {
     "LORA_MIN_TRACKS": "2",
@@ -27,8 +27,8 @@ def limits() -> DatasetLimits:
 @pytest.fixture(scope="session")
 def tiny_pipe(tiny_model_dir: Path) -> Any:
     """The tiny pipeline loaded on the CPU (shared by the in-process tests; adapters are removed after use)."""
-    from acefarm.pipeline import load_pipeline
-    from acefarm.settings import Settings
+    from acefarm.infra.settings import Settings
+    from acefarm.model.pipeline import load_pipeline
 
     pipe, _ = load_pipeline(Settings(model_path=tiny_model_dir, device="cpu", vae_tiling=False))
     return pipe

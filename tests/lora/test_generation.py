@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from acefarm.datasets import DatasetLimits
-from acefarm.lora_cache import LoraCache
-from acefarm.pipeline import load_pipeline
-from acefarm.settings import Settings
-from acefarm.storage import LocalStorage
+from acefarm.infra.settings import Settings
+from acefarm.infra.storage import LocalStorage
+from acefarm.model.datasets import DatasetLimits
+from acefarm.model.pipeline import load_pipeline
 from gpu_consumer.engine.acestep import AceStepEngine
+from gpu_consumer.engine.adapter_cache import LoraCache
 from gpu_consumer.engine.base import InvalidInput, Job
 from schemas.generation import GenerationParams
 from tests.lora.training_helpers import FAST, train

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from acefarm.kafka import ensure_topics
-from acefarm.loras import dataset_key, manifest_key, new_lora_id
-from acefarm.settings import Settings
+from acefarm.infra.kafka import ensure_topics
+from acefarm.infra.settings import Settings
+from acefarm.model.loras import dataset_key, manifest_key, new_lora_id
 from schemas import topics
 from schemas.events import TrainingRequested
 from schemas.training import LoraManifest, TrainingOptions

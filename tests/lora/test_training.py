@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from safetensors import safe_open
 
-from acefarm.datasets import DatasetLimits
+from acefarm.model.datasets import DatasetLimits
 from tests.lora.training_helpers import FAST, train
 from tests.lora.zips import tone_dataset
 from trainer.lora_training import Checkpoint, TrainingCancelled, TrainingHooks, turbo_timesteps

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from acefarm.datasets import DatasetLimits
-from acefarm.loras import new_lora_id
+from acefarm.model.datasets import DatasetLimits
+from acefarm.model.loras import new_lora_id
 from schemas.events import TrainingRequested
 from schemas.training import TrainingOptions
 from trainer.lora_training import TrainingHooks

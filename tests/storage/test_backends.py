@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from acefarm.settings import Settings
-from acefarm.storage import InvalidKey, LocalStorage, S3Storage, Storage, open_storage
+from acefarm.infra.settings import Settings
+from acefarm.infra.storage import InvalidKey, LocalStorage, S3Storage, Storage, open_storage
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from acefarm.kafka import ensure_topics, make_consumer, make_producer, publish
-from acefarm.settings import Settings
+from acefarm.infra.kafka import ensure_topics, make_consumer, make_producer, publish
+from acefarm.infra.settings import Settings
 from schemas import topics
 from schemas.events import (
     DeadLetter,

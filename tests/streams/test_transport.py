@@ -11,7 +11,7 @@ import pytest
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
-from acefarm.settings import Settings
+from acefarm.infra.settings import Settings
 from streams.app import create_app
 from streams.transport import SnapshotConsumer, SnapshotTransport
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from acefarm.audio import AudioInputError, decode_audio
-from acefarm.settings import Settings
+from acefarm.infra.audio import AudioInputError, decode_audio
+from acefarm.infra.settings import Settings
 from schemas.training import TrackInfo
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")

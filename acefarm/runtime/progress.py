@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from acefarm.logging import get_logger
+from acefarm.infra.logging import get_logger
 from schemas.events import TaskProgress
 from schemas.status import Stage
 

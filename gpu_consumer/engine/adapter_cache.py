@@ -14,10 +14,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-from acefarm.logging import get_logger
-from acefarm.loras import MANIFEST, is_lora_id, lora_prefix, manifest_key
-from acefarm.settings import Settings
-from acefarm.storage import open_storage
+from acefarm.infra.logging import get_logger
+from acefarm.infra.settings import Settings
+from acefarm.infra.storage import open_storage
+from acefarm.model.loras import MANIFEST, is_lora_id, lora_prefix, manifest_key
 
 log = get_logger(__name__)
 

@@ -21,7 +21,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from acefarm.storage._base import ObjectInfo, validate_key, validate_prefix
+from acefarm.infra.storage._base import ObjectInfo, validate_key, validate_prefix
 
 _PART_SIZE = 16 * 1024 * 1024
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from acefarm.settings import Settings
+from acefarm.infra.settings import Settings
 from schemas.generation import TaskType
 
 if TYPE_CHECKING:

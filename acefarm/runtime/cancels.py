@@ -9,9 +9,9 @@ import time
 from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
-from acefarm.kafka import make_consumer
-from acefarm.logging import get_logger
-from acefarm.settings import Settings
+from acefarm.infra.kafka import make_consumer
+from acefarm.infra.logging import get_logger
+from acefarm.infra.settings import Settings
 from schemas import topics
 from schemas.events import CancelRequested, parse_event
 

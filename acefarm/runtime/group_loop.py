@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from acefarm.kafka import make_consumer
-from acefarm.logging import get_logger
-from acefarm.settings import Settings
+from acefarm.infra.kafka import make_consumer
+from acefarm.infra.logging import get_logger
+from acefarm.infra.settings import Settings
 
 log = get_logger(__name__)
 T = TypeVar("T")

@@ -11,7 +11,7 @@ import string
 from pathlib import Path
 from typing import Any
 
-from acefarm.pipeline import CAPABILITIES_FILE, task_support
+from acefarm.model.pipeline import CAPABILITIES_FILE, task_support
 
 EOS_TOKEN = "<|endoftext|>"
 _SPECIAL_TOKENS = [EOS_TOKEN, "<unk>"]

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from acefarm.models_cli import models_app
-from acefarm.schemas_cli import schemas_app
+from acefarm.devtools.models_cli import models_app
+from acefarm.devtools.schemas_cli import schemas_app
 
 app = typer.Typer(help="acefarm: ACE-Step 1.5 behind a REST + Kafka API.", no_args_is_help=True)
 app.add_typer(models_app, name="models", help="Download, inspect or build ACE-Step checkpoints.")
@@ -58,7 +58,7 @@ def dev(
 ) -> None:
     """Run everything locally: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), gateway, streams,
     one GPU consumer and a trainer, all logging to this terminal. Ctrl-C stops them all."""
-    from acefarm.devrun import run_dev
+    from acefarm.devtools.devrun import run_dev
 
     raise typer.Exit(run_dev(host=host, port=port, with_trainer=trainer))
 

@@ -12,8 +12,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import RecordMetadata
 
-from acefarm.logging import get_logger
-from acefarm.settings import Settings
+from acefarm.infra.logging import get_logger
+from acefarm.infra.settings import Settings
 from schemas import topics
 from schemas.events import DeadLetter, Envelope
 

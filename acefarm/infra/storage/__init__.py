@@ -1,14 +1,14 @@
 """Object storage: one interface, two backends (local filesystem, S3 through aiobotocore).
 
-See `acefarm.storage._base` for the key layout and the `Storage` protocol.
+See `acefarm.infra.storage._base` for the key layout and the `Storage` protocol.
 """
 
 from __future__ import annotations
 
-from acefarm.settings import Settings
-from acefarm.storage._base import InvalidKey, ObjectInfo, Storage, validate_key, validate_prefix
-from acefarm.storage.local import LocalStorage
-from acefarm.storage.s3 import S3Storage
+from acefarm.infra.settings import Settings
+from acefarm.infra.storage._base import InvalidKey, ObjectInfo, Storage, validate_key, validate_prefix
+from acefarm.infra.storage.local import LocalStorage
+from acefarm.infra.storage.s3 import S3Storage
 
 __all__ = [
     "InvalidKey",

@@ -10,8 +10,8 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import RecordMetadata
 from pydantic import ValidationError
 
-from acefarm.kafka import dead_letter, publish, send
-from acefarm.logging import get_logger
+from acefarm.infra.kafka import dead_letter, publish, send
+from acefarm.infra.logging import get_logger
 from schemas import topics
 from schemas.events import Envelope, parse_event
 

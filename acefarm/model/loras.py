@@ -14,7 +14,7 @@ import unicodedata
 
 from pydantic import ValidationError
 
-from acefarm.storage import Storage
+from acefarm.infra.storage import Storage
 from schemas.training import LoraManifest
 
 MANIFEST = "manifest.json"

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from acefarm.settings import Settings
+from acefarm.infra.settings import Settings
 
 models_app = typer.Typer(help="Download, inspect or build ACE-Step checkpoints.", no_args_is_help=True)
 
@@ -24,7 +24,7 @@ def download(
     """Pre-fetch the diffusers-format weights with a progress bar (honours HF_TOKEN and HF_HOME)."""
     from huggingface_hub import snapshot_download
 
-    from acefarm.pipeline import hub_cache_dir
+    from acefarm.model.pipeline import hub_cache_dir
 
     settings = Settings()
     repo = model_id or settings.model_id
@@ -56,7 +56,7 @@ def info(
     load: Annotated[bool, typer.Option(help="Load the pipeline to report device, dtype, size and tasks.")] = True,
 ) -> None:
     """Print what would be loaded from where (and, with --load, what is loaded onto which device)."""
-    from acefarm.pipeline import hub_cache_dir, model_source
+    from acefarm.model.pipeline import hub_cache_dir, model_source
 
     settings = Settings()
     source, local = model_source(settings)
@@ -73,7 +73,7 @@ def info(
         "vae_tiling": settings.vae_tiling,
     }
     if load:
-        from acefarm.pipeline import load_pipeline
+        from acefarm.model.pipeline import load_pipeline
 
         try:
             _, loaded = load_pipeline(settings)
@@ -93,7 +93,7 @@ def make_tiny_command(
     turbo: Annotated[bool, typer.Option(help="Mark it turbo (no extract/lego/complete).")] = False,
 ) -> None:
     """Build a tiny random ACE-Step 1.5 checkpoint (seconds, about 1 MB). Its audio is noise."""
-    from acefarm.tiny import make_tiny
+    from acefarm.model.tiny import make_tiny
 
     path = make_tiny(directory, latent_dim=latent_dim, seed=seed, turbo=turbo)
     typer.echo(f"Tiny random checkpoint written to {path} (its audio is noise). Use it with MODEL_PATH={path}")

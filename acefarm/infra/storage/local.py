@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from acefarm.storage._base import InvalidKey, ObjectInfo, validate_key, validate_prefix
+from acefarm.infra.storage._base import InvalidKey, ObjectInfo, validate_key, validate_prefix
 
 _SIDECAR_SUFFIX = ".ctype"
 

@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass
 from types import FrameType
 
-from acefarm.broker import EmbeddedBroker
-from acefarm.logging import configure_logging, get_logger
-from acefarm.settings import Settings
+from acefarm.devtools.broker import EmbeddedBroker
+from acefarm.infra.logging import configure_logging, get_logger
+from acefarm.infra.settings import Settings
 
 log = get_logger("acefarm.dev")
 

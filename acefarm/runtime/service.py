@@ -13,12 +13,12 @@ from typing import Protocol, TypeVar
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
-from acefarm.cancels import CancelWatcher
-from acefarm.kafka import ensure_topics, make_producer
-from acefarm.logging import get_logger
-from acefarm.longjobs import PausingListener, Shutdown, consume_one_at_a_time, make_job_consumer
-from acefarm.settings import Settings
-from acefarm.storage import Storage, open_storage
+from acefarm.infra.kafka import ensure_topics, make_producer
+from acefarm.infra.logging import get_logger
+from acefarm.infra.settings import Settings
+from acefarm.infra.storage import Storage, open_storage
+from acefarm.runtime.cancels import CancelWatcher
+from acefarm.runtime.group_loop import PausingListener, Shutdown, consume_one_at_a_time, make_job_consumer
 
 log = get_logger(__name__)
 M = TypeVar("M")

@@ -1,0 +1,1 @@
+"""Infrastructure every service uses: settings, logging, Kafka clients, storage, audio codecs."""

@@ -1,0 +1,1 @@
+"""ACE-Step model and domain code shared by workers: pipeline loading, LoRA adapters, datasets, tiny checkpoints."""

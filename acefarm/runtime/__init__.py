@@ -1,0 +1,1 @@
+"""The long-job runtime: runs a worker's job from its Kafka record to the committed offset."""
