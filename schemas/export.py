@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from schemas.events import EVENT_MODELS
 from schemas.generation import GenerateRequest
+from schemas.keys import ApiKeyRecord
 from schemas.status import TaskAccepted, TaskStatusResponse
 from schemas.training import LoraManifest, TrainingOptions
 
@@ -23,11 +24,14 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     LoraManifest,
 )
 
+RECORD_MODELS: tuple[type[BaseModel], ...] = (ApiKeyRecord,)
+"""Records on Kafka that are not task events."""
+
 
 def schema_documents() -> dict[str, str]:
-    """File name → JSON Schema text, for every event and API body."""
+    """File name → JSON Schema text, for every event, record and API body."""
     docs: dict[str, str] = {}
-    for model in (*EVENT_MODELS, *API_MODELS):
+    for model in (*EVENT_MODELS, *RECORD_MODELS, *API_MODELS):
         schema = model.model_json_schema(mode="validation")
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://acefarm.dev/schemas/{model.__name__}.json"

@@ -20,7 +20,18 @@ TASK_STATUS: Final = "acefarm.task.status"
 DEAD_LETTER: Final = "acefarm.deadletter"
 """Records that failed validation (`DeadLetter`), with the reason and the raw bytes."""
 
-ALL: Final = (GENERATION_REQUESTS, TRAINING_REQUESTS, TASK_EVENTS, TASK_CONTROL, TASK_STATUS, DEAD_LETTER)
+API_KEYS: Final = "acefarm.api.keys"
+"""API key records (`ApiKeyRecord`, hashes only), keyed by key id; compacted, read whole by every gateway."""
+
+ALL: Final = (
+    GENERATION_REQUESTS,
+    TRAINING_REQUESTS,
+    TASK_EVENTS,
+    TASK_CONTROL,
+    TASK_STATUS,
+    DEAD_LETTER,
+    API_KEYS,
+)
 
 GPU_WORKERS_GROUP: Final = "gpu-workers"
 TRAINERS_GROUP: Final = "lora-trainers"

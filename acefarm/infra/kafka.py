@@ -84,7 +84,8 @@ def topic_plan(settings: Settings) -> list[NewTopic]:
     """Every acefarm topic with its partition count and config.
 
     All task-keyed topics share one partition count so the status fold in `streams` is
-    co-partitioned: the same task id lands on the same partition number everywhere.
+    co-partitioned: the same task id lands on the same partition number everywhere. The API key
+    topic is small and read whole by every gateway: one compacted partition.
     """
     n, rf = settings.kafka_partitions, settings.kafka_replication_factor
     compact = {"cleanup.policy": "compact"}
@@ -95,6 +96,7 @@ def topic_plan(settings: Settings) -> list[NewTopic]:
         NewTopic(topics.TASK_CONTROL, n, rf),
         NewTopic(topics.TASK_STATUS, n, rf, topic_configs=compact),
         NewTopic(topics.DEAD_LETTER, 1, rf),
+        NewTopic(topics.API_KEYS, 1, rf, topic_configs=compact),
     ]
 
 

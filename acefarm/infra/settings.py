@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     max_input_audio_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     max_input_audio_seconds: float = Field(default=600.0, gt=0)
     sse_keepalive_s: float = Field(default=15.0, gt=0)
+    auth_mode: Literal["keys", "off"] = "keys"
+    link_signing_secret: SecretStr | None = None
+    signed_link_ttl_s: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
 
     # Model / engine
     engine: str = "acestep"
@@ -93,6 +96,13 @@ class Settings(BaseSettings):
         unknown = [name.strip() for name in value.split(",") if name.strip() and name.strip() not in known]
         if unknown:
             raise ValueError(f"unknown task types {unknown}; known: {sorted(known)} or 'auto'")
+        return value
+
+    @field_validator("link_signing_secret")
+    @classmethod
+    def _check_link_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("LINK_SIGNING_SECRET must be at least 32 characters (e.g. `openssl rand -base64 48`)")
         return value
 
 
