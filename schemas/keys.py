@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.events import utcnow
 
@@ -113,3 +113,42 @@ def key_id_of(secret: str) -> str | None:
     if prefix != SECRET_PREFIX or len(key_id) != 12 or not random_part:
         return None
     return key_id
+
+
+class KeyTable:
+    """key id → latest key record, folded from the topic's records (no I/O).
+
+    Revocation is final: a later record that would bring a revoked key back is ignored. A tombstone
+    (no value) forgets the key; a malformed record is counted in `malformed` and skipped.
+    """
+
+    def __init__(self) -> None:
+        self._records: dict[str, ApiKeyRecord] = {}
+        self.malformed = 0
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, key_id: str) -> ApiKeyRecord | None:
+        """The record of `key_id`, revoked or not."""
+        return self._records.get(key_id)
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """Fold one record of the topic (`value` None: a tombstone for `key`)."""
+        if value is None:
+            if key is not None:
+                self._records.pop(key.decode(errors="replace"), None)
+            return
+        try:
+            record = ApiKeyRecord.model_validate_json(value)
+        except ValidationError:
+            self.malformed += 1
+            return
+        known = self._records.get(record.key_id)
+        if known is not None and known.revoked and not record.revoked:
+            return
+        self._records[record.key_id] = record
+
+    def records(self) -> list[ApiKeyRecord]:
+        """Every record (revoked ones too), oldest first."""
+        return sorted(self._records.values(), key=lambda r: r.created_at)

@@ -11,12 +11,14 @@ from typing import Annotated
 
 import typer
 
+from acefarm.devtools.keys_cli import keys_app
 from acefarm.devtools.models_cli import models_app
 from acefarm.devtools.schemas_cli import schemas_app
 
 app = typer.Typer(help="acefarm: ACE-Step 1.5 behind a REST + Kafka API.", no_args_is_help=True)
 app.add_typer(models_app, name="models", help="Download, inspect or build ACE-Step checkpoints.")
 app.add_typer(schemas_app, name="schemas", help="Export the event and API contract as JSON Schema.")
+app.add_typer(keys_app, name="keys", help="Create, list or revoke API keys.")
 
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
