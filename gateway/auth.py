@@ -2,7 +2,7 @@
 
 `AUTH_MODE=keys` resolves the key against the `KeyRing`; `AUTH_MODE=off` makes every caller the
 admin-like `anonymous` principal. `resolve_principal` is plain Python; `principal_dependency` wraps it
-for Litestar handlers (a handler that takes `principal: Principal` is authenticated).
+for Litestar handlers (a handler that takes `principal: NamedDependency[Principal]` is authenticated).
 """
 
 from __future__ import annotations
