@@ -31,7 +31,7 @@ def test_record_rejects_bad_owner_and_limits() -> None:
         KeyLimits(priorities=())
     with pytest.raises(ValidationError, match="greater than 0"):
         KeyLimits(requests_per_s=0)
-    assert KeyLimits(priorities=("high",)).priorities == (Priority.HIGH,)  # type: ignore[arg-type]
+    assert KeyLimits(priorities=("high",)).priorities == (Priority.HIGH,)
 
 
 def test_table_folds_records_and_revocation_is_final() -> None:
