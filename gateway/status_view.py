@@ -132,7 +132,6 @@ class StatusView:
         self._task: asyncio.Task[None] | None = None
         self._targets: dict[TopicPartition, int] = {}
         self.caught_up = asyncio.Event()
-        self.malformed = 0
 
     async def start(self) -> None:
         """Assign every TASK_STATUS partition from the beginning and start consuming."""
@@ -208,7 +207,6 @@ class StatusView:
         try:
             event = parse_event(value)
         except ValidationError as error:
-            self.malformed += 1
             log.warning("status_view.malformed", error=str(error)[:300])
             return
         if isinstance(event, TaskStatusRecord):
