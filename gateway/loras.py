@@ -60,7 +60,7 @@ class DatasetUpload:
     style_name: str
 
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # type checkers see the fixed fields; `training_options` reads the options by name
     TrainLoraForm = DatasetUpload
 else:
     TrainLoraForm = make_dataclass(
