@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from litestar import Request, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromPath
@@ -17,7 +17,7 @@ from litestar.status_codes import HTTP_206_PARTIAL_CONTENT, HTTP_307_TEMPORARY_R
 
 from acefarm.infra.storage import InvalidKey, validate_key
 from gateway.errors import error_responses
-from gateway.state import Gateway
+from gateway.state import GatewayState
 
 SERVED_PREFIXES = ("outputs/",)
 """Only results are downloadable; inputs, datasets and adapters are not served here."""
@@ -74,52 +74,52 @@ def _checked_key(key: str) -> str:
     return key
 
 
-@get(
-    "/files/{key:path}",
-    tags=["files"],
-    summary="Download a result file",
-    responses=error_responses(404),
-)
-async def get_file(
-    gateway: NamedDependency[Gateway], key: FromPath[str], request: Request[Any, Any, Any]
-) -> Response[Any]:
-    """The stored audio with its content type (audio/wav, audio/flac, audio/mpeg).
+class FilesController(Controller):
+    """`GET /files/{key}`."""
 
-    Local storage streams it (Content-Length, `Range` for seeking); S3 answers 307 to a presigned URL.
-    Anything not a stored result, or trying to leave the store, is 404.
-    """
-    assert gateway.storage is not None
-    key = _checked_key(key)
-    try:
-        info = await gateway.storage.stat(key)
-        url = await gateway.storage.presigned_url(key) if info is not None else None
-        path = gateway.storage.local_path(key)
-    except InvalidKey:  # e.g. a link that leads out of the store
-        raise NotFoundException(detail="no such file") from None
-    if info is None:
-        raise NotFoundException(detail="no such file")
-    if url is not None:
-        return Redirect(url, status_code=HTTP_307_TEMPORARY_REDIRECT)
-    if path is None or not path.is_file():
-        raise NotFoundException(detail="no such file")
-    media_type = info.content_type or _TYPES.get(path.suffix.lower(), "application/octet-stream")
-    span = parse_range(request.headers.get("range"), info.size)
-    if span is None:
-        return File(
-            path,
+    tags = ("files",)
+
+    @get("/files/{key:path}", summary="Download a result file", responses=error_responses(404))
+    async def get_file(
+        self, gateway: NamedDependency[GatewayState], key: FromPath[str], request: Request[Any, Any, Any]
+    ) -> Response[Any]:
+        """The stored audio with its content type (audio/wav, audio/flac, audio/mpeg).
+
+        Local storage streams it (Content-Length, `Range` for seeking); S3 answers 307 to a presigned URL.
+        Anything not a stored result, or trying to leave the store, is 404.
+        """
+        key = _checked_key(key)
+        storage = gateway.storage
+        try:
+            info = await storage.stat(key)
+            url = await storage.presigned_url(key) if info is not None else None
+            path = storage.local_path(key)
+        except InvalidKey:  # e.g. a link that leads out of the store
+            raise NotFoundException(detail="no such file") from None
+        if info is None:
+            raise NotFoundException(detail="no such file")
+        if url is not None:
+            return Redirect(url, status_code=HTTP_307_TEMPORARY_REDIRECT)
+        if path is None or not path.is_file():
+            raise NotFoundException(detail="no such file")
+        media_type = info.content_type or _TYPES.get(path.suffix.lower(), "application/octet-stream")
+        span = parse_range(request.headers.get("range"), info.size)
+        if span is None:
+            return File(
+                path,
+                media_type=media_type,
+                filename=path.name,
+                content_disposition_type="inline",
+                headers={"Accept-Ranges": "bytes"},
+            )
+        start, end = span
+        return Stream(
+            _read_span(path, start, end),
             media_type=media_type,
-            filename=path.name,
-            content_disposition_type="inline",
-            headers={"Accept-Ranges": "bytes"},
+            status_code=HTTP_206_PARTIAL_CONTENT,
+            headers={
+                "Accept-Ranges": "bytes",
+                "Content-Range": f"bytes {start}-{end}/{info.size}",
+                "Content-Length": str(end - start + 1),
+            },
         )
-    start, end = span
-    return Stream(
-        _read_span(path, start, end),
-        media_type=media_type,
-        status_code=HTTP_206_PARTIAL_CONTENT,
-        headers={
-            "Accept-Ranges": "bytes",
-            "Content-Range": f"bytes {start}-{end}/{info.size}",
-            "Content-Length": str(end - start + 1),
-        },
-    )

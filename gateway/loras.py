@@ -1,7 +1,9 @@
-"""LoRA styles: `POST /train/lora` (check the dataset zip, store it, queue training) and `GET/DELETE /loras`.
+"""LoRA styles: `POST /train/lora` (check the dataset zip, store it, queue training), `GET/DELETE /loras`, and
+the check that a `lora_id` passed to `POST /generate` names a finished LoRA.
 
 Nothing is queued until the zip has passed every check in `acefarm.model.datasets`; each failure is a 4xx
-naming the file and why.
+naming the file and why. A LoRA is usable once its trainer has stored its manifest, so an unknown or
+unfinished id is rejected before anything reaches a GPU.
 """
 
 from __future__ import annotations
@@ -10,27 +12,35 @@ import asyncio
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-from litestar import Response, delete, get, post
+from litestar import Controller, Response, Router, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
 from litestar.params import Body, FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_413_REQUEST_ENTITY_TOO_LARGE
-from litestar.types import ControllerRouterHandler
 from pydantic import ValidationError
 
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
-from acefarm.infra.settings import Settings, get_settings
+from acefarm.infra.settings import Settings
+from acefarm.infra.storage import Storage
 from acefarm.model.datasets import DatasetError, DatasetLimits, validate_dataset_zip
-from acefarm.model.loras import dataset_key, delete_lora, is_lora_id, list_manifests, new_lora_id, read_manifest
+from acefarm.model.loras import (
+    dataset_key,
+    delete_lora,
+    is_lora_id,
+    list_manifests,
+    manifest_key,
+    new_lora_id,
+    read_manifest,
+)
 from gateway.errors import FieldError, error_responses
-from gateway.state import Gateway
+from gateway.state import GatewayState
 from schemas import topics
 from schemas.events import TrainingRequested
 from schemas.status import TaskAccepted, TaskKind, TaskState
@@ -39,37 +49,30 @@ from schemas.training import LoraManifest, TrainingOptions
 log = get_logger(__name__)
 
 _CHUNK = 1 << 20
-_OPTION_FIELDS = (
-    "rank",
-    "alpha",
-    "learning_rate",
-    "steps",
-    "warmup_steps",
-    "batch_size",
-    "clip_seconds",
-    "trigger_tag",
-    "checkpoint_every",
-    "seed",
-)
 
 
 @dataclass
-class TrainLoraForm:
-    """Multipart form of `POST /train/lora`; empty options take the trainer's defaults (see docs/lora.md)."""
+class DatasetUpload:
+    """The fixed fields of the `POST /train/lora` form: the dataset zip and the style's name."""
 
     file: UploadFile
     """A zip of 3-50 tracks (wav, flac, mp3, ogg), optional `<track>.txt` lyrics and metadata.csv/json."""
     style_name: str
-    rank: int | None = None
-    alpha: int | None = None
-    learning_rate: float | None = None
-    steps: int | None = None
-    warmup_steps: int | None = None
-    batch_size: int | None = None
-    clip_seconds: float | None = None
-    trigger_tag: str | None = None
-    checkpoint_every: int | None = None
-    seed: int | None = None
+
+
+if TYPE_CHECKING:  # type checkers see the fixed fields; `training_options` reads the options by name
+    TrainLoraForm = DatasetUpload
+else:
+    TrainLoraForm = make_dataclass(
+        "TrainLoraForm",
+        [(name, info.annotation | None, field(default=None)) for name, info in TrainingOptions.model_fields.items()],
+        bases=(DatasetUpload,),
+        namespace={"__module__": __name__},
+    )
+    TrainLoraForm.__doc__ = (
+        "Multipart form of `POST /train/lora`: `DatasetUpload` plus every `TrainingOptions` field, optional; "
+        "empty options take the trainer's defaults (see docs/lora.md)."
+    )
 
 
 def max_upload_bytes(settings: Settings) -> int:
@@ -77,16 +80,27 @@ def max_upload_bytes(settings: Settings) -> int:
     return settings.lora_max_zip_bytes + 1024 * 1024
 
 
-def training_options(form: TrainLoraForm) -> TrainingOptions:
+def training_options(form: DatasetUpload) -> TrainingOptions:
     """The options given in the form; `FieldError` naming the first bad one."""
-    given = {name: getattr(form, name) for name in _OPTION_FIELDS}
+    given = {name: getattr(form, name, None) for name in TrainingOptions.model_fields}
     given = {k: v for k, v in given.items() if v is not None and v != ""}
     try:
         return TrainingOptions(**given)
     except ValidationError as error:
         first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "options"
-        raise FieldError(field, first["msg"]) from None
+        loc = ".".join(str(p) for p in first["loc"]) or "options"
+        raise FieldError(loc, first["msg"]) from None
+
+
+async def check_lora_id(storage: Storage, lora_id: str | None) -> None:
+    """Raise `FieldError` (400) unless `lora_id` is None or names a finished LoRA in storage."""
+    if lora_id is None:
+        return
+    if await storage.stat(manifest_key(lora_id)) is None:
+        raise FieldError(
+            "lora_id",
+            f"no finished LoRA has the id {lora_id!r}; list them with GET /loras or wait for its training to succeed",
+        )
 
 
 async def _save_upload(upload: UploadFile, dest: Path, limit: int) -> None:
@@ -106,82 +120,85 @@ async def _save_upload(upload: UploadFile, dest: Path, limit: int) -> None:
         raise FieldError("file", "the upload is empty; attach a zip of your tracks")
 
 
-@post(
-    "/train/lora",
-    status_code=HTTP_202_ACCEPTED,
-    tags=["lora"],
-    summary="Train a LoRA style from a zip of tracks",
-    responses=error_responses(400, 413, 415),
-    request_max_body_size=max_upload_bytes(get_settings()),
-)
-async def train_lora(
-    gateway: NamedDependency[Gateway],
-    data: Annotated[TrainLoraForm, Body(media_type=RequestEncodingType.MULTI_PART)],
-) -> Response[TaskAccepted]:
-    """Check the dataset zip completely (paths, zip bombs, track count, every track decodes and fits the
-    duration limits, sidecars), store it as `datasets/{task_id}.zip` and queue a training job.
+class LorasController(Controller):
+    """`POST /train/lora`, `GET /loras`, `GET /loras/{lora_id}` and `DELETE /loras/{lora_id}`."""
 
-    Answers 202 `{task_id, lora_id}`: follow the job at `/status/{task_id}`; once it succeeds, pass
-    `lora_id` to `POST /generate`. Every problem answers 400 (413 for size) naming the file and why.
-    """
-    assert gateway.storage is not None and gateway.producer is not None and gateway.view is not None
-    settings = gateway.settings
-    style_name = (data.style_name or "").strip()
-    if not style_name or len(style_name) > 100:
-        raise FieldError("style_name", "give the style a name of 1 to 100 characters")
-    if not isinstance(data.file, UploadFile):
-        raise FieldError("file", "attach the dataset as a file field named 'file' (a .zip of your tracks)")
-    options = training_options(data)
-    task_id = uuid.uuid4().hex
-    lora_id = new_lora_id(style_name)
-    work = Path(tempfile.mkdtemp(prefix="acefarm-upload-"))
-    try:
-        zip_path = work / "dataset.zip"
-        await _save_upload(data.file, zip_path, settings.lora_max_zip_bytes)
-        try:
-            tracks = await asyncio.to_thread(validate_dataset_zip, zip_path, DatasetLimits.from_settings(settings))
-        except DatasetError as error:
-            raise FieldError("file", str(error)) from None
-        key = dataset_key(task_id)
-        await gateway.storage.put_file(key, zip_path, "application/zip")
-    finally:
-        await asyncio.to_thread(shutil.rmtree, work, True)
-    event = TrainingRequested(task_id=task_id, lora_id=lora_id, style_name=style_name, dataset_key=key, options=options)
-    await publish(gateway.producer, topics.TRAINING_REQUESTS, event)
-    gateway.view.store.record_submitted(event, TaskKind.TRAINING, lora_id)
-    log.info("gateway.training_submitted", task_id=task_id, lora_id=lora_id, tracks=len(tracks), steps=options.steps)
-    return Response(
-        TaskAccepted(task_id=task_id, status=TaskState.PENDING, lora_id=lora_id),
+    tags = ("lora",)
+
+    @post(
+        "/train/lora",
         status_code=HTTP_202_ACCEPTED,
-        headers={"Location": f"/status/{task_id}"},
+        summary="Train a LoRA style from a zip of tracks",
+        responses=error_responses(400, 413, 415),
     )
+    async def train_lora(
+        self,
+        gateway: NamedDependency[GatewayState],
+        data: Annotated[TrainLoraForm, Body(media_type=RequestEncodingType.MULTI_PART)],
+    ) -> Response[TaskAccepted]:
+        """Check the dataset zip completely (paths, zip bombs, track count, every track decodes and fits the
+        duration limits, sidecars), store it as `datasets/{task_id}.zip` and queue a training job.
+
+        Answers 202 `{task_id, lora_id}`: follow the job at `/status/{task_id}`; once it succeeds, pass
+        `lora_id` to `POST /generate`. Every problem answers 400 (413 for size) naming the file and why.
+        """
+        settings = gateway.settings
+        style_name = (data.style_name or "").strip()
+        if not style_name or len(style_name) > 100:
+            raise FieldError("style_name", "give the style a name of 1 to 100 characters")
+        if not isinstance(data.file, UploadFile):
+            raise FieldError("file", "attach the dataset as a file field named 'file' (a .zip of your tracks)")
+        options = training_options(data)
+        task_id = uuid.uuid4().hex
+        lora_id = new_lora_id(style_name)
+        work = Path(tempfile.mkdtemp(prefix="acefarm-upload-"))
+        try:
+            zip_path = work / "dataset.zip"
+            await _save_upload(data.file, zip_path, settings.lora_max_zip_bytes)
+            try:
+                limits = DatasetLimits.from_settings(settings)
+                tracks = await asyncio.to_thread(validate_dataset_zip, zip_path, limits)
+            except DatasetError as error:
+                raise FieldError("file", str(error)) from None
+            key = dataset_key(task_id)
+            await gateway.storage.put_file(key, zip_path, "application/zip")
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        event = TrainingRequested(
+            task_id=task_id, lora_id=lora_id, style_name=style_name, dataset_key=key, options=options
+        )
+        await publish(gateway.producer, topics.TRAINING_REQUESTS, event)
+        gateway.view.store.record_submitted(event, TaskKind.TRAINING, lora_id)
+        log.info(
+            "gateway.training_submitted", task_id=task_id, lora_id=lora_id, tracks=len(tracks), steps=options.steps
+        )
+        return Response(
+            TaskAccepted(task_id=task_id, status=TaskState.PENDING, lora_id=lora_id),
+            status_code=HTTP_202_ACCEPTED,
+            headers={"Location": f"/status/{task_id}"},
+        )
+
+    @get("/loras", summary="List trained LoRA styles")
+    async def list_loras(self, gateway: NamedDependency[GatewayState]) -> list[LoraManifest]:
+        """Every finished LoRA (newest first) with its manifest: style, base model, options, tracks, loss."""
+        return await list_manifests(gateway.storage)
+
+    @get("/loras/{lora_id:str}", summary="One LoRA style", responses=error_responses(404))
+    async def get_lora(self, gateway: NamedDependency[GatewayState], lora_id: FromPath[str]) -> LoraManifest:
+        """The LoRA's manifest; 404 while it is unknown or still training."""
+        manifest = await read_manifest(gateway.storage, lora_id) if is_lora_id(lora_id) else None
+        if manifest is None:
+            raise NotFoundException(detail=f"no finished LoRA has the id {lora_id!r}")
+        return manifest
+
+    @delete("/loras/{lora_id:str}", summary="Delete a LoRA style", responses=error_responses(404))
+    async def delete_lora_route(self, gateway: NamedDependency[GatewayState], lora_id: FromPath[str]) -> None:
+        """Remove the adapter and its manifest; later generation requests naming it are rejected."""
+        if not is_lora_id(lora_id) or not await delete_lora(gateway.storage, lora_id):
+            raise NotFoundException(detail=f"no finished LoRA has the id {lora_id!r}")
+        log.info("gateway.lora_deleted", lora_id=lora_id)
 
 
-@get("/loras", tags=["lora"], summary="List trained LoRA styles")
-async def list_loras(gateway: NamedDependency[Gateway]) -> list[LoraManifest]:
-    """Every finished LoRA (newest first) with its manifest: style, base model, options, tracks, loss."""
-    assert gateway.storage is not None
-    return await list_manifests(gateway.storage)
-
-
-@get("/loras/{lora_id:str}", tags=["lora"], summary="One LoRA style", responses=error_responses(404))
-async def get_lora(gateway: NamedDependency[Gateway], lora_id: FromPath[str]) -> LoraManifest:
-    """The LoRA's manifest; 404 while it is unknown or still training."""
-    assert gateway.storage is not None
-    manifest = await read_manifest(gateway.storage, lora_id) if is_lora_id(lora_id) else None
-    if manifest is None:
-        raise NotFoundException(detail=f"no finished LoRA has the id {lora_id!r}")
-    return manifest
-
-
-@delete("/loras/{lora_id:str}", tags=["lora"], summary="Delete a LoRA style", responses=error_responses(404))
-async def delete_lora_route(gateway: NamedDependency[Gateway], lora_id: FromPath[str]) -> None:
-    """Remove the adapter and its manifest; later generation requests naming it are rejected."""
-    assert gateway.storage is not None
-    if not is_lora_id(lora_id) or not await delete_lora(gateway.storage, lora_id):
-        raise NotFoundException(detail=f"no finished LoRA has the id {lora_id!r}")
-    log.info("gateway.lora_deleted", lora_id=lora_id)
-
-
-ROUTES: list[ControllerRouterHandler] = [train_lora, list_loras, get_lora, delete_lora_route]
-"""The LoRA routes, registered in `gateway.app.ROUTES`."""
+def lora_routes(settings: Settings) -> Router:
+    """`LorasController` under the body limit of `POST /train/lora` (`max_upload_bytes`)."""
+    return Router(path="/", route_handlers=[LorasController], request_max_body_size=max_upload_bytes(settings))

@@ -6,10 +6,8 @@ from urllib.parse import quote
 
 from schemas.status import TaskStatus, TaskStatusResponse
 
-_SHARED = (
-    "task_id", "kind", "status", "progress", "stage", "step", "total_steps", "loss", "eta_s",
-    "message", "error", "lora_id", "created_at", "updated_at", "version",
-)  # fmt: skip
+_SHARED = tuple(name for name in TaskStatusResponse.model_fields if name in TaskStatus.model_fields)
+"""The fields a response copies from the folded status (the rest are the file URLs)."""
 
 
 def file_url(key: str, base_url: str = "") -> str:

@@ -132,7 +132,6 @@ class StatusView:
         self._task: asyncio.Task[None] | None = None
         self._targets: dict[TopicPartition, int] = {}
         self.caught_up = asyncio.Event()
-        self.malformed = 0
 
     async def start(self) -> None:
         """Assign every TASK_STATUS partition from the beginning and start consuming."""
@@ -148,7 +147,7 @@ class StatusView:
         self._targets = {tp: end for tp, end in ends.items() if end > 0}
         if not self._targets:
             self.caught_up.set()
-        self._task = asyncio.create_task(self._run(), name="status-view")
+        self._task = asyncio.create_task(self._run(consumer), name="status-view")
         log.info("status_view.started", partitions=len(tps), backlog=sum(self._targets.values()))
 
     async def stop(self) -> None:
@@ -165,9 +164,7 @@ class StatusView:
         """Whether the background consumer is alive."""
         return self._task is not None and not self._task.done()
 
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        consumer = self._consumer
+    async def _run(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             try:
                 batches = await consumer.getmany(timeout_ms=500, max_records=2000)
@@ -208,7 +205,6 @@ class StatusView:
         try:
             event = parse_event(value)
         except ValidationError as error:
-            self.malformed += 1
             log.warning("status_view.malformed", error=str(error)[:300])
             return
         if isinstance(event, TaskStatusRecord):

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from litestar import Request, Response, post
+from litestar import Controller, Request, Response, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
@@ -20,8 +20,8 @@ from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
 from gateway.errors import FieldError, error_responses
 from gateway.inputs import check_audio, check_input_key, decode_base64, store_input
-from gateway.lora_check import check_lora_id
-from gateway.state import Gateway
+from gateway.loras import check_lora_id
+from gateway.state import GatewayState
 from gateway.task_types import accepted_task_types, check_task_type
 from schemas import topics
 from schemas.events import GenerationRequested
@@ -76,9 +76,8 @@ def _accepted(task_id: str, status: TaskState, lora_id: str | None, replayed: bo
     )
 
 
-async def _stored_inputs(gateway: Gateway, data: GenerateRequest, task_id: str) -> dict[str, str | None]:
+async def _stored_inputs(gateway: GatewayState, data: GenerateRequest, task_id: str) -> dict[str, str | None]:
     """Check every audio input and store the inline ones; the storage keys by role."""
-    assert gateway.storage is not None
     settings, storage = gateway.settings, gateway.storage
     keys: dict[str, str | None] = {"src": None, "reference": None}
     for role, inline, key_field, key in (
@@ -97,77 +96,80 @@ async def _stored_inputs(gateway: Gateway, data: GenerateRequest, task_id: str) 
     return keys
 
 
-@post(
-    "/generate",
-    before_request=require_json,
-    status_code=HTTP_202_ACCEPTED,
-    tags=["generation"],
-    summary="Submit a generation job",
-    responses=error_responses(400, 409, 413, 415),
-)
-async def generate(
-    gateway: NamedDependency[Gateway],
-    data: JSONBody[GenerateRequest],
-    idempotency_key: Annotated[
-        str | None,
-        HeaderParameter(
-            name=IDEMPOTENCY_HEADER,
-            min_length=1,
-            max_length=255,
-            description="Retry-safe submission: the same key always answers with the same task and queues it once.",
-        ),
-    ] = None,
-) -> Response[TaskAccepted]:
-    """Validate the request, store inline audio under `inputs/{task_id}/`, queue the job; 202 with its id.
+class GenerationController(Controller):
+    """`POST /generate` and `POST /uploads`."""
 
-    Every bad field answers 400 naming the field and what to fix (413 for audio over the size limit).
-    """
-    assert gateway.storage is not None and gateway.producer is not None and gateway.view is not None
-    task_id = task_id_for(idempotency_key)
-    known = gateway.view.store.get(task_id)
-    if known is not None:
-        return _accepted(task_id, known.status, known.lora_id, replayed=True)
-    if task_id in gateway.in_flight:
-        raise HTTPException(
-            status_code=HTTP_409_CONFLICT,
-            detail=f"a request with this {IDEMPOTENCY_HEADER} is still being processed; retry in a moment",
-        )
-    settings = gateway.settings
-    check_task_type(data.task_type, accepted_task_types(settings), str(settings.model_path or settings.model_id))
-    gateway.in_flight.add(task_id)
-    try:
-        await check_lora_id(gateway.storage, data.lora_id)
-        keys = await _stored_inputs(gateway, data, task_id)
-        params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
-        event = GenerationRequested(task_id=task_id, params=params)
-        await publish(gateway.producer, topics.GENERATION_REQUESTS, event)
-        gateway.view.store.record_submitted(event, TaskKind.GENERATION, params.lora_id)
-    finally:
-        gateway.in_flight.discard(task_id)
-    log.info("gateway.submitted", task_id=task_id, task_type=params.task_type.value, duration=params.duration)
-    return _accepted(task_id, TaskState.PENDING, params.lora_id, replayed=False)
+    tags = ("generation",)
 
-
-@post(
-    "/uploads",
-    status_code=201,
-    tags=["generation"],
-    summary="Upload input audio for a later job",
-    responses=error_responses(400, 413, 415),
-)
-async def upload(
-    gateway: NamedDependency[Gateway],
-    data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
-) -> UploadResult:
-    """Store one audio file (checked like inline audio) under `inputs/uploads/`; returns its key.
-
-    Pass the key as `src_audio_key` or `reference_audio_key` in `POST /generate`.
-    """
-    assert gateway.storage is not None
-    raw = await data.file.read()
-    audio = await check_audio("file", raw, gateway.settings)
-    info = await store_input(gateway.storage, f"inputs/uploads/{uuid.uuid4().hex}", audio)
-    log.info("gateway.uploaded", key=info.key, size=info.size)
-    return UploadResult(
-        key=info.key, content_type=audio.content_type, size_bytes=info.size, duration_s=audio.duration_s
+    @post(
+        "/generate",
+        before_request=require_json,
+        status_code=HTTP_202_ACCEPTED,
+        summary="Submit a generation job",
+        responses=error_responses(400, 409, 413, 415),
     )
+    async def generate(
+        self,
+        gateway: NamedDependency[GatewayState],
+        data: JSONBody[GenerateRequest],
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name=IDEMPOTENCY_HEADER,
+                min_length=1,
+                max_length=255,
+                description="Retry-safe submission: the same key always answers with the same task and queues it once.",
+            ),
+        ] = None,
+    ) -> Response[TaskAccepted]:
+        """Validate the request, store inline audio under `inputs/{task_id}/`, queue the job; 202 with its id.
+
+        Every bad field answers 400 naming the field and what to fix (413 for audio over the size limit).
+        """
+        task_id = task_id_for(idempotency_key)
+        store = gateway.view.store
+        known = store.get(task_id)
+        if known is not None:
+            return _accepted(task_id, known.status, known.lora_id, replayed=True)
+        if task_id in gateway.in_flight:
+            raise HTTPException(
+                status_code=HTTP_409_CONFLICT,
+                detail=f"a request with this {IDEMPOTENCY_HEADER} is still being processed; retry in a moment",
+            )
+        settings = gateway.settings
+        check_task_type(data.task_type, accepted_task_types(settings), str(settings.model_path or settings.model_id))
+        gateway.in_flight.add(task_id)
+        try:
+            await check_lora_id(gateway.storage, data.lora_id)
+            keys = await _stored_inputs(gateway, data, task_id)
+            params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
+            event = GenerationRequested(task_id=task_id, params=params)
+            await publish(gateway.producer, topics.GENERATION_REQUESTS, event)
+            store.record_submitted(event, TaskKind.GENERATION, params.lora_id)
+        finally:
+            gateway.in_flight.discard(task_id)
+        log.info("gateway.submitted", task_id=task_id, task_type=params.task_type.value, duration=params.duration)
+        return _accepted(task_id, TaskState.PENDING, params.lora_id, replayed=False)
+
+    @post(
+        "/uploads",
+        status_code=201,
+        summary="Upload input audio for a later job",
+        responses=error_responses(400, 413, 415),
+    )
+    async def upload(
+        self,
+        gateway: NamedDependency[GatewayState],
+        data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
+    ) -> UploadResult:
+        """Store one audio file (checked like inline audio) under `inputs/uploads/`; returns its key.
+
+        Pass the key as `src_audio_key` or `reference_audio_key` in `POST /generate`.
+        """
+        raw = await data.file.read()
+        audio = await check_audio("file", raw, gateway.settings)
+        info = await store_input(gateway.storage, f"inputs/uploads/{uuid.uuid4().hex}", audio)
+        log.info("gateway.uploaded", key=info.key, size=info.size)
+        return UploadResult(
+            key=info.key, content_type=audio.content_type, size_bytes=info.size, duration_s=audio.duration_s
+        )

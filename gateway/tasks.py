@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from litestar import Response, delete, get
+from litestar import Controller, Response, delete, get
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import FromPath, HeaderParameter
@@ -16,7 +16,7 @@ from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
 from gateway.errors import error_responses
 from gateway.responses import to_response
-from gateway.state import Gateway
+from gateway.state import GatewayState
 from gateway.status_view import StatusStore
 from schemas import topics
 from schemas.events import CancelRequested
@@ -25,10 +25,11 @@ from schemas.status import TaskStatus, TaskStatusResponse
 log = get_logger(__name__)
 
 
-def _known(gateway: Gateway, task_id: str) -> TaskStatus:
-    assert gateway.view is not None
-    status = gateway.view.store.get(task_id)
-    if status is None and not gateway.view.caught_up.is_set():
+def _known(gateway: GatewayState, task_id: str) -> TaskStatus:
+    """The task's latest status; 404 when unknown, 503 while the view is still reading after a restart."""
+    view = gateway.view
+    status = view.store.get(task_id)
+    if status is None and not view.caught_up.is_set():
         raise HTTPException(
             status_code=HTTP_503_SERVICE_UNAVAILABLE,
             detail="the gateway is still reading task statuses after a restart; retry in a moment",
@@ -37,36 +38,6 @@ def _known(gateway: Gateway, task_id: str) -> TaskStatus:
     if status is None:
         raise NotFoundException(detail=f"no task has the id {task_id!r}; use the task_id returned by POST /generate")
     return status
-
-
-@get("/status/{task_id:str}", tags=["tasks"], summary="A task's status", responses=error_responses(404, 503))
-async def get_status(gateway: NamedDependency[Gateway], task_id: FromPath[str]) -> TaskStatusResponse:
-    """The task's current status, progress and result URLs (`file_url` first take, `file_urls` all)."""
-    return to_response(_known(gateway, task_id), gateway.public_base_url)
-
-
-@delete(
-    "/tasks/{task_id:str}",
-    status_code=HTTP_202_ACCEPTED,
-    tags=["tasks"],
-    summary="Cancel a task",
-    responses=error_responses(404, 409, 503),
-)
-async def cancel_task(gateway: NamedDependency[Gateway], task_id: FromPath[str]) -> Response[TaskStatusResponse]:
-    """Ask workers to cancel the task: a queued job is skipped, a running one stops at its next step.
-
-    202 with the status as it is now (the final `cancelled` follows over SSE); 409 if already final.
-    """
-    assert gateway.producer is not None
-    status = _known(gateway, task_id)
-    if status.status.is_final:
-        raise HTTPException(
-            status_code=HTTP_409_CONFLICT,
-            detail=f"task {task_id!r} is already {status.status.value}; only pending or running tasks can be cancelled",
-        )
-    await publish(gateway.producer, topics.TASK_CONTROL, CancelRequested(task_id=task_id))
-    log.info("gateway.cancel_requested", task_id=task_id)
-    return Response(to_response(status, gateway.public_base_url), status_code=HTTP_202_ACCEPTED)
 
 
 def _message(status: TaskStatus, base_url: str) -> ServerSentEventMessage:
@@ -102,34 +73,67 @@ def _parse_event_id(value: str | None) -> int | None:
         return None
 
 
-@get(
-    "/tasks/{task_id:str}/events",
-    tags=["tasks"],
-    summary="Follow a task live (server-sent events)",
-    responses=error_responses(404, 503),
-)
-async def task_events(
-    gateway: NamedDependency[Gateway],
-    task_id: FromPath[str],
-    last_event_id: Annotated[
-        str | None,
-        HeaderParameter(name="Last-Event-ID", description="Resume after this version: only newer states are sent."),
-    ] = None,
-) -> ServerSentEvent:
-    """`text/event-stream` of the task's status: the current state at once, then every change.
+class TasksController(Controller):
+    """`GET /status/{task_id}`, `DELETE /tasks/{task_id}` and `GET /tasks/{task_id}/events`."""
 
-    Each event has `id` = version, `event` = status and `data` = the `GET /status` JSON. The stream
-    closes after the final state (success, failed, cancelled). With `Last-Event-ID` only newer
-    states are sent (none if the client already has the final one). A `: keep-alive` comment
-    is sent every SSE_KEEPALIVE_S seconds while nothing changes.
-    """
-    assert gateway.view is not None
-    _known(gateway, task_id)
-    stream = status_events(
-        gateway.view.store,
-        task_id,
-        _parse_event_id(last_event_id),
-        gateway.settings.sse_keepalive_s,
-        gateway.public_base_url,
+    tags = ("tasks",)
+
+    @get("/status/{task_id:str}", summary="A task's status", responses=error_responses(404, 503))
+    async def get_status(self, gateway: NamedDependency[GatewayState], task_id: FromPath[str]) -> TaskStatusResponse:
+        """The task's current status, progress and result URLs (`file_url` first take, `file_urls` all)."""
+        return to_response(_known(gateway, task_id), gateway.public_base_url)
+
+    @delete(
+        "/tasks/{task_id:str}",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Cancel a task",
+        responses=error_responses(404, 409, 503),
     )
-    return ServerSentEvent(stream)
+    async def cancel_task(
+        self, gateway: NamedDependency[GatewayState], task_id: FromPath[str]
+    ) -> Response[TaskStatusResponse]:
+        """Ask workers to cancel the task: a queued job is skipped, a running one stops at its next step.
+
+        202 with the status as it is now (the final `cancelled` follows over SSE); 409 if already final.
+        """
+        status = _known(gateway, task_id)
+        if status.status.is_final:
+            raise HTTPException(
+                status_code=HTTP_409_CONFLICT,
+                detail=f"task {task_id!r} is already {status.status.value}; "
+                "only pending or running tasks can be cancelled",
+            )
+        await publish(gateway.producer, topics.TASK_CONTROL, CancelRequested(task_id=task_id))
+        log.info("gateway.cancel_requested", task_id=task_id)
+        return Response(to_response(status, gateway.public_base_url), status_code=HTTP_202_ACCEPTED)
+
+    @get(
+        "/tasks/{task_id:str}/events",
+        summary="Follow a task live (server-sent events)",
+        responses=error_responses(404, 503),
+    )
+    async def task_events(
+        self,
+        gateway: NamedDependency[GatewayState],
+        task_id: FromPath[str],
+        last_event_id: Annotated[
+            str | None,
+            HeaderParameter(name="Last-Event-ID", description="Resume after this version: only newer states are sent."),
+        ] = None,
+    ) -> ServerSentEvent:
+        """`text/event-stream` of the task's status: the current state at once, then every change.
+
+        Each event has `id` = version, `event` = status and `data` = the `GET /status` JSON. The stream
+        closes after the final state (success, failed, cancelled). With `Last-Event-ID` only newer
+        states are sent (none if the client already has the final one). A `: keep-alive` comment
+        is sent every SSE_KEEPALIVE_S seconds while nothing changes.
+        """
+        _known(gateway, task_id)
+        stream = status_events(
+            gateway.view.store,
+            task_id,
+            _parse_event_id(last_event_id),
+            gateway.settings.sse_keepalive_s,
+            gateway.public_base_url,
+        )
+        return ServerSentEvent(stream)

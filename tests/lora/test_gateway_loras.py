@@ -123,3 +123,23 @@ def test_list_get_delete_and_generate_check(url: str, lora_data: Path) -> None:
     assert httpx.get(f"{url}/loras/{manifest.lora_id}", timeout=10).status_code == 404
     rejected = httpx.post(f"{url}/generate", json=generate, timeout=10)
     assert rejected.status_code == 400 and "lora_id" in rejected.json()["detail"]
+
+
+def test_zip_limits_come_from_the_settings_the_app_was_built_with(kafka_env: dict[str, str], tmp_path: Path) -> None:
+    limits = {k.lower(): v for k, v in TEST_LIMITS_ENV.items()}
+    settings = gateway_settings(kafka_env, tmp_path / "data", lora_max_zip_bytes=2048, **limits)
+    running = serve(settings)
+    url = next(running)
+    try:
+        over_zip_limit = write_zip(tmp_path / "big.zip", {"a.wav": tone(2), "b.wav": tone(2)})
+        assert over_zip_limit.stat().st_size > 2048
+        checked = post_zip(url, over_zip_limit)
+        assert checked.status_code == 413
+        assert checked.json()["detail"].startswith("file: the zip is larger than 2048 bytes")
+        over_body_limit = tmp_path / "huge.zip"
+        over_body_limit.write_bytes(b"\0" * (2048 + 2 * 1024 * 1024))
+        refused = post_zip(url, over_body_limit)  # refused while reading the body: the route's limit is small too
+        assert refused.status_code == 413
+        assert refused.json()["detail"].startswith("body: the request is too large")
+    finally:
+        running.close()
