@@ -103,7 +103,9 @@ def probe(data: bytes) -> AudioInfo:
             f"(48000 Hz is best)"
         )
     if not 1 <= info.channels <= MAX_CHANNELS:
-        raise AudioInputError(f"the audio has {info.channels} channels; at most {MAX_CHANNELS} are accepted (send stereo)")
+        raise AudioInputError(
+            f"the audio has {info.channels} channels; at most {MAX_CHANNELS} are accepted (send stereo)"
+        )
     return info
 
 

@@ -373,9 +373,13 @@ def _json_rows(name: str, text: str) -> list[tuple[str, dict[str, Any]]]:
     except json.JSONDecodeError as error:
         raise DatasetError(name, f"not valid JSON: {error}") from None
     except RecursionError:
-        raise DatasetError(name, "the JSON is nested too deeply; write a flat list of {file, caption, bpm, key}") from None
+        raise DatasetError(
+            name, "the JSON is nested too deeply; write a flat list of {file, caption, bpm, key}"
+        ) from None
     except ValueError:  # an integer longer than sys.get_int_max_str_digits()
-        raise DatasetError(name, f"not valid JSON: a number has more than {sys.get_int_max_str_digits()} digits") from None
+        raise DatasetError(
+            name, f"not valid JSON: a number has more than {sys.get_int_max_str_digits()} digits"
+        ) from None
     if isinstance(data, dict) and isinstance(data.get("tracks"), list):
         data = data["tracks"]
     if isinstance(data, dict):  # {"song.wav": {"caption": ...}, ...}

@@ -98,9 +98,7 @@ def test_a_good_dataset_is_checked_with_its_sidecars(tmp_path: Path, small: Data
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
-def test_hostile_zips_are_refused_naming_the_member_and_why(
-    tmp_path: Path, small: DatasetLimits, case: str
-) -> None:
+def test_hostile_zips_are_refused_naming_the_member_and_why(tmp_path: Path, small: DatasetLimits, case: str) -> None:
     build, message = HOSTILE[case]
     with pytest.raises(DatasetError) as caught:
         validate_dataset_zip(build(tmp_path / "bad.zip"), small)

@@ -82,7 +82,10 @@ def test_malformed_events_are_rejected(raw: bytes) -> None:
         ({"type": "task.started", "attempt": "a" * 65, "worker": "w"}, "attempt"),
         ({"type": "task.started", "attempt": "", "worker": "w"}, "attempt"),
         ({"type": "task.started", "attempt": "a", "worker": "w" * 513}, "worker"),
-        ({"type": "task.progress", "attempt": "a", "stage": "diffusion", "progress": 0.1, "message": "m" * 1001}, "message"),
+        (
+            {"type": "task.progress", "attempt": "a", "stage": "diffusion", "progress": 0.1, "message": "m" * 1001},
+            "message",
+        ),
         ({"type": "task.succeeded", "attempt": "a" * 65}, "attempt"),
         ({"type": "task.succeeded", "attempt": "a", "lora_id": "l" * 65}, "lora_id"),
         ({"type": "task.failed", "attempt": "a", "error": "e" * 4001}, "error"),
