@@ -16,13 +16,6 @@ from gateway.errors import FieldError
 
 INPUTS_PREFIX = "inputs/"
 
-_FORMATS: dict[str, tuple[str, str]] = {
-    "WAV": ("wav", "audio/wav"),
-    "FLAC": ("flac", "audio/flac"),
-    "MP3": ("mp3", "audio/mpeg"),
-    "OGG": ("ogg", "audio/ogg"),
-}
-
 
 @dataclass(frozen=True)
 class CheckedAudio:
@@ -55,7 +48,9 @@ def decode_base64(field: str, value: str, max_bytes: int) -> bytes:
 
 
 async def check_audio(field: str, data: bytes, settings: Settings) -> CheckedAudio:
-    """Decode `data` fully (off the event loop) within the configured limits, or raise `FieldError`."""
+    """Decode `data` fully (off the event loop) within the configured limits, or raise `FieldError`.
+
+    Only wav, flac, mp3 and ogg containers pass; the stored extension is the real container's."""
     if len(data) > settings.max_input_audio_bytes:
         raise FieldError(
             field,
@@ -69,8 +64,7 @@ async def check_audio(field: str, data: bytes, settings: Settings) -> CheckedAud
         )
     except AudioInputError as error:
         raise FieldError(field, str(error), HTTP_400_BAD_REQUEST) from None
-    ext, content_type = _FORMATS.get(info.format.upper(), ("wav", "application/octet-stream"))
-    return CheckedAudio(data=data, ext=ext, content_type=content_type, duration_s=info.duration_s)
+    return CheckedAudio(data=data, ext=info.extension, content_type=info.content_type, duration_s=info.duration_s)
 
 
 async def store_input(storage: Storage, key_stem: str, audio: CheckedAudio) -> ObjectInfo:

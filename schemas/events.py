@@ -18,6 +18,15 @@ from schemas.training import TrainingOptions
 
 SCHEMA_VERSION: Literal[1] = 1
 _TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+MAX_ATTEMPT = 64
+MAX_WORKER = 512
+MAX_MESSAGE = 1000
+MAX_ERROR = 4000
+MAX_REASON = 200
+MAX_KEY = 1024
+"""Storage keys: S3's limit."""
+MAX_DEAD_VALUE = 100_000
+Attempt = Annotated[str, Field(min_length=1, max_length=MAX_ATTEMPT, description="Unique per delivery of the job.")]
 
 
 def new_event_id() -> str:
@@ -50,7 +59,7 @@ class GenerationRequested(Envelope):
 
     type: Literal["generation.requested"] = "generation.requested"
     params: GenerationParams
-    callback_url: str | None = None
+    callback_url: Annotated[str, Field(max_length=2048)] | None = None
 
 
 class TrainingRequested(Envelope):
@@ -59,7 +68,7 @@ class TrainingRequested(Envelope):
     type: Literal["training.requested"] = "training.requested"
     lora_id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
     style_name: Annotated[str, Field(min_length=1, max_length=100)]
-    dataset_key: Annotated[str, Field(description="Storage key of the uploaded zip.")]
+    dataset_key: Annotated[str, Field(max_length=MAX_KEY, description="Storage key of the uploaded zip.")]
     options: TrainingOptions = Field(default_factory=TrainingOptions)
 
 
@@ -67,31 +76,31 @@ class TaskStarted(Envelope):
     """A worker took the job. Topic: `acefarm.task.events`."""
 
     type: Literal["task.started"] = "task.started"
-    attempt: Annotated[str, Field(description="Unique per delivery of the job to a worker.")]
-    worker: str
+    attempt: Attempt
+    worker: Annotated[str, Field(max_length=MAX_WORKER)]
 
 
 class TaskProgress(Envelope):
     """Progress of a running job. Topic: `acefarm.task.events`."""
 
     type: Literal["task.progress"] = "task.progress"
-    attempt: str
+    attempt: Attempt
     stage: Stage
     progress: Annotated[float, Field(ge=0.0, le=1.0)]
     step: int | None = None
     total_steps: int | None = None
     loss: float | None = None
     eta_s: float | None = None
-    message: str | None = None
+    message: Annotated[str, Field(max_length=MAX_MESSAGE)] | None = None
 
 
 class TaskSucceeded(Envelope):
     """A job finished; its files are stored. Topic: `acefarm.task.events`."""
 
     type: Literal["task.succeeded"] = "task.succeeded"
-    attempt: str
+    attempt: Attempt
     files: list[StoredFile] = Field(default_factory=list)
-    lora_id: str | None = None
+    lora_id: Annotated[str, Field(max_length=64)] | None = None
     loss: float | None = None
 
 
@@ -99,8 +108,8 @@ class TaskFailed(Envelope):
     """A job failed with a readable reason. Topic: `acefarm.task.events`."""
 
     type: Literal["task.failed"] = "task.failed"
-    attempt: str | None = None
-    error: Annotated[str, Field(max_length=4000)]
+    attempt: Attempt | None = None
+    error: Annotated[str, Field(max_length=MAX_ERROR)]
     reason: Literal["invalid_input", "out_of_memory", "unsupported", "engine_error", "timeout", "internal"] = (
         "engine_error"
     )
@@ -110,8 +119,8 @@ class TaskCancelled(Envelope):
     """A job was cancelled, queued or running. Topic: `acefarm.task.events`."""
 
     type: Literal["task.cancelled"] = "task.cancelled"
-    attempt: str | None = None
-    reason: str = "cancelled by request"
+    attempt: Attempt | None = None
+    reason: Annotated[str, Field(max_length=MAX_REASON)] = "cancelled by request"
 
 
 class CancelRequested(Envelope):
@@ -131,13 +140,15 @@ class DeadLetter(Envelope):
     """A record that could not be processed. Topic: `acefarm.deadletter`."""
 
     type: Literal["deadletter"] = "deadletter"
-    source_topic: str
+    source_topic: Annotated[str, Field(max_length=249)]
     partition: int
     offset: int
-    key: str | None = None
-    value: Annotated[str, Field(description="The raw value, decoded as UTF-8 with replacement.")]
-    error: str
-    consumer: str
+    key: Annotated[str, Field(max_length=MAX_KEY)] | None = None
+    value: Annotated[
+        str, Field(max_length=MAX_DEAD_VALUE, description="The raw value, decoded as UTF-8 with replacement.")
+    ]
+    error: Annotated[str, Field(max_length=MAX_ERROR)]
+    consumer: Annotated[str, Field(max_length=MAX_WORKER)]
 
     @classmethod
     def of_record(
@@ -151,16 +162,18 @@ class DeadLetter(Envelope):
         error: str,
         consumer: str,
     ) -> DeadLetter:
-        """The dead letter for a raw record; keyed by its key when that is a valid task id, else 'unknown'."""
+        """The dead letter for a raw record; keyed by its key when that is a valid task id, else 'unknown'.
+
+        The key, value and error are cut to their maximum lengths."""
         text_key = key.decode(errors="replace") if key else None
         return cls(
             task_id=text_key if text_key and re.match(_TASK_ID, text_key) else "unknown",
             source_topic=topic,
             partition=partition,
             offset=offset,
-            key=text_key,
-            value=(value or b"").decode(errors="replace")[:100_000],
-            error=error[:4000],
+            key=text_key[:MAX_KEY] if text_key is not None else None,
+            value=(value or b"").decode(errors="replace")[:MAX_DEAD_VALUE],
+            error=error[:MAX_ERROR],
             consumer=consumer,
         )
 

@@ -16,6 +16,19 @@ from schemas.generation import AudioFormat
 
 SAMPLE_RATE = 48_000
 """ACE-Step 1.5 works at 48 kHz stereo."""
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 192_000
+MAX_CHANNELS = 8
+MAX_DECODED_BYTES = 512 * 1024 * 1024
+"""Default cap on the float32 samples one decode holds (input as read, or the 48 kHz stereo result)."""
+CONTAINERS: dict[str, tuple[str, str]] = {
+    "WAV": ("wav", "audio/wav"),
+    "WAVEX": ("wav", "audio/wav"),
+    "FLAC": ("flac", "audio/flac"),
+    "MP3": ("mp3", "audio/mpeg"),
+    "OGG": ("ogg", "audio/ogg"),
+}
+"""The containers accepted as input (libsndfile's format name) -> (file extension, content type)."""
 
 _WRITE_FORMATS: dict[AudioFormat, tuple[str, str]] = {
     AudioFormat.WAV: ("WAV", "PCM_16"),
@@ -23,6 +36,7 @@ _WRITE_FORMATS: dict[AudioFormat, tuple[str, str]] = {
     AudioFormat.MP3: ("MP3", "MPEG_LAYER_III"),
 }
 _READABLE = "WAV, FLAC, MP3 or OGG"
+_FLOAT32_BYTES = 4
 
 
 class AudioInputError(ValueError):
@@ -44,6 +58,21 @@ class AudioInfo:
         """Length of the input in seconds."""
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
+    @property
+    def extension(self) -> str:
+        """The file extension of the container (`wav`, `flac`, `mp3`, `ogg`)."""
+        return CONTAINERS[self.format][0]
+
+    @property
+    def content_type(self) -> str:
+        """The media type of the container."""
+        return CONTAINERS[self.format][1]
+
+    def decoded_bytes(self) -> int:
+        """Bytes of float32 samples a decode holds at its largest: as read, or resampled to 48 kHz stereo."""
+        resampled = -(-self.frames * SAMPLE_RATE // max(self.sample_rate, 1))
+        return _FLOAT32_BYTES * max(self.frames * self.channels, resampled * 2)
+
 
 def mp3_supported() -> bool:
     """Whether the linked libsndfile can write MP3 (needs libsndfile >= 1.1)."""
@@ -53,16 +82,31 @@ def mp3_supported() -> bool:
 def _open(data: bytes) -> sf.SoundFile:
     try:
         return sf.SoundFile(io.BytesIO(data))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as error:
+    except sf.LibsndfileError as error:
+        raise AudioInputError(f"not a readable audio file ({_READABLE} expected): {error.error_string}") from None
+    except (RuntimeError, TypeError) as error:
         raise AudioInputError(f"not a readable audio file ({_READABLE} expected): {error}") from None
 
 
 def probe(data: bytes) -> AudioInfo:
-    """Read only the header of `data`; `AudioInputError` if it is not audio."""
+    """Read only the header of `data`; `AudioInputError` if it is not audio in an accepted container
+    (wav, flac, mp3, ogg) with 1 to `MAX_CHANNELS` channels at `MIN_SAMPLE_RATE` to `MAX_SAMPLE_RATE`."""
     if not data:
         raise AudioInputError("the audio is empty (0 bytes)")
     with _open(data) as f:
-        return AudioInfo(f.format, f.subtype, int(f.samplerate), int(f.channels), int(f.frames))
+        info = AudioInfo(f.format, f.subtype, int(f.samplerate), int(f.channels), int(f.frames))
+    if info.format not in CONTAINERS:
+        raise AudioInputError(f"the audio is in the {info.format} container; send {_READABLE}")
+    if not MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioInputError(
+            f"the audio's sample rate is {info.sample_rate} Hz; it must be {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz "
+            f"(48000 Hz is best)"
+        )
+    if not 1 <= info.channels <= MAX_CHANNELS:
+        raise AudioInputError(
+            f"the audio has {info.channels} channels; at most {MAX_CHANNELS} are accepted (send stereo)"
+        )
+    return info
 
 
 def probe_duration(data: bytes) -> float:
@@ -71,23 +115,36 @@ def probe_duration(data: bytes) -> float:
 
 
 def decode_audio(
-    data: bytes, *, max_bytes: int | None = None, max_seconds: float | None = None
+    data: bytes,
+    *,
+    max_bytes: int | None = None,
+    max_seconds: float | None = None,
+    max_decoded_bytes: int = MAX_DECODED_BYTES,
 ) -> tuple[np.ndarray, AudioInfo]:
     """Decode wav/flac/mp3/ogg bytes to float32 [2, samples] at 48 kHz, checking the limits.
 
     Mono is duplicated to stereo, more than two channels are averaged down to two, any sample rate is
-    resampled with soxr. Raises `AudioInputError` for empty, oversized, too long, silent-length or
-    undecodable input.
+    resampled with soxr. The header is checked (container, sample rate, channels, duration and the
+    decoded size, see `AudioInfo.decoded_bytes`) before any sample is read. Raises `AudioInputError`
+    for empty, oversized, too long, silent-length or undecodable input.
     """
     if max_bytes is not None and len(data) > max_bytes:
         raise AudioInputError(f"the audio is {_mb(len(data))}; the limit is {_mb(max_bytes)}")
     info = probe(data)
     if max_seconds is not None and info.duration_s > max_seconds:
         raise AudioInputError(f"the audio lasts {info.duration_s:.1f} s; the limit is {max_seconds:g} s")
+    if info.decoded_bytes() > max_decoded_bytes:
+        raise AudioInputError(
+            f"the audio decodes to {_mb(info.decoded_bytes())} ({info.channels} channels at {info.sample_rate} Hz "
+            f"for {info.duration_s:.1f} s); the limit is {_mb(max_decoded_bytes)}, so send it shorter, "
+            "in stereo, at 48 kHz"
+        )
     try:
         with _open(data) as f:
             frames = f.read(dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as error:
+    except sf.LibsndfileError as error:
+        raise AudioInputError(f"the audio could not be decoded: {error.error_string}") from None
+    except RuntimeError as error:
         raise AudioInputError(f"the audio could not be decoded: {error}") from None
     if frames.shape[0] == 0:
         raise AudioInputError("the audio contains no samples")

@@ -5,25 +5,31 @@ The gateway runs `validate_dataset_zip` before a training job is queued; the tra
 optionally with `<track>.txt` lyrics next to a track and one `metadata.csv` / `metadata.json`
 (columns or keys: file, caption, bpm, key). Every problem raises `DatasetError` naming the file and why.
 
-Zip bombs are stopped twice: by the sizes the zip declares (total unpacked size, compression ratio,
-number of entries) and by counting the bytes actually unpacked.
+Zip bombs are stopped twice: by the sizes the zip declares (entry count and directory size read from
+the zip's end record before `zipfile` parses the directory, total unpacked size, compression ratio)
+and by counting the bytes actually unpacked. Every track's header is checked (container, sample rate,
+channels, decoded size) before it is decoded. Messages name zip members, never local paths.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import json
+import math
 import re
 import stat
+import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from acefarm.infra.audio import AudioInputError, decode_audio
+from acefarm.infra.audio import AudioInputError, decode_audio, probe
 from acefarm.infra.settings import Settings
+from acefarm.model.zip_end import read_zip_end
 from schemas.training import TrackInfo
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
@@ -33,6 +39,11 @@ MAX_METADATA_BYTES = 4 * 1024 * 1024
 RATIO_CHECK_MIN_BYTES = 1024 * 1024
 """Members smaller than this are not held to the compression-ratio limit on their own (tiny text
 files compress very well); the whole zip always is."""
+MAX_NAME_CHARS = 1024
+MAX_NAME_PART_BYTES = 255
+"""The longest file or folder name most file systems store."""
+MAX_DIRECTORY_BYTES_PER_ENTRY = 2048
+"""The zip's central directory may average this much per declared entry (46 bytes + name + extras)."""
 _CHUNK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -140,8 +151,7 @@ def extract_dataset(zip_path: Path, dest: Path, limits: DatasetLimits) -> Datase
     size = zip_path.stat().st_size
     if size > limits.max_zip_bytes:
         raise DatasetError(None, f"the zip is {_size(size)}; the limit is {_size(limits.max_zip_bytes)}")
-    if not zipfile.is_zipfile(zip_path):
-        raise DatasetError(None, "the upload is not a zip archive")
+    _check_zip_end(zip_path, size, limits)
     try:
         with zipfile.ZipFile(zip_path) as archive:
             plan = _plan(archive, size, limits)
@@ -151,6 +161,19 @@ def extract_dataset(zip_path: Path, dest: Path, limits: DatasetLimits) -> Datase
     metadata = _read_metadata(dest, plan) if plan.metadata else {}
     tracks = [_load_track(dest, name, plan, metadata, limits) for name in plan.tracks]
     return Dataset(root=dest, tracks=tracks, ignored=plan.ignored)
+
+
+def _check_zip_end(zip_path: Path, size: int, limits: DatasetLimits) -> None:
+    """Refuse a zip whose end record declares too many entries or an oversized directory, before opening it."""
+    end = read_zip_end(zip_path)
+    if end is None:
+        raise DatasetError(None, "the upload is not a zip archive")
+    if end.entries > limits.max_entries:
+        raise DatasetError(None, f"the zip holds {end.entries} entries; the limit is {limits.max_entries}")
+    if end.directory_bytes > min(size, end.entries * MAX_DIRECTORY_BYTES_PER_ENTRY):
+        raise DatasetError(
+            None, f"the zip's directory is larger than its {end.entries} entries need (a damaged or hostile zip)"
+        )
 
 
 def _plan(archive: zipfile.ZipFile, zip_size: int, limits: DatasetLimits) -> _Plan:
@@ -175,12 +198,22 @@ def _plan(archive: zipfile.ZipFile, zip_size: int, limits: DatasetLimits) -> _Pl
             raise DatasetError(name, f"the name appears twice in the zip (also as {seen[folded]!r})")
         seen[folded] = name
         members[name] = info
+    _check_folders(seen)
     ratio = declared / max(zip_size, 1)
     if ratio > limits.max_compression_ratio:
         raise DatasetError(
             None, f"the zip unpacks {ratio:.0f} times larger than it is; the limit is {limits.max_compression_ratio:g}"
         )
     return _classify(members, limits)
+
+
+def _check_folders(names: dict[str, str]) -> None:
+    """Refuse a file that is also used as a folder (`a.wav` and `a.wav/b.wav`); keys are casefolded names."""
+    ordered = sorted(names)
+    for folded, name in names.items():
+        at = bisect.bisect_left(ordered, folded + "/")
+        if at < len(ordered) and ordered[at].startswith(folded + "/"):
+            raise DatasetError(names[ordered[at]], f"{name!r} is both a file and a folder in the zip; rename one")
 
 
 def _safe_name(info: zipfile.ZipInfo) -> str:
@@ -198,6 +231,11 @@ def _safe_name(info: zipfile.ZipInfo) -> str:
         raise DatasetError(raw, "the name contains a NUL character")
     if stat.S_ISLNK(info.external_attr >> 16):
         raise DatasetError(raw, "symbolic links are not allowed in the zip")
+    if len(name) > MAX_NAME_CHARS or any(len(p.encode()) > MAX_NAME_PART_BYTES for p in parts):
+        raise DatasetError(
+            raw[:100] + "…" if len(raw) > 100 else raw,
+            f"the path is too long (at most {MAX_NAME_CHARS} characters, {MAX_NAME_PART_BYTES} bytes per name)",
+        )
     return "/".join(parts) + ("/" if name.endswith("/") else "")
 
 
@@ -275,7 +313,9 @@ def _unpack(archive: zipfile.ZipFile, plan: _Plan, dest: Path, limits: DatasetLi
                             name, f"the zip unpacks to more than {_size(limits.max_uncompressed_bytes)} (the limit)"
                         )
                     out.write(chunk)
-        except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError) as error:
+        except OSError as error:  # its text holds the local path: name only the cause
+            raise DatasetError(name, f"the file cannot be unpacked: {error.strerror or type(error).__name__}") from None
+        except (zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as error:
             raise DatasetError(name, f"the file cannot be unpacked: {error}") from None
 
 
@@ -314,13 +354,16 @@ def _read_metadata(dest: Path, plan: _Plan) -> dict[str, dict[str, Any]]:
 
 def _csv_rows(name: str, text: str) -> list[tuple[str, dict[str, Any]]]:
     reader = csv.DictReader(io.StringIO(text))
-    fields = [f.strip().lower() for f in reader.fieldnames or []]
-    if "file" not in fields and "filename" not in fields:
-        raise DatasetError(name, "the CSV needs a header row with a 'file' column (and caption, bpm, key)")
-    rows = []
-    for index, row in enumerate(reader, start=2):
-        clean = {str(k).strip().lower(): v.strip() if isinstance(v, str) else v for k, v in row.items() if k}
-        rows.append((f"line {index}", clean))
+    try:
+        fields = [f.strip().lower() for f in reader.fieldnames or []]
+        if "file" not in fields and "filename" not in fields:
+            raise DatasetError(name, "the CSV needs a header row with a 'file' column (and caption, bpm, key)")
+        rows = []
+        for index, row in enumerate(reader, start=2):
+            clean = {str(k).strip().lower(): v.strip() if isinstance(v, str) else v for k, v in row.items() if k}
+            rows.append((f"line {index}", clean))
+    except csv.Error as error:
+        raise DatasetError(name, f"not a valid CSV file: {error}") from None
     return rows
 
 
@@ -329,6 +372,14 @@ def _json_rows(name: str, text: str) -> list[tuple[str, dict[str, Any]]]:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise DatasetError(name, f"not valid JSON: {error}") from None
+    except RecursionError:
+        raise DatasetError(
+            name, "the JSON is nested too deeply; write a flat list of {file, caption, bpm, key}"
+        ) from None
+    except ValueError:  # an integer longer than sys.get_int_max_str_digits()
+        raise DatasetError(
+            name, f"not valid JSON: a number has more than {sys.get_int_max_str_digits()} digits"
+        ) from None
     if isinstance(data, dict) and isinstance(data.get("tracks"), list):
         data = data["tracks"]
     if isinstance(data, dict):  # {"song.wav": {"caption": ...}, ...}
@@ -350,9 +401,12 @@ def _metadata_fields(name: str, where: str, row: dict[str, Any]) -> dict[str, An
     bpm: int | None = None
     if bpm_raw not in (None, ""):
         try:
-            bpm = round(float(bpm_raw))
-        except (TypeError, ValueError):
-            raise DatasetError(name, f"{where}: bpm {bpm_raw!r} is not a number") from None
+            value = float(bpm_raw)
+        except (TypeError, ValueError, OverflowError):
+            value = math.nan
+        if not math.isfinite(value):
+            raise DatasetError(name, f"{where}: bpm {bpm_raw!r} is not a number")
+        bpm = round(value)
         if not 30 <= bpm <= 300:
             raise DatasetError(name, f"{where}: bpm {bpm} is outside 30..300")
     if caption is not None and len(str(caption)) > 1000:
@@ -370,8 +424,15 @@ def _load_track(
     dest: Path, name: str, plan: _Plan, metadata: dict[str, dict[str, Any]], limits: DatasetLimits
 ) -> DatasetTrack:
     path = dest / name
+    data = path.read_bytes()
     try:
-        _, info = decode_audio(path.read_bytes(), max_seconds=limits.max_track_seconds)
+        header = probe(data)
+        suffix = PurePosixPath(name).suffix.lower().lstrip(".")
+        if header.extension != suffix:
+            raise DatasetError(
+                name, f"the file holds {header.format} audio but is named .{suffix}; rename it to .{header.extension}"
+            )
+        _, info = decode_audio(data, max_seconds=limits.max_track_seconds)
     except AudioInputError as error:
         raise DatasetError(name, str(error)) from None
     if info.duration_s < limits.min_track_seconds:

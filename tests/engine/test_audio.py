@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import subprocess
 import sys
 
@@ -10,7 +11,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from acefarm.infra.audio import SAMPLE_RATE, AudioInputError, decode_audio, encode_audio, probe_duration
+from acefarm.infra.audio import (
+    MAX_DECODED_BYTES,
+    SAMPLE_RATE,
+    AudioInputError,
+    decode_audio,
+    encode_audio,
+    probe,
+    probe_duration,
+)
 from schemas.generation import AudioFormat
 
 
@@ -82,6 +91,71 @@ def test_no_samples_and_non_finite_samples_are_rejected() -> None:
     bad[10] = np.nan
     with pytest.raises(AudioInputError, match="NaN"):
         decode_audio(_encode(bad, 48_000, "WAV", "FLOAT"))
+
+
+def _wav_claiming_rate(rate: int) -> bytes:
+    """One second of 48 kHz 16-bit mono whose header claims `rate` (the fmt chunk's rate and byte rate)."""
+    data = bytearray(_encode(np.zeros(48_000, dtype=np.int16), 48_000, "WAV", "PCM_16"))
+    struct.pack_into("<II", data, 24, rate, rate * 2)
+    return bytes(data)
+
+
+def _flac_claiming_frames(frames: int) -> bytes:
+    """One second of 44.1 kHz FLAC whose STREAMINFO claims `frames` samples (the 36 low bits of bytes 18..25)."""
+    data = bytearray(_encode(_sine(1.0, 44_100), 44_100, "FLAC"))
+    fields = int.from_bytes(data[18:26], "big")
+    data[18:26] = ((fields & ~((1 << 36) - 1)) | frames).to_bytes(8, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_wav_claiming_rate(50_000_000), "sample rate is 50000000 Hz; it must be 8000 to 192000 Hz"),
+        (_encode(_sine(1.0, 4_000), 4_000, "WAV"), "sample rate is 4000 Hz"),
+        (_encode(np.zeros((4800, 16), dtype=np.int16), 48_000, "WAV", "PCM_16"), "16 channels; at most 8"),
+        (_encode(_sine(0.5, 48_000), 48_000, "AIFF"), "the AIFF container; send WAV, FLAC, MP3 or OGG"),
+        (_encode(_sine(0.5, 48_000), 48_000, "CAF"), "the CAF container"),
+        (_encode(_sine(0.5, 48_000), 48_000, "NIST"), "the NIST container"),
+    ],
+)
+def test_unusable_headers_are_rejected_before_decoding(data: bytes, message: str) -> None:
+    with pytest.raises(AudioInputError, match=message):
+        probe(data)
+    with pytest.raises(AudioInputError, match=message):
+        decode_audio(data)
+
+
+def test_a_header_claiming_more_samples_than_the_cap_is_rejected_before_reading() -> None:
+    data = _flac_claiming_frames((1 << 36) - 1)  # ~1.5 million seconds: ~550 GB as float32 stereo at 48 kHz
+    with pytest.raises(AudioInputError, match=r"decodes to .* the limit is 512\.0 MB"):
+        decode_audio(data)
+
+
+def test_the_decoded_size_counts_channels_and_resampling() -> None:
+    info = probe(_encode(np.zeros((8000, 8), dtype=np.int16), 8_000, "WAV", "PCM_U8"))  # 64 kB of 8-bit PCM
+    assert info.decoded_bytes() == 4 * 48_000 * 2  # one second resampled to 48 kHz stereo float32
+    info = probe(_encode(np.zeros((48_000, 8), dtype=np.int16), 48_000, "WAV", "PCM_16"))
+    assert info.decoded_bytes() == 4 * 48_000 * 8  # read as 8 channels of float32
+    pcm_u8 = _encode(np.zeros(48_000 * 6, dtype=np.int16), 48_000, "WAV", "PCM_U8")  # 6 s mono, 288 kB
+    with pytest.raises(AudioInputError, match=r"decodes to 2\.2 MB \(1 channels at 48000 Hz for 6\.0 s\)"):
+        decode_audio(pcm_u8, max_decoded_bytes=2 * 1024 * 1024)
+    assert MAX_DECODED_BYTES >= 4 * 48_000 * 2 * 600, "ten minutes of 48 kHz stereo must fit"
+
+
+def test_the_container_gives_the_extension_and_content_type() -> None:
+    cases = {("WAV", None): "wav", ("FLAC", None): "flac", ("OGG", "VORBIS"): "ogg", ("MP3", "MPEG_LAYER_III"): "mp3"}
+    for (fmt, subtype), ext in cases.items():
+        info = probe(_encode(_sine(0.5, 44_100), 44_100, fmt, subtype))
+        assert info.extension == ext and info.content_type.startswith("audio/")
+    wavex = probe(_encode(np.zeros((4800, 6), dtype=np.int16), 48_000, "WAVEX", "PCM_16"))
+    assert (wavex.format, wavex.extension) == ("WAVEX", "wav")
+
+
+def test_errors_do_not_show_object_reprs() -> None:
+    with pytest.raises(AudioInputError) as caught:
+        decode_audio(b"this is not audio at all" * 10)
+    assert "<_io.BytesIO" not in str(caught.value) and " at 0x" not in str(caught.value)
 
 
 def test_audio_input_error_is_a_value_error() -> None:

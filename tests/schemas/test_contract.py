@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from schemas import topics
 from schemas.events import (
     EVENT_MODELS,
+    DeadLetter,
     GenerationRequested,
     TaskProgress,
     TaskSucceeded,
@@ -73,6 +74,42 @@ def test_every_event_round_trips_through_bytes() -> None:
 def test_malformed_events_are_rejected(raw: bytes) -> None:
     with pytest.raises(ValidationError):
         parse_lifecycle(raw)
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        ({"type": "task.started", "attempt": "a" * 65, "worker": "w"}, "attempt"),
+        ({"type": "task.started", "attempt": "", "worker": "w"}, "attempt"),
+        ({"type": "task.started", "attempt": "a", "worker": "w" * 513}, "worker"),
+        (
+            {"type": "task.progress", "attempt": "a", "stage": "diffusion", "progress": 0.1, "message": "m" * 1001},
+            "message",
+        ),
+        ({"type": "task.succeeded", "attempt": "a" * 65}, "attempt"),
+        ({"type": "task.succeeded", "attempt": "a", "lora_id": "l" * 65}, "lora_id"),
+        ({"type": "task.failed", "attempt": "a", "error": "e" * 4001}, "error"),
+        ({"type": "task.failed", "attempt": "a" * 65, "error": "e"}, "attempt"),
+        ({"type": "task.cancelled", "reason": "r" * 201}, "reason"),
+    ],
+)
+def test_event_strings_have_maximum_lengths(event: dict[str, object], field: str) -> None:
+    raw = {"task_id": "t1", **event}
+    with pytest.raises(ValidationError) as info:
+        parse_lifecycle(json.dumps(raw))
+    assert info.value.errors()[0]["loc"][1] == field
+    names = {model.model_fields["type"].default: model.__name__ for model in EVENT_MODELS}
+    schema = json.loads((DEFAULT_DIR / f"{names[event['type']]}.json").read_text())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(raw, schema)
+
+
+def test_a_dead_letter_cuts_what_it_copies_to_the_limits() -> None:
+    dead = DeadLetter.of_record(
+        topic="t", partition=0, offset=1, key=b"k" * 5000, value=b"v" * 200_000, error="e" * 9000, consumer="c"
+    )
+    assert (len(dead.key or ""), len(dead.value), len(dead.error)) == (1024, 100_000, 4000)
+    assert parse_event(dead.to_bytes()) == dead
 
 
 @pytest.mark.parametrize(
