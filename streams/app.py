@@ -25,7 +25,7 @@ from faust.types.auth import CredentialsT
 
 from acefarm.infra.kafka import client_options, ensure_topics
 from acefarm.infra.logging import configure_logging, get_logger
-from acefarm.infra.settings import Settings, get_settings
+from acefarm.infra.settings import Settings
 from schemas import topics
 from schemas.events import DeadLetter, TaskStatusRecord
 from streams.fold import SOURCE_TOPICS, FoldedRow, MalformedRecord, apply, decode, dumps, loads
@@ -137,9 +137,8 @@ def _dead_letter(message: faust.types.Message, error: str) -> DeadLetter:
     )
 
 
-def run_streams(settings: Settings | None = None) -> NoReturn:
+def run_streams(settings: Settings) -> NoReturn:
     """Run one streams worker until SIGINT/SIGTERM (the `acefarm streams` command)."""
-    settings = settings or get_settings()
     configure_logging("streams", settings.log_level, settings.log_format)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
