@@ -46,6 +46,7 @@ class Tables:
         self.rows: dict[str, FoldedRow] = {}
         self.dead_lettered: dict[str, int] = {}
         self.snapshots: list[TaskStatus] = []
+        self.changed_by: list[SourceRecord] = []
         self.dead_letters: list[SourceRecord] = []
 
     def read(self, record: SourceRecord) -> Decision:
@@ -57,6 +58,7 @@ class Tables:
                 self.dead_lettered[record.mark] = record.offset
             case Change(_, row):
                 self.snapshots.append(row.status)
+                self.changed_by.append(record)
                 self.rows[row.status.task_id] = row
         return decision
 
