@@ -66,7 +66,8 @@ class Stack:
     services: dict[str, Service]
 
     def start_gateway(self) -> None:
-        gateway = start_service("gateway", ["-m", "acefarm", "gateway", "--port", str(self.port)], self.env, self.log_dir)
+        argv = ["-m", "acefarm", "gateway", "--port", str(self.port)]
+        gateway = start_service("gateway", argv, self.env, self.log_dir)
         self.services["gateway"] = gateway
         wait_until_ready(f"{self.url}/readyz", gateway, timeout_s=120)
 
