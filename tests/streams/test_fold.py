@@ -302,8 +302,9 @@ def test_final_without_attempt_applies_to_pending_and_running(event: FoldEvent) 
 
 
 def test_row_remembers_a_bounded_number_of_past_attempts() -> None:
+    events: list[FoldEvent] = [requested(), *(started(f"a{i}", t=i) for i in range(MAX_PAST_ATTEMPTS + 3))]
     topics_, tables = Topics(), Tables()
-    for event in (requested(), *(started(f"a{i}", t=i) for i in range(MAX_PAST_ATTEMPTS + 3))):
+    for event in events:
         tables.read(topics_.publish(event))
     past = tables.rows[TID].past_attempts
     assert len(past) == MAX_PAST_ATTEMPTS and (past[0], past[-1]) == ("a2", f"a{MAX_PAST_ATTEMPTS + 1}")

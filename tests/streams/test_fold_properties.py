@@ -143,7 +143,7 @@ def histories(draw: st.DrawFn, cancel: bool) -> History:
             zombies.append((-1, zombie))
     for position, zombie in sorted(zombies, key=lambda z: z[0], reverse=True):
         events.insert(position, zombie)
-    control = [CancelRequested(task_id=TID, occurred_at=at(5))] if cancel else []
+    control: list[FoldEvent] = [CancelRequested(task_id=TID, occurred_at=at(5))] if cancel else []
     positions = st.lists(st.integers(0, 3), max_size=2)
     return History(
         requests=draw(with_duplicates([request(draw(st.booleans()))])),
