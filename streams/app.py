@@ -7,7 +7,8 @@ and each row keeps, per source partition, the offset of the last record that cha
 restarted worker that re-reads uncommitted records skips what it already folded and a change whose
 snapshot was lost in a crash is folded (and published) again. Records that change nothing are
 re-applied harmlessly (the fold only moves forward), so they cost no table write; a second, small
-table remembers the offsets of dead-lettered records so they are dead-lettered once.
+table remembers the offsets of dead-lettered records so they are dead-lettered once. Those decisions
+are `streams.fold.fold_record`'s; this module only reads and writes the tables and topics.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from faust.types.auth import CredentialsT
 
 from acefarm.infra.kafka import client_options, ensure_topics
 from acefarm.infra.logging import configure_logging, get_logger
-from acefarm.infra.settings import Settings, get_settings
+from acefarm.infra.settings import Settings
 from schemas import topics
 from schemas.events import DeadLetter, TaskStatusRecord
-from streams.fold import SOURCE_TOPICS, FoldedRow, MalformedRecord, apply, decode, dumps, loads
+from streams.fold import SOURCE_TOPICS, Change, Reject, SourceRecord, dumps, fold_record, loads
 from streams.transport import StreamsApp
 
 APP_ID = "acefarm-streams"
@@ -89,29 +90,32 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
         await (await topic.send(key=key.encode(), value=value, force=True))
 
     async def fold_one(event: EventT) -> None:
+        """Carry out `fold_record`'s decision for one source record."""
         message = event.message
-        mark = f"{message.topic}:{message.partition}"
-        try:
-            parsed = decode(message.topic, message.key, message.value)
-        except MalformedRecord as exc:
-            last = dead_lettered.get(mark)
-            if last is None or message.offset > last:
-                record = _dead_letter(message, str(exc))
-                await send(dead_topic, record.task_id, record.to_bytes())
-                dead_lettered[mark] = message.offset
-                log.warning("streams.dead_letter", topic=message.topic, offset=message.offset, error=str(exc)[:300])
-            return
-        row = loads(statuses.get(parsed.task_id))
-        if row is not None and row.folded(mark, message.offset):
-            return
-        new = apply(row.status if row else None, parsed)
-        if new is None:
-            return
-        await send(status_topic, new.task_id, TaskStatusRecord(task_id=new.task_id, status=new).to_bytes())
-        statuses[new.task_id] = dumps((row or FoldedRow(status=new)).advanced(new, mark, message.offset))
-        log.info(
-            "streams.status", task_id=new.task_id, status=new.status.value, version=new.version, event_type=parsed.type
+        record = SourceRecord(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key if isinstance(message.key, bytes) else None,
+            value=message.value if isinstance(message.value, bytes) else None,
         )
+        match fold_record(record, lambda task_id: loads(statuses.get(task_id)), dead_lettered.get(record.mark)):
+            case Reject(error):
+                letter = _dead_letter(record, error)
+                await send(dead_topic, letter.task_id, letter.to_bytes())
+                dead_lettered[record.mark] = record.offset
+                log.warning("streams.dead_letter", topic=record.topic, offset=record.offset, error=error[:300])
+            case Change(parsed, row):
+                new = row.status
+                await send(status_topic, new.task_id, TaskStatusRecord(task_id=new.task_id, status=new).to_bytes())
+                statuses[new.task_id] = dumps(row)
+                log.info(
+                    "streams.status",
+                    task_id=new.task_id,
+                    status=new.status.value,
+                    version=new.version,
+                    event_type=parsed.type,
+                )
 
     @app.agent(source, name="fold-status")
     async def fold_status(stream: StreamT[Any]) -> None:
@@ -125,21 +129,20 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
     return app
 
 
-def _dead_letter(message: faust.types.Message, error: str) -> DeadLetter:
+def _dead_letter(record: SourceRecord, error: str) -> DeadLetter:
     return DeadLetter.of_record(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key if isinstance(message.key, bytes) else None,
-        value=message.value if isinstance(message.value, bytes) else None,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
         error=error,
         consumer=APP_ID,
     )
 
 
-def run_streams(settings: Settings | None = None) -> NoReturn:
+def run_streams(settings: Settings) -> NoReturn:
     """Run one streams worker until SIGINT/SIGTERM (the `acefarm streams` command)."""
-    settings = settings or get_settings()
     configure_logging("streams", settings.log_level, settings.log_format)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

@@ -1,20 +1,31 @@
-"""The status fold: how one event changes one task's status. Pure functions, no I/O.
+"""The status fold: how one record changes one task's status. Pure functions, no I/O.
 
-Rules:
+Rules (`apply`):
 - a request creates a pending task; a request for a known task only fills in what only the request
   knows (kind, LoRA id, creation time) when it is older than what created the task, otherwise it is
   a duplicate and ignored;
 - started → running with that attempt; progress counts only for the current attempt;
-- succeeded / failed / cancelled are final and sticky: the first one wins, later ones are ignored;
-- a cancel request cancels a pending (or unknown) task at once and leaves a running one to its
-  worker, which reports `TaskCancelled`;
-- an event for an unknown task creates it (topics are not ordered relative to each other).
+- once a task moves to another attempt, the events of the attempts before it are ignored: a worker
+  that lost the job (a redelivery went to another worker) cannot overwrite the current attempt;
+- succeeded / failed / cancelled are final and sticky: the first one wins, later ones are ignored.
+  A final with no attempt (a delivery that was never run, e.g. "cancelled before it started") ends
+  the task whatever ran before; a final from an attempt the fold never saw start applies too (the
+  `started` event is not awaited by the worker and may be lost);
+- a cancel request cancels a pending task at once and leaves a running one to its worker, which
+  reports `TaskCancelled`; a cancel for a task nobody submitted is ignored, so it cannot cancel a
+  task submitted later under that id;
+- any other event for an unknown task creates it (topics are not ordered relative to each other).
 Every change bumps `version` by one; `apply` returns None when nothing changes.
+
+`fold_record` decides what one source record does to the table (dead-letter it, skip it, or change a
+row); `streams.app` only carries that decision out.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
@@ -74,10 +85,15 @@ def decode(topic: str, key: bytes | None, value: bytes | None) -> FoldEvent:
     return event
 
 
-def apply(status: TaskStatus | None, event: FoldEvent) -> TaskStatus | None:
-    """The task's status after `event`, or None when the event changes nothing."""
+def apply(status: TaskStatus | None, event: FoldEvent, past_attempts: Collection[str] = ()) -> TaskStatus | None:
+    """The task's status after `event`, or None when the event changes nothing.
+
+    `past_attempts` are the attempts the task has moved on from; their events are ignored.
+    """
     if status is None:
-        return _create(event)
+        return None if isinstance(event, CancelRequested) else _create(event)
+    if getattr(event, "attempt", None) in past_attempts:
+        return None
     changes = _changes(status, event)
     if not changes or all(getattr(status, name) == value for name, value in changes.items()):
         return None
@@ -181,12 +197,18 @@ def _request(status: TaskStatus, event: GenerationRequested | TrainingRequested)
     return update
 
 
+MAX_PAST_ATTEMPTS = 32
+"""How many superseded attempts a row remembers (oldest forgotten first)."""
+
+
 class FoldedRow(BaseModel):
-    """One row of the status table: the status and, per source partition, the offset of the last
-    record that changed it (a re-read record at or below that offset was folded already)."""
+    """One row of the status table: the status; per source partition, the offset of the last
+    record that changed it (a re-read record at or below that offset was folded already); and the
+    attempts the task has moved on from."""
 
     status: TaskStatus
     marks: dict[str, int] = Field(default_factory=dict)
+    past_attempts: list[str] = Field(default_factory=list)
 
     def folded(self, mark: str, offset: int) -> bool:
         """Whether the record at `offset` of source partition `mark` is already part of this row."""
@@ -194,7 +216,11 @@ class FoldedRow(BaseModel):
 
     def advanced(self, status: TaskStatus, mark: str, offset: int) -> FoldedRow:
         """The row after a change made by the record at `offset` of `mark`."""
-        return FoldedRow(status=status, marks={**self.marks, mark: offset})
+        past = self.past_attempts
+        previous = self.status.attempt
+        if previous is not None and previous != status.attempt and previous not in past:
+            past = [*past, previous][-MAX_PAST_ATTEMPTS:]
+        return FoldedRow(status=status, marks={**self.marks, mark: offset}, past_attempts=past)
 
 
 _ROW: TypeAdapter[FoldedRow] = TypeAdapter(FoldedRow)
@@ -208,3 +234,69 @@ def dumps(row: FoldedRow) -> str:
 def loads(raw: bytes | str | None) -> FoldedRow | None:
     """Decode a table value (None stays None)."""
     return None if raw is None else _ROW.validate_json(raw)
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One record read from a folded topic: where it sits and what it holds."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def mark(self) -> str:
+        """Its source partition, as rows and the dead-letter table name it."""
+        return f"{self.topic}:{self.partition}"
+
+
+@dataclass(frozen=True)
+class Reject:
+    """Dead-letter the record (first time its offset is seen) with `error`."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Do nothing: the record was dead-lettered or folded already, or changes nothing."""
+
+    why: Literal["dead-lettered already", "folded already", "no change"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """Publish `row.status` as the task's snapshot, then store `row` under its task id."""
+
+    event: FoldEvent
+    row: FoldedRow
+
+
+Decision = Reject | Skip | Change
+
+
+def fold_record(
+    record: SourceRecord, row_of: Callable[[str], FoldedRow | None], dead_lettered_to: int | None
+) -> Decision:
+    """What `record` does to the table.
+
+    `row_of` reads a task's current row; `dead_lettered_to` is the highest offset of the record's
+    source partition already dead-lettered (None if none): a re-read malformed record at or below it
+    is skipped, so each one is dead-lettered once. A record at or below its row's mark for the
+    partition was folded before a restart and is skipped; its change is not published twice.
+    """
+    try:
+        event = decode(record.topic, record.key, record.value)
+    except MalformedRecord as exc:
+        if dead_lettered_to is not None and record.offset <= dead_lettered_to:
+            return Skip("dead-lettered already")
+        return Reject(str(exc))
+    row = row_of(event.task_id)
+    if row is not None and row.folded(record.mark, record.offset):
+        return Skip("folded already")
+    new = apply(row.status if row else None, event, row.past_attempts if row else ())
+    if new is None:
+        return Skip("no change")
+    return Change(event, (row or FoldedRow(status=new)).advanced(new, record.mark, record.offset))

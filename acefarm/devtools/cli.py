@@ -1,6 +1,7 @@
 """The `acefarm` command: run the whole stack locally (`dev`), or one service, or manage models.
 
-Service commands hand over to `python -m <service>` so this package never imports a service.
+The developer tools sit above the services: `gateway` and `streams` call the service's run function
+in this process. Settings are read once, in the root callback, and reach commands as `ctx.obj`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import typer
 from acefarm.devtools.keys_cli import keys_app
 from acefarm.devtools.models_cli import models_app
 from acefarm.devtools.schemas_cli import schemas_app
+from acefarm.infra.settings import Settings, get_settings
 
 app = typer.Typer(help="acefarm: ACE-Step 1.5 behind a REST + Kafka API.", no_args_is_help=True)
 app.add_typer(models_app, name="models", help="Download, inspect or build ACE-Step checkpoints.")
@@ -28,16 +30,37 @@ def _exec_module(module: str, args: list[str]) -> None:
     os.execv(sys.executable, [sys.executable, "-m", module, *args])
 
 
-@app.command(context_settings=_PASSTHROUGH)
-def gateway(ctx: typer.Context) -> None:
-    """Run the REST/SSE gateway (options: --host, --port)."""
-    _exec_module("gateway", ctx.args)
+@app.callback()
+def _load_settings(ctx: typer.Context) -> None:
+    """Read the settings (environment and .env) once for every command."""
+    ctx.obj = get_settings()
 
 
-@app.command(context_settings=_PASSTHROUGH)
+def _settings(ctx: typer.Context) -> Settings:
+    """The settings the root callback read."""
+    settings: Settings = ctx.find_root().obj
+    return settings
+
+
+@app.command()
+def gateway(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: GATEWAY_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: GATEWAY_PORT).")] = None,
+) -> None:
+    """Run the REST/SSE gateway until SIGINT/SIGTERM."""
+    from gateway.server import run_gateway
+
+    settings = _settings(ctx)
+    run_gateway(settings, host or settings.gateway_host, port if port is not None else settings.gateway_port)
+
+
+@app.command()
 def streams(ctx: typer.Context) -> None:
-    """Run the status-table stream processor."""
-    _exec_module("streams", ctx.args)
+    """Run the status-table stream processor until SIGINT/SIGTERM."""
+    from streams.app import run_streams
+
+    run_streams(_settings(ctx))
 
 
 @app.command("gpu-consumer", context_settings=_PASSTHROUGH)

@@ -112,11 +112,11 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         resolve_model(settings, env)
-        children.append(_start("streams", "streams", [], env))
+        children.append(_start("streams", "acefarm", ["streams"], env))
         children.append(_start("gpu-consumer", "gpu_consumer", [], env))
         if with_trainer:
             children.append(_start("trainer", "trainer", [], env))
-        children.append(_start("gateway", "gateway", ["--host", host, "--port", str(port)], env))
+        children.append(_start("gateway", "acefarm", ["gateway", "--host", host, "--port", str(port)], env))
         log.info("dev.ready", url=f"http://{host}:{port}/", docs=f"http://{host}:{port}/docs")
         while not stopping:
             for child in children:

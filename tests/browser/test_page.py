@@ -66,7 +66,8 @@ class Stack:
     services: dict[str, Service]
 
     def start_gateway(self) -> None:
-        gateway = start_service("gateway", ["-m", "gateway", "--port", str(self.port)], self.env, self.log_dir)
+        argv = ["-m", "acefarm", "gateway", "--port", str(self.port)]
+        gateway = start_service("gateway", argv, self.env, self.log_dir)
         self.services["gateway"] = gateway
         wait_until_ready(f"{self.url}/readyz", gateway, timeout_s=120)
 
@@ -90,7 +91,7 @@ def stack(kafka_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     }
     stack = Stack(f"http://127.0.0.1:{port}", port, env, work / "logs", {})
     try:
-        stack.services["streams"] = start_service("streams", ["-m", "streams"], env, stack.log_dir)
+        stack.services["streams"] = start_service("streams", ["-m", "acefarm", "streams"], env, stack.log_dir)
         stack.services["gpu"] = start_service("gpu", ["-m", "gpu_consumer"], env, stack.log_dir)
         stack.start_gateway()
         yield stack

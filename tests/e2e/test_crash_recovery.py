@@ -52,8 +52,8 @@ def test_killed_consumer_job_is_redone_and_reported_once(own_broker: EmbeddedBro
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     services: list[Service] = [
-        start_service("streams", ["-m", "streams"], env, logs),
-        start_service("gateway", ["-m", "gateway", "--port", str(port)], env, logs),
+        start_service("streams", ["-m", "acefarm", "streams"], env, logs),
+        start_service("gateway", ["-m", "acefarm", "gateway", "--port", str(port)], env, logs),
     ]
     first = start_service("consumer-1", ["-m", "gpu_consumer"], env, logs)
     services.append(first)

@@ -68,10 +68,11 @@ def test_readyz_is_503_once_kafka_stops(tmp_path: Path) -> None:
             running.close()
 
 
-def test_python_m_gateway_serves_and_stops_cleanly(kafka_env: dict[str, str], tmp_path: Path) -> None:
+def test_acefarm_gateway_command_serves_and_stops_cleanly(kafka_env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     env = {**kafka_env, "OUTPUT_DIR": str(tmp_path / "data")}
-    service = start_service("gateway", ["-m", "gateway", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path)
+    argv = ["-m", "acefarm", "gateway", "--host", "127.0.0.1", "--port", str(port)]
+    service = start_service("gateway", argv, env, tmp_path)
     try:
         wait_until_ready(f"http://127.0.0.1:{port}/readyz", service, timeout_s=60)
         accepted = httpx.post(f"http://127.0.0.1:{port}/generate", json={"prompt": "x", "duration": 2})

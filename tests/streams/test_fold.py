@@ -1,9 +1,8 @@
-"""Unit tests of the pure status fold."""
+"""Unit tests of the pure status fold: the rules (`apply`) and the per-record decision (`fold_record`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from functools import reduce
 
 import pytest
 
@@ -21,7 +20,22 @@ from schemas.events import (
 )
 from schemas.generation import GenerationParams
 from schemas.status import Stage, StoredFile, TaskKind, TaskState, TaskStatus
-from streams.fold import FoldedRow, FoldEvent, MalformedRecord, apply, decode, dumps, loads
+from streams.fold import (
+    MAX_PAST_ATTEMPTS,
+    Change,
+    FoldedRow,
+    FoldEvent,
+    MalformedRecord,
+    Reject,
+    Skip,
+    SourceRecord,
+    apply,
+    decode,
+    dumps,
+    fold_record,
+    loads,
+)
+from tests.streams.tables import Tables, Topics
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 TID = "task-1"
@@ -66,12 +80,14 @@ def succeeded(attempt: str = "a1", t: float = 3) -> TaskSucceeded:
     return TaskSucceeded(task_id=TID, attempt=attempt, files=[FILE], occurred_at=at(t))
 
 
-def failed(t: float = 3) -> TaskFailed:
-    return TaskFailed(task_id=TID, attempt="a1", error="CUDA out of memory", reason="out_of_memory", occurred_at=at(t))
+def failed(t: float = 3, attempt: str | None = "a1") -> TaskFailed:
+    return TaskFailed(
+        task_id=TID, attempt=attempt, error="CUDA out of memory", reason="out_of_memory", occurred_at=at(t)
+    )
 
 
-def cancelled(t: float = 3) -> TaskCancelled:
-    return TaskCancelled(task_id=TID, attempt="a1", occurred_at=at(t))
+def cancelled(t: float = 3, attempt: str | None = "a1") -> TaskCancelled:
+    return TaskCancelled(task_id=TID, attempt=attempt, occurred_at=at(t))
 
 
 def cancel(t: float = 1) -> CancelRequested:
@@ -79,17 +95,11 @@ def cancel(t: float = 1) -> CancelRequested:
 
 
 def fold(*events: FoldEvent) -> tuple[TaskStatus | None, list[TaskStatus]]:
-    """Fold `events` from nothing; return the final status and every emitted change."""
-    emitted: list[TaskStatus] = []
-
-    def step(status: TaskStatus | None, event: FoldEvent) -> TaskStatus | None:
-        new = apply(status, event)
-        if new is None:
-            return status
-        emitted.append(new)
-        return new
-
-    return reduce(step, events, None), emitted
+    """Publish `events` in order and fold each record; return the final status and every published change."""
+    topics_, tables = Topics(), Tables()
+    for event in events:
+        tables.read(topics_.publish(event))
+    return tables.status(TID), tables.snapshots
 
 
 def states(emitted: list[TaskStatus]) -> list[tuple[str, int]]:
@@ -253,3 +263,89 @@ def test_decode_accepts_events_on_their_topic() -> None:
 def test_decode_rejects_malformed_records(topic: str, key: bytes | None, value: bytes | None, why: str) -> None:
     with pytest.raises(MalformedRecord, match=why):
         decode(topic, key, value)
+
+
+def test_cancel_for_an_unknown_task_is_ignored_and_does_not_cancel_a_later_submission() -> None:
+    assert apply(None, cancel(t=0)) is None
+    final, emitted = fold(cancel(t=0), requested(t=1), started(t=2), succeeded(t=3))
+    assert final is not None and final.status is TaskState.SUCCESS
+    assert states(emitted) == [("pending", 1), ("running", 2), ("success", 3)]
+
+
+def test_final_of_a_superseded_attempt_is_ignored() -> None:
+    """A worker that lost the job (redelivered to a2) reports a timeout late: a2 still decides."""
+    zombie = TaskFailed(task_id=TID, attempt="a1", error="stuck", reason="timeout", occurred_at=at(5))
+    final, emitted = fold(requested(), started("a1"), started("a2", t=4), zombie, succeeded("a2", t=6))
+    assert final is not None and (final.status, final.attempt) == (TaskState.SUCCESS, "a2")
+    assert states(emitted) == [("pending", 1), ("running", 2), ("running", 3), ("success", 4)]
+
+
+def test_started_and_progress_of_a_superseded_attempt_are_ignored() -> None:
+    final, emitted = fold(requested(), started("a1"), started("a2", t=4), started("a1", t=5), progress(0.9, "a1", t=6))
+    assert final is not None and (final.attempt, final.progress) == ("a2", 0.0)
+    assert len(emitted) == 3
+
+
+def test_final_of_an_attempt_whose_start_was_lost_applies() -> None:
+    """`started` is not awaited by the worker: a final from an attempt never seen is the newer delivery's."""
+    final, _ = fold(requested(), started("a1"), succeeded("a2", t=6))
+    assert final is not None and (final.status, final.attempt) == (TaskState.SUCCESS, "a2")
+
+
+@pytest.mark.parametrize("event", [cancelled(attempt=None), failed(attempt=None)])
+def test_final_without_attempt_applies_to_pending_and_running(event: FoldEvent) -> None:
+    pending, _ = fold(requested(), event)
+    assert pending is not None and pending.status.is_final
+    # a delivery crashed while running, the next one was never run: the task ends all the same
+    running, _ = fold(requested(), started("a1"), event)
+    assert running is not None and running.status.is_final and running.attempt == "a1"
+
+
+def test_row_remembers_a_bounded_number_of_past_attempts() -> None:
+    events: list[FoldEvent] = [requested(), *(started(f"a{i}", t=i) for i in range(MAX_PAST_ATTEMPTS + 3))]
+    topics_, tables = Topics(), Tables()
+    for event in events:
+        tables.read(topics_.publish(event))
+    past = tables.rows[TID].past_attempts
+    assert len(past) == MAX_PAST_ATTEMPTS and (past[0], past[-1]) == ("a2", f"a{MAX_PAST_ATTEMPTS + 1}")
+
+
+def record(event: FoldEvent | None = None, offset: int = 0, value: bytes | None = None) -> SourceRecord:
+    value = value if event is None else event.to_bytes()
+    return SourceRecord(topic=topics.TASK_EVENTS, partition=2, offset=offset, key=TID.encode(), value=value)
+
+
+def test_record_mark_names_topic_and_partition() -> None:
+    assert record(started()).mark == "acefarm.task.events:2"
+
+
+def test_fold_record_changes_a_new_row_and_marks_the_offset() -> None:
+    event = started()
+    decision = fold_record(record(event, offset=7), lambda _: None, None)
+    assert isinstance(decision, Change) and decision.event == event
+    assert decision.row.status.status is TaskState.RUNNING
+    assert decision.row.marks == {"acefarm.task.events:2": 7}
+
+
+def test_fold_record_skips_records_already_folded_and_changes_nothing_new() -> None:
+    first = fold_record(record(started(), offset=7), lambda _: None, None)
+    assert isinstance(first, Change)
+    rows = {TID: first.row}
+    assert fold_record(record(started(), offset=7), rows.get, None) == Skip("folded already")
+    assert fold_record(record(started(), offset=8), rows.get, None) == Skip("no change")
+    later = fold_record(record(progress(0.5), offset=9), rows.get, None)
+    assert isinstance(later, Change) and later.row.marks == {"acefarm.task.events:2": 9}
+
+
+def test_fold_record_dead_letters_a_malformed_record_once() -> None:
+    decision = fold_record(record(value=b"not json", offset=4), lambda _: None, None)
+    assert isinstance(decision, Reject) and "Invalid JSON" in decision.error
+    assert fold_record(record(value=b"not json", offset=4), lambda _: None, 4) == Skip("dead-lettered already")
+    assert isinstance(fold_record(record(value=None, offset=5), lambda _: None, 4), Reject)
+
+
+def test_rows_from_before_past_attempts_were_kept_still_load() -> None:
+    status = apply(None, requested())
+    assert status is not None
+    row = loads(f'{{"status": {status.model_dump_json()}, "marks": {{"t:0": 3}}}}')
+    assert row == FoldedRow(status=status, marks={"t:0": 3})

@@ -37,14 +37,14 @@ WAIT_S = 60.0
 
 @pytest.fixture
 def start_streams(kafka_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start `python -m streams` processes; every one is killed at the end."""
+    """Start `python -m acefarm streams` processes; every one is killed at the end."""
     procs: list[subprocess.Popen[bytes]] = []
     env = {**os.environ, **kafka_env, "OUTPUT_DIR": str(tmp_path / "data"), "LOG_FORMAT": "json"}
 
     def start(**extra_env: str) -> subprocess.Popen[bytes]:
         log = open(tmp_path / f"streams-{len(procs)}.log", "wb")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams"], env={**env, **extra_env}, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "acefarm", "streams"], env={**env, **extra_env}, stdout=log, stderr=subprocess.STDOUT
         )
         procs.append(proc)
         return proc
