@@ -1,18 +1,23 @@
 """The `acefarm` command: run the whole stack locally (`dev`), or one service, or manage models.
 
-Service commands hand over to `python -m <service>` so this package never imports a service.
+The gateway and streams commands hand over to `python -m <service>`; the long-job workers run in
+this process (`acefarm.runtime.service.run_worker`), their packages imported only when chosen.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from acefarm.devtools.models_cli import models_app
 from acefarm.devtools.schemas_cli import schemas_app
+from acefarm.infra.settings import Settings
+
+if TYPE_CHECKING:
+    from acefarm.runtime.service import WorkerKind
 
 app = typer.Typer(help="acefarm: ACE-Step 1.5 behind a REST + Kafka API.", no_args_is_help=True)
 app.add_typer(models_app, name="models", help="Download, inspect or build ACE-Step checkpoints.")
@@ -38,16 +43,50 @@ def streams(ctx: typer.Context) -> None:
     _exec_module("streams", ctx.args)
 
 
-@app.command("gpu-consumer", context_settings=_PASSTHROUGH)
-def gpu_consumer(ctx: typer.Context) -> None:
-    """Run one GPU consumer (options: --device cuda:N)."""
-    _exec_module("gpu_consumer", ctx.args)
+_DEVICE_HELP = "Device for the model, e.g. cuda:0 or cpu (overrides DEVICE)."
+_STATIC_HELP = "Join with group.instance.id = WORKER_ID: quick restarts cause no rebalance."
 
 
-@app.command(context_settings=_PASSTHROUGH)
-def trainer(ctx: typer.Context) -> None:
-    """Run one LoRA trainer (options: --device cuda:N)."""
-    _exec_module("trainer", ctx.args)
+def _run_worker(kind: WorkerKind[Any], device: str | None, grace: float | None, static_membership: bool) -> None:
+    """Run one worker of `kind` with the command's options applied to the settings."""
+    from acefarm.runtime.service import run_worker
+
+    settings = Settings()
+    if device:
+        settings = settings.model_copy(update={"device": device})
+    if static_membership and not settings.worker_id:
+        raise typer.BadParameter("--static-membership needs a stable WORKER_ID", param_hint="--static-membership")
+    run_worker(settings, kind, grace_s=grace, static_membership=static_membership)
+
+
+@app.command("gpu-consumer")
+def gpu_consumer(
+    device: Annotated[str | None, typer.Option(help=_DEVICE_HELP)] = None,
+    grace: Annotated[
+        float | None,
+        typer.Option(help="Seconds a running job may finish after SIGTERM before it is left uncommitted [30]."),
+    ] = None,
+    static_membership: Annotated[bool, typer.Option(help=_STATIC_HELP)] = False,
+) -> None:
+    """Run one GPU consumer (one per GPU): generation jobs, one at a time."""
+    from gpu_consumer.worker import GPU_CONSUMER
+
+    _run_worker(GPU_CONSUMER, device, grace, static_membership)
+
+
+@app.command()
+def trainer(
+    device: Annotated[str | None, typer.Option(help=_DEVICE_HELP)] = None,
+    grace: Annotated[
+        float | None,
+        typer.Option(help="Seconds a running job may take after SIGTERM to checkpoint and stop [60]."),
+    ] = None,
+    static_membership: Annotated[bool, typer.Option(help=_STATIC_HELP)] = False,
+) -> None:
+    """Run one LoRA trainer (one per GPU): training jobs, one at a time."""
+    from trainer.worker import TRAINER
+
+    _run_worker(TRAINER, device, grace, static_membership)
 
 
 @app.command()

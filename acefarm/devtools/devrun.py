@@ -113,9 +113,9 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
     try:
         resolve_model(settings, env)
         children.append(_start("streams", "streams", [], env))
-        children.append(_start("gpu-consumer", "gpu_consumer", [], env))
+        children.append(_start("gpu-consumer", "acefarm", ["gpu-consumer"], env))
         if with_trainer:
-            children.append(_start("trainer", "trainer", [], env))
+            children.append(_start("trainer", "acefarm", ["trainer"], env))
         children.append(_start("gateway", "gateway", ["--host", host, "--port", str(port)], env))
         log.info("dev.ready", url=f"http://{host}:{port}/", docs=f"http://{host}:{port}/docs")
         while not stopping:
