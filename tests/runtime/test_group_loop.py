@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,19 +17,18 @@ from acefarm.infra.kafka import client_options, make_producer
 from acefarm.infra.settings import Settings
 from acefarm.runtime.group_loop import (
     KEEPALIVE_POLL_S,
+    Handler,
     PausingListener,
     Shutdown,
     consume_one_at_a_time,
     make_job_consumer,
 )
 
-Handle = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[bool]]
-
 
 class Loop:
     """A job consumer on its own topic and group, running `consume_one_at_a_time` in a task."""
 
-    def __init__(self, settings: Settings, topic: str, handle: Handle, *, grace_s: float = 10.0) -> None:
+    def __init__(self, settings: Settings, topic: str, handle: Handler, *, grace_s: float = 10.0) -> None:
         self.topic = topic
         self.consumer = make_job_consumer(settings, f"test-loop-{uuid.uuid4().hex[:8]}")
         self.listener = PausingListener(self.consumer)

@@ -25,8 +25,8 @@ class Published:
         self.events.append((time.monotonic(), event))
 
     @property
-    def steps(self) -> list[int | None]:
-        return [event.step for _, event in self.events]
+    def steps(self) -> list[int]:
+        return [event.step or 0 for _, event in self.events]
 
 
 def publisher(published: Published, max_hz: float) -> ProgressPublisher:
