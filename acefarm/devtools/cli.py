@@ -1,14 +1,13 @@
 """The `acefarm` command: run the whole stack locally (`dev`), or one service, or manage models.
 
-The developer tools sit above the services: `gateway` and `streams` call the service's run function
-in this process. Settings are read once, in the root callback, and reach commands as `ctx.obj`.
+The developer tools sit above the services: each service command calls that service's run function in
+this process (the service's package is imported only when its command runs).
+Settings are read once, in the root callback, and reach commands as `ctx.obj`.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,17 +16,13 @@ from acefarm.devtools.models_cli import models_app
 from acefarm.devtools.schemas_cli import schemas_app
 from acefarm.infra.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from acefarm.runtime.service import WorkerKind
+
 app = typer.Typer(help="acefarm: ACE-Step 1.5 behind a REST + Kafka API.", no_args_is_help=True)
 app.add_typer(models_app, name="models", help="Download, inspect or build ACE-Step checkpoints.")
 app.add_typer(schemas_app, name="schemas", help="Export the event and API contract as JSON Schema.")
 app.add_typer(keys_app, name="keys", help="Create, list or revoke API keys.")
-
-_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-
-def _exec_module(module: str, args: list[str]) -> None:
-    """Replace this process with `python -m module args...`."""
-    os.execv(sys.executable, [sys.executable, "-m", module, *args])
 
 
 @app.callback()
@@ -63,16 +58,54 @@ def streams(ctx: typer.Context) -> None:
     run_streams(_settings(ctx))
 
 
-@app.command("gpu-consumer", context_settings=_PASSTHROUGH)
-def gpu_consumer(ctx: typer.Context) -> None:
-    """Run one GPU consumer (options: --device cuda:N)."""
-    _exec_module("gpu_consumer", ctx.args)
+_DEVICE_HELP = "Device for the model, e.g. cuda:0 or cpu (overrides DEVICE)."
+_STATIC_HELP = "Join with group.instance.id = WORKER_ID: quick restarts cause no rebalance."
 
 
-@app.command(context_settings=_PASSTHROUGH)
-def trainer(ctx: typer.Context) -> None:
-    """Run one LoRA trainer (options: --device cuda:N)."""
-    _exec_module("trainer", ctx.args)
+def _run_worker(
+    ctx: typer.Context, kind: WorkerKind[Any], device: str | None, grace: float | None, static_membership: bool
+) -> None:
+    """Run one worker of `kind` with the command's options applied to the settings."""
+    from acefarm.runtime.service import run_worker
+
+    settings = _settings(ctx)
+    if device:
+        settings = settings.model_copy(update={"device": device})
+    if static_membership and not settings.worker_id:
+        raise typer.BadParameter("--static-membership needs a stable WORKER_ID", param_hint="--static-membership")
+    run_worker(settings, kind, grace_s=grace, static_membership=static_membership)
+
+
+@app.command("gpu-consumer")
+def gpu_consumer(
+    ctx: typer.Context,
+    device: Annotated[str | None, typer.Option(help=_DEVICE_HELP)] = None,
+    grace: Annotated[
+        float | None,
+        typer.Option(help="Seconds a running job may finish after SIGTERM before it is left uncommitted [30]."),
+    ] = None,
+    static_membership: Annotated[bool, typer.Option(help=_STATIC_HELP)] = False,
+) -> None:
+    """Run one GPU consumer (one per GPU): generation jobs, one at a time."""
+    from gpu_consumer.worker import GPU_CONSUMER
+
+    _run_worker(ctx, GPU_CONSUMER, device, grace, static_membership)
+
+
+@app.command()
+def trainer(
+    ctx: typer.Context,
+    device: Annotated[str | None, typer.Option(help=_DEVICE_HELP)] = None,
+    grace: Annotated[
+        float | None,
+        typer.Option(help="Seconds a running job may take after SIGTERM to checkpoint and stop [60]."),
+    ] = None,
+    static_membership: Annotated[bool, typer.Option(help=_STATIC_HELP)] = False,
+) -> None:
+    """Run one LoRA trainer (one per GPU): training jobs, one at a time."""
+    from trainer.worker import TRAINER
+
+    _run_worker(ctx, TRAINER, device, grace, static_membership)
 
 
 @app.command()

@@ -68,10 +68,12 @@ def resolve_model(settings: Settings, env: dict[str, str]) -> None:
     env["MODEL_PATH"] = str(tiny)
 
 
-def _start(name: str, module: str, args: list[str], env: dict[str, str]) -> Child:
+def _start(name: str, args: list[str], env: dict[str, str]) -> Child:
+    """Start `acefarm <args>` as the service `name`."""
     log.info("dev.start", service=name)
     # A session of its own: Ctrl-C reaches only this supervisor, which stops services before the broker.
-    return Child(name, subprocess.Popen([sys.executable, "-m", module, *args], env=env, start_new_session=True))
+    command = [sys.executable, "-m", "acefarm", *args]
+    return Child(name, subprocess.Popen(command, env=env, start_new_session=True))
 
 
 def _stop_all(children: list[Child]) -> None:
@@ -112,11 +114,11 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         resolve_model(settings, env)
-        children.append(_start("streams", "acefarm", ["streams"], env))
-        children.append(_start("gpu-consumer", "gpu_consumer", [], env))
+        children.append(_start("streams", ["streams"], env))
+        children.append(_start("gpu-consumer", ["gpu-consumer"], env))
         if with_trainer:
-            children.append(_start("trainer", "trainer", [], env))
-        children.append(_start("gateway", "acefarm", ["gateway", "--host", host, "--port", str(port)], env))
+            children.append(_start("trainer", ["trainer"], env))
+        children.append(_start("gateway", ["gateway", "--host", host, "--port", str(port)], env))
         log.info("dev.ready", url=f"http://{host}:{port}/", docs=f"http://{host}:{port}/docs")
         while not stopping:
             for child in children:

@@ -1,4 +1,4 @@
-"""A long-job worker process (GPU consumer, trainer): who it is, the clients it needs, its job loop."""
+"""A long-job worker process (GPU consumer, trainer): its kind, who it is, its clients, its job loop."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
-
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from typing import Any, Generic, TypeVar
 
 from acefarm.infra.kafka import ensure_topics, make_producer
-from acefarm.infra.logging import get_logger
+from acefarm.infra.logging import configure_logging, get_logger
 from acefarm.infra.settings import Settings
-from acefarm.infra.storage import Storage, open_storage
+from acefarm.infra.storage import open_storage
 from acefarm.runtime.cancels import CancelWatcher
 from acefarm.runtime.group_loop import PausingListener, Shutdown, consume_one_at_a_time, make_job_consumer
+from acefarm.runtime.lifecycle import JobRunner, JobWorker, WorkerClients
 
 log = get_logger(__name__)
 M = TypeVar("M")
@@ -39,72 +38,77 @@ def worker_name(settings: Settings) -> str:
 
 
 @dataclass(frozen=True)
-class WorkerClients:
-    """What a job handler publishes, stores and checks with; started and stopped by `serve_jobs`."""
+class WorkerKind(Generic[M]):
+    """One kind of long-job worker: what it consumes, how its model loads, and its job-specific part."""
 
-    settings: Settings
-    worker: str
-    storage: Storage
-    producer: AIOKafkaProducer
-    cancels: CancelWatcher
+    name: str
+    """Prefix of its process log events (`{name}.ready`, `{name}.stopped`, `{name}.crashed`)."""
+    service: str
+    """The service name in its log lines."""
+    topic: str
+    group_id: str
+    load: Callable[[Settings], M]
+    """Loads the model once per process (blocking; runs in a thread)."""
+    make_job: Callable[[M, Settings], JobWorker[Any]]
+    grace_s: float
+    """Default seconds a running job gets after SIGTERM before it is abandoned (left uncommitted)."""
 
 
-class JobHandler(Protocol):
-    """A service's job: what one record means and does."""
+def run_worker(
+    settings: Settings, kind: WorkerKind[Any], *, grace_s: float | None = None, static_membership: bool = False
+) -> None:
+    """Run one worker of `kind` until SIGTERM/SIGINT (blocking); exits with status 1 if it crashes.
 
-    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> bool:
-        """Process one record; True once its final event (or dead letter) is acknowledged, so the
-        offset may be committed; False to leave it uncommitted (redelivered)."""
-        ...
-
-    def on_shutdown(self) -> None:
-        """Shutdown was requested while a job runs (the grace period starts)."""
-        ...
+    `grace_s` defaults to the kind's. See docs/consumer.md.
+    """
+    configure_logging(kind.service, settings.log_level, settings.log_format)
+    grace = kind.grace_s if grace_s is None else grace_s
+    try:
+        asyncio.run(serve_jobs(settings, kind, grace_s=grace, static_membership=static_membership))
+    except Exception:
+        log.exception(f"{kind.name}.crashed")  # uncommitted work is redelivered to the next worker
+        raise SystemExit(1) from None
 
 
 async def serve_jobs(
     settings: Settings,
+    kind: WorkerKind[Any],
     *,
-    name: str,
-    topic: str,
-    group_id: str,
-    load: Callable[[], M],
-    make_handler: Callable[[M, WorkerClients], JobHandler],
     grace_s: float,
     static_membership: bool = False,
     shutdown: Shutdown | None = None,
 ) -> None:
-    """Load the model once (`load`, in a thread), join `group_id` on `topic` and run one job at a time
-    until SIGTERM/SIGINT; logs `{name}.ready` and `{name}.stopped`.
+    """Load the model once (`kind.load`, in a thread), join the kind's group on its topic and run one
+    job at a time until SIGTERM/SIGINT; logs `{name}.ready` and `{name}.stopped`.
 
     With `static_membership` the consumer joins with `group.instance.id` = the worker name.
     """
     shutdown = shutdown or Shutdown()
     shutdown.install()
     worker = worker_name(settings)
-    model = await asyncio.to_thread(load)
+    model = await asyncio.to_thread(kind.load, settings)
     if shutdown.requested.is_set():
         return
     await ensure_topics(settings)
     storage = open_storage(settings)
     producer = make_producer(settings)
     cancels = CancelWatcher(settings)
-    consumer = make_job_consumer(settings, group_id, worker if static_membership else None)
+    consumer = make_job_consumer(settings, kind.group_id, worker if static_membership else None)
     listener = PausingListener(consumer)
-    consumer.subscribe([topic], listener=listener)
+    consumer.subscribe([kind.topic], listener=listener)
     await producer.start()
     try:
         await cancels.start()
-        handler = make_handler(model, WorkerClients(settings, worker, storage, producer, cancels))
+        runner = JobRunner(kind.make_job(model, settings), WorkerClients(settings, worker, storage, producer, cancels))
         listener.started_at = time.monotonic()
         await consumer.start()
-        log.info(f"{name}.ready", worker=worker, group=group_id)
+        log.info(f"{kind.name}.ready", worker=worker, group=kind.group_id)
         await consume_one_at_a_time(
-            consumer, listener, handler.handle, shutdown, grace_s=grace_s, on_shutdown=handler.on_shutdown
+            consumer, listener, runner.handle, shutdown, grace_s=grace_s, on_shutdown=runner.on_shutdown
         )
     finally:
         # Closing the consumer sends LeaveGroup (dynamic members), so the partitions move at once.
         for close in (consumer.stop, cancels.stop, producer.stop, storage.close):
             with contextlib.suppress(Exception):
                 await close()
-        log.info(f"{name}.stopped", worker=worker)
+        log.info(f"{kind.name}.stopped", worker=worker)

@@ -20,6 +20,7 @@ import numpy as np
 
 from acefarm.infra.settings import Settings
 from acefarm.model.pipeline import PipelineInfo, load_pipeline
+from acefarm.runtime.portal import BlockingStorage
 from gpu_consumer.engine.base import (
     EngineError,
     InvalidInput,
@@ -35,8 +36,8 @@ from schemas.status import Stage
 MAX_RESIDENT_ADAPTERS = 4
 """LoRA adapters kept loaded at once; the least recently used one is dropped beyond this."""
 
-AdapterResolver = Callable[[str], Path | None]
-"""lora_id → local directory holding the adapter's weights (None: unknown)."""
+AdapterResolver = Callable[[str, BlockingStorage | None], Path | None]
+"""(lora_id, the job's storage) → local directory holding the adapter's weights (None: unknown)."""
 
 
 class AceStepEngine:
@@ -93,7 +94,7 @@ class AceStepEngine:
         with self._lock:
             self.jobs += 1
             job.report(Stage.ENCODING, 0.0, None, None)
-            self._activate_lora(params)
+            self._activate_lora(params, job.storage)
             seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
             kwargs = self.pipeline_kwargs(params, job.src_audio, job.reference_audio, seed=seed)
             kwargs["callback_on_step_end"] = self._step_callback(job, params.inference_steps)
@@ -266,14 +267,14 @@ class AceStepEngine:
         """Resident LoRA ids, least recently used first."""
         return list(self._adapters)
 
-    def _activate_lora(self, params: GenerationParams) -> None:
+    def _activate_lora(self, params: GenerationParams, storage: BlockingStorage | None) -> None:
         """Apply `lora_id` at `lora_scale`, or disable every adapter for a base-model job."""
         if params.lora_id is None or params.lora_scale == 0.0:
             if self._adapters:
                 self.pipe.disable_lora()
             return
         if params.lora_id not in self._adapters:
-            path = self.adapter_resolver(params.lora_id) if self.adapter_resolver else None
+            path = self.adapter_resolver(params.lora_id, storage) if self.adapter_resolver else None
             if path is None:
                 raise InvalidInput(f"LoRA '{params.lora_id}' is not available on this worker")
             self.ensure_adapter(params.lora_id, path)

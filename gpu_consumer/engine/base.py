@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from acefarm.runtime.portal import BlockingStorage
 from schemas.generation import GenerationParams, TaskType
 from schemas.status import Stage
 
@@ -56,6 +57,8 @@ class Job:
     """float32 [2, samples] at the engine's sample rate, or None."""
     report: ProgressFn = field(default=lambda stage, progress, step, total: None)
     is_cancelled: Callable[[], bool] = field(default=lambda: False)
+    storage: BlockingStorage | None = None
+    """Storage from the engine's thread (LoRA adapters); None: no storage reachable."""
 
 
 @dataclass

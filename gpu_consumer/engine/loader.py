@@ -19,7 +19,7 @@ def load_engine(settings: Settings) -> Engine:
         from gpu_consumer.engine.acestep import AceStepEngine
         from gpu_consumer.engine.adapter_cache import LoraCache
 
-        return AceStepEngine(settings, adapter_resolver=LoraCache(settings).resolve)
+        return AceStepEngine(settings, adapter_resolver=LoraCache().resolve)
     if name == "null":
         from gpu_consumer.engine.null import NullEngine
 

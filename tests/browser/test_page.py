@@ -92,7 +92,7 @@ def stack(kafka_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     stack = Stack(f"http://127.0.0.1:{port}", port, env, work / "logs", {})
     try:
         stack.services["streams"] = start_service("streams", ["-m", "acefarm", "streams"], env, stack.log_dir)
-        stack.services["gpu"] = start_service("gpu", ["-m", "gpu_consumer"], env, stack.log_dir)
+        stack.services["gpu"] = start_service("gpu", ["-m", "acefarm", "gpu-consumer"], env, stack.log_dir)
         stack.start_gateway()
         yield stack
     finally:
@@ -360,7 +360,7 @@ def trainer(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     # In a child process, as `acefarm dev` does: keeps torch out of the test process.
     subprocess.run([sys.executable, "-m", "acefarm", "models", "make-tiny", str(model)], check=True, cwd=ROOT)
     env = {**stack.env, "MODEL_PATH": str(model)}
-    service = start_service("trainer", ["-m", "trainer", "--device", "cpu"], env, stack.log_dir)
+    service = start_service("trainer", ["-m", "acefarm", "trainer", "--device", "cpu"], env, stack.log_dir)
     stack.services["trainer"] = service
     yield service
     service.stop()

@@ -22,7 +22,7 @@ from schemas.events import CancelRequested, GenerationRequested, parse_event
 from schemas.generation import GenerationParams
 from tests.support.processes import Service, start_service
 
-CONSUMER_ARGS = ["-m", "gpu_consumer"]
+CONSUMER_ARGS = ["-m", "acefarm", "gpu-consumer"]
 """How the tests start the consumer process (python CONSUMER_ARGS...)."""
 TONE_ENGINE = "tests.support.tone_engine:ToneEngine"
 FINAL_TYPES = {"task.succeeded", "task.failed", "task.cancelled"}
@@ -106,7 +106,7 @@ class Client:
 
 
 def consumer_env(kafka_env: dict[str, str], output_dir: Path, **extra: str) -> dict[str, str]:
-    """Environment for `python -m gpu_consumer` with the tone engine and local storage."""
+    """Environment for `python -m acefarm gpu-consumer` with the tone engine and local storage."""
     return {
         **kafka_env,
         "ENGINE": TONE_ENGINE,
@@ -144,7 +144,7 @@ def topics_ready(kafka_env: dict[str, str]) -> None:
 def consumer_service(
     topics_ready: None, kafka_env: dict[str, str], consumer_output: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    """One `python -m gpu_consumer` for the module, joined to the group before tests start."""
+    """One `python -m acefarm gpu-consumer` for the module, joined to the group before tests start."""
     service = start_service(
         "gpu-consumer",
         CONSUMER_ARGS,

@@ -55,7 +55,7 @@ def test_killed_consumer_job_is_redone_and_reported_once(own_broker: EmbeddedBro
         start_service("streams", ["-m", "acefarm", "streams"], env, logs),
         start_service("gateway", ["-m", "acefarm", "gateway", "--port", str(port)], env, logs),
     ]
-    first = start_service("consumer-1", ["-m", "gpu_consumer"], env, logs)
+    first = start_service("consumer-1", ["-m", "acefarm", "gpu-consumer"], env, logs)
     services.append(first)
     try:
         wait_until_ready(f"{url}/readyz", services[1])
@@ -70,7 +70,7 @@ def test_killed_consumer_job_is_redone_and_reported_once(own_broker: EmbeddedBro
         assert status["status"] == "running", status
         first.kill()
 
-        services.append(start_service("consumer-2", ["-m", "gpu_consumer"], env, logs))
+        services.append(start_service("consumer-2", ["-m", "acefarm", "gpu-consumer"], env, logs))
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             status = httpx.get(f"{url}/status/{task_id}").json()

@@ -43,7 +43,7 @@ def test_lora_is_applied_scaled_switched_and_base_jobs_stay_base(tiny_model_dir:
     assert np.array_equal(engine.generate(build_job(duration=1.0, lora_id="first", lora_scale=0.0))[0].audio, base)
 
     second = _random_adapter(tiny_model_dir, tmp_path / "second", 2)
-    engine.adapter_resolver = {"second": second}.get
+    engine.adapter_resolver = lambda lora_id, storage: {"second": second}.get(lora_id)
     other = engine.generate(build_job(duration=1.0, lora_id="second"))[0].audio
     assert engine.adapters == ["second"]  # bounded: the least recently used one was dropped
     assert not np.allclose(other, styled) and not np.allclose(other, base)

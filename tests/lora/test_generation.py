@@ -13,6 +13,7 @@ from acefarm.infra.settings import Settings
 from acefarm.infra.storage import LocalStorage
 from acefarm.model.datasets import DatasetLimits
 from acefarm.model.pipeline import load_pipeline
+from acefarm.runtime.portal import BlockingStorage, ThreadPortal
 from gpu_consumer.engine.acestep import AceStepEngine
 from gpu_consumer.engine.adapter_cache import LoraCache
 from gpu_consumer.engine.base import InvalidInput, Job
@@ -42,34 +43,42 @@ def engine(tiny_model_dir: Path, stored: tuple[Path, list[str]]) -> AceStepEngin
     root, _ = stored
     settings = Settings(model_path=tiny_model_dir, device="cpu", output_dir=root / "data", vae_tiling=False)
     pipe, info = load_pipeline(settings)
-    cache = LoraCache(settings, root=root / "cache", max_adapters=2)
+    cache = LoraCache(root=root / "cache", max_adapters=2)
     return AceStepEngine.from_pipeline(pipe, info, adapter_resolver=cache.resolve, max_adapters=1)
 
 
-def generate(engine: AceStepEngine, **fields: Any) -> np.ndarray:
+async def generate(engine: AceStepEngine, root: Path, **fields: Any) -> np.ndarray:
+    """Run a job in a worker thread, as the consumer does: adapters come from storage through a portal."""
     params = GenerationParams(prompt="sine tones", duration=1.2, inference_steps=3, seed=11, **fields)
-    return engine.generate(Job(task_id="t-lora", params=params))[0].audio
+    storage, portal = LocalStorage(root / "data"), ThreadPortal()
+    try:
+        job = Job(task_id="t-lora", params=params, storage=BlockingStorage(storage, portal))
+        takes = await asyncio.to_thread(engine.generate, job)
+    finally:
+        portal.close()
+        await storage.close()
+    return takes[0].audio
 
 
-def test_lora_changes_the_output_and_scale_zero_is_the_base(engine: AceStepEngine, stored: Any) -> None:
-    _, (first, _) = stored
-    base = generate(engine)
-    styled = generate(engine, lora_id=first)
+async def test_lora_changes_the_output_and_scale_zero_is_the_base(engine: AceStepEngine, stored: Any) -> None:
+    root, (first, _) = stored
+    base = await generate(engine, root)
+    styled = await generate(engine, root, lora_id=first)
     assert not np.allclose(base, styled, atol=1e-5)
-    assert np.array_equal(generate(engine, lora_id=first, lora_scale=0.0), base)
-    assert np.array_equal(generate(engine), base), "a job without lora_id after a LoRA job must be the base"
+    assert np.array_equal(await generate(engine, root, lora_id=first, lora_scale=0.0), base)
+    assert np.array_equal(await generate(engine, root), base), "a job without lora_id after a LoRA job must be the base"
 
 
-def test_switching_adapters_gives_each_adapters_output(engine: AceStepEngine, stored: Any) -> None:
-    _, (first, second) = stored
-    a = generate(engine, lora_id=first)
-    b = generate(engine, lora_id=second)
+async def test_switching_adapters_gives_each_adapters_output(engine: AceStepEngine, stored: Any) -> None:
+    root, (first, second) = stored
+    a = await generate(engine, root, lora_id=first)
+    b = await generate(engine, root, lora_id=second)
     assert not np.allclose(a, b, atol=1e-5)
     assert engine.adapters == [second], "max_adapters=1: the least recently used adapter was unloaded"
-    np.testing.assert_allclose(generate(engine, lora_id=first), a, atol=1e-6)
-    np.testing.assert_allclose(generate(engine, lora_id=second), b, atol=1e-6)
+    np.testing.assert_allclose(await generate(engine, root, lora_id=first), a, atol=1e-6)
+    np.testing.assert_allclose(await generate(engine, root, lora_id=second), b, atol=1e-6)
 
 
-def test_unknown_lora_is_invalid_input(engine: AceStepEngine) -> None:
+async def test_unknown_lora_is_invalid_input(engine: AceStepEngine, stored: Any) -> None:
     with pytest.raises(InvalidInput, match="not available"):
-        generate(engine, lora_id="never-trained-000000")
+        await generate(engine, stored[0], lora_id="never-trained-000000")

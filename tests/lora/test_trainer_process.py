@@ -32,7 +32,7 @@ async def recorder(kafka_env: dict[str, str]) -> AsyncIterator[EventRecorder]:
 
 
 def start_trainer(name: str, env: dict[str, str], logs: Path) -> Service:
-    return start_service(name, ["-m", "trainer", "--device", "cpu"], env, logs)
+    return start_service(name, ["-m", "acefarm", "trainer", "--device", "cpu"], env, logs)
 
 
 async def wait_for_file(path: Path, service: Service, timeout_s: float) -> None:

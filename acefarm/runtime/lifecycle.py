@@ -1,0 +1,276 @@
+"""One long job, from its Kafka record to its final event: the lifecycle every worker shares.
+
+A worker supplies only what its job does (`JobWorker`); `JobRunner.handle` does the rest: parse the
+request (malformed → dead letter), bind `task_id` to every log line, republish a stored outcome,
+catch up on cancels (skip a cancelled job), mint an attempt id, publish `TaskStarted`, throttle
+progress, run the work, map exceptions to the final event, publish it (awaited) and settle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar, get_args
+
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from annotated_types import MaxLen
+from structlog.contextvars import bound_contextvars
+
+from acefarm.infra.logging import get_logger
+from acefarm.infra.settings import Settings
+from acefarm.infra.storage import Storage
+from acefarm.runtime.cancels import CancelWatcher
+from acefarm.runtime.events import JobEvents, parse_request
+from acefarm.runtime.group_loop import run_in_daemon_thread
+from acefarm.runtime.portal import BlockingStorage, ThreadPortal
+from acefarm.runtime.progress import Eta, ProgressPublisher, Report, no_eta
+from schemas.events import Envelope, TaskCancelled, TaskFailed, TaskStarted, TaskSucceeded
+
+log = get_logger(__name__)
+
+R = TypeVar("R", bound=Envelope)
+T = TypeVar("T")
+
+FinalEvent = TaskSucceeded | TaskFailed | TaskCancelled
+
+ERROR_MAX_CHARS: int = next(m.max_length for m in TaskFailed.model_fields["error"].metadata if isinstance(m, MaxLen))
+"""Longest `TaskFailed.error` the contract accepts; longer texts are cut."""
+FAILURE_REASONS: frozenset[str] = frozenset(get_args(TaskFailed.model_fields["reason"].annotation))
+"""The `TaskFailed.reason` values the contract accepts."""
+SKIPPED_REASON = "cancelled before it started"
+RUNNING_REASON = "cancelled while running"
+
+
+@dataclass(frozen=True)
+class WorkerClients:
+    """What a job publishes, stores and checks with; started and stopped by `serve_jobs`."""
+
+    settings: Settings
+    worker: str
+    storage: Storage
+    producer: AIOKafkaProducer
+    cancels: CancelWatcher
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A worker's exception means `TaskFailed` with this reason (one of `FAILURE_REASONS`) and text."""
+
+    reason: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """A worker's exception means the job was cancelled while running."""
+
+    reason: str = RUNNING_REASON
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A worker's exception means the job stopped early on shutdown: no final event, offset left uncommitted."""
+
+
+Verdict = Failed | Cancelled | Interrupted
+
+
+class JobContext:
+    """What a running job may use: its ids, settings, storage (on the loop and from a worker thread),
+    progress reports, and whether it was cancelled or should stop early."""
+
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        attempt: str,
+        clients: WorkerClients,
+        progress: ProgressPublisher,
+        stop: threading.Event,
+    ) -> None:
+        self.task_id = task_id
+        self.attempt = attempt
+        self.settings = clients.settings
+        self.storage = clients.storage
+        """Storage for code on the event loop (await it)."""
+        self.portal = ThreadPortal()
+        """The way from a worker thread to the event loop; closed when the job is over."""
+        self.blocking_storage = BlockingStorage(clients.storage, self.portal)
+        """Storage for code in a worker thread (blocking calls through `portal`)."""
+        self._cancels = clients.cancels
+        self._progress = progress
+        self._stop = stop
+        self._abandoned = threading.Event()
+
+    def report(self, report: Report) -> None:
+        """Report progress; thread-safe (coalesced and throttled to `PROGRESS_MAX_HZ`)."""
+        self._progress.report(report)
+
+    def report_now(self, report: Report) -> None:
+        """Report progress from the event loop."""
+        self._progress.report_now(report)
+
+    def is_cancelled(self) -> bool:
+        """Whether the job was cancelled by a user or abandoned on shutdown; thread-safe."""
+        return self._abandoned.is_set() or self._cancels.is_cancelled(self.task_id)
+
+    def stop_requested(self) -> bool:
+        """Whether shutdown asks the job to stop early (checkpoint, then raise an `Interrupted` error)."""
+        return self._stop.is_set()
+
+    async def in_thread(self, fn: Callable[[], T], name: str) -> T:
+        """Run blocking `fn` in a daemon thread (logging context carried over) and await its result."""
+        return await run_in_daemon_thread(fn, name=f"{name}-{self.task_id}")
+
+    def succeeded(self, **fields: Any) -> TaskSucceeded:
+        """The job's `TaskSucceeded` with these extra fields (files, lora_id, loss)."""
+        return TaskSucceeded(task_id=self.task_id, attempt=self.attempt, **fields)
+
+    def abandon(self) -> None:
+        """Shutdown gave up on the job: `is_cancelled` turns true and thread calls to the loop stop."""
+        self._abandoned.set()
+        self.portal.close()
+
+
+class JobWorker(Protocol[R]):
+    """The job-specific part of a worker; subclass it to inherit the optional hooks' defaults."""
+
+    request_type: type[R]
+    """The request event this worker consumes; any other record is dead-lettered."""
+
+    async def run(self, request: R, ctx: JobContext) -> FinalEvent:
+        """Do the job; return its final event (usually `ctx.succeeded(...)`) or raise (see `classify`)."""
+        ...
+
+    def classify(self, error: Exception) -> Verdict | None:
+        """What an exception from `run` means; None: an unexpected error (`internal`, logged with traceback)."""
+        return None
+
+    def progress_eta(self) -> Eta:
+        """A fresh time-left estimator for one job's progress reports."""
+        return no_eta
+
+    async def replay(self, request: R, storage: Storage) -> FinalEvent | None:
+        """A stored final event to republish instead of redoing the job (a redelivered finished job)."""
+        return None
+
+    async def on_final(self, final: FinalEvent, storage: Storage) -> None:
+        """Called with the final event just before it is published (e.g. to store it)."""
+        return None
+
+
+class JobRunner(Generic[R]):
+    """Runs a worker's jobs record by record; the handler that `group_loop` calls.
+
+    `handle` returns True once the final event (or dead letter) is acknowledged, so the offset may be
+    committed, and False when the job was interrupted by shutdown (left uncommitted). Job errors
+    become final events; only a failure to publish (Kafka unreachable) escapes.
+    """
+
+    def __init__(self, worker: JobWorker[R], clients: WorkerClients) -> None:
+        self._worker = worker
+        self._clients = clients
+        self._events = JobEvents(clients.producer)
+        self._stop = threading.Event()
+
+    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> bool:
+        """Process one record; True when its offset may be committed."""
+        request = await parse_request(self._clients.producer, record, self._worker.request_type, self._clients.worker)
+        if request is None:
+            return True
+        with bound_contextvars(task_id=request.task_id):
+            commit = await self._handle_request(request, record)
+            await self._events.settle()
+            return commit
+
+    def on_shutdown(self) -> None:
+        """Shutdown was requested while a job runs: `ctx.stop_requested()` turns true."""
+        self._stop.set()
+
+    async def _handle_request(self, request: R, record: ConsumerRecord[bytes, bytes]) -> bool:
+        task_id = request.task_id
+        previous = await self._worker.replay(request, self._clients.storage)
+        if previous is not None:
+            log.info("job.outcome_republished", outcome=previous.type)
+            await self._events.publish(previous)
+            return True
+        cancels = self._clients.cancels
+        await cancels.catch_up()
+        if cancels.is_cancelled(task_id):
+            await self._finish(TaskCancelled(task_id=task_id, reason=SKIPPED_REASON))
+            log.info("job.skipped_cancelled", offset=record.offset, partition=record.partition)
+            return True
+        attempt = uuid.uuid4().hex
+        await self._events.emit(TaskStarted(task_id=task_id, attempt=attempt, worker=self._clients.worker))
+        log.info(
+            "job.started",
+            attempt=attempt,
+            offset=record.offset,
+            partition=record.partition,
+            queued_s=round(max(time.time() - record.timestamp / 1000, 0.0), 3),
+        )
+        started = time.monotonic()
+        final = await self._run(request, attempt)
+        seconds = round(time.monotonic() - started, 3)
+        if final is None:
+            log.info("job.interrupted", seconds=seconds)
+            return False
+        await self._finish(final)
+        log.info("job.finished", outcome=final.type, seconds=seconds, error=getattr(final, "error", None))
+        return True
+
+    async def _finish(self, final: FinalEvent) -> None:
+        await self._worker.on_final(final, self._clients.storage)
+        await self._events.publish(final)
+
+    async def _run(self, request: R, attempt: str) -> FinalEvent | None:
+        """The work, its exceptions mapped to the final event; None when interrupted by shutdown."""
+        progress = ProgressPublisher(
+            task_id=request.task_id,
+            attempt=attempt,
+            publish=self._events.emit,
+            max_hz=self._clients.settings.progress_max_hz,
+            eta=self._worker.progress_eta(),
+        )
+        ctx = JobContext(
+            task_id=request.task_id, attempt=attempt, clients=self._clients, progress=progress, stop=self._stop
+        )
+        final: FinalEvent | None
+        try:
+            final = await self._worker.run(request, ctx)
+        except asyncio.CancelledError:
+            ctx.abandon()  # shutdown gave up on this job: stop the work, publish nothing more
+            await progress.close(flush=False)
+            raise
+        except Exception as error:
+            final = self._final_for(error, ctx)
+        finally:
+            ctx.portal.close()
+        # A final event supersedes any unsent report; an interrupted job sends its last one.
+        await progress.close(flush=final is None)
+        return final
+
+    def _final_for(self, error: Exception, ctx: JobContext) -> FinalEvent | None:
+        verdict = self._worker.classify(error)
+        if isinstance(verdict, Interrupted):
+            return None
+        if isinstance(verdict, Cancelled):
+            return TaskCancelled(task_id=ctx.task_id, attempt=ctx.attempt, reason=verdict.reason)
+        if verdict is None or verdict.reason not in FAILURE_REASONS:
+            log.exception("job.unexpected_error")
+            reason, text = "internal", error_text(error)
+        else:
+            log.warning("job.failed", reason=verdict.reason, error=verdict.error)
+            reason, text = verdict.reason, verdict.error
+        fields = {"task_id": ctx.task_id, "attempt": ctx.attempt, "reason": reason, "error": text[:ERROR_MAX_CHARS]}
+        return TaskFailed.model_validate(fields)
+
+
+def error_text(error: BaseException) -> str:
+    """`Type: message` (or just the type when there is no message), cut to `ERROR_MAX_CHARS`."""
+    message = str(error).strip()
+    return f"{type(error).__name__}: {message}"[:ERROR_MAX_CHARS] if message else type(error).__name__

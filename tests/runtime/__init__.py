@@ -1,0 +1,1 @@
+"""Unit tests of the long-job runtime (acefarm.runtime)."""

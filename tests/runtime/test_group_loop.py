@@ -1,0 +1,230 @@
+"""The paused-partition job loop (`consume_one_at_a_time`) against the embedded broker: pause/resume
+around a long job, commits, and the grace period on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from acefarm.infra.kafka import client_options, make_producer
+from acefarm.infra.settings import Settings
+from acefarm.runtime.group_loop import (
+    KEEPALIVE_POLL_S,
+    Handler,
+    PausingListener,
+    Shutdown,
+    consume_one_at_a_time,
+    make_job_consumer,
+)
+
+
+class Loop:
+    """A job consumer on its own topic and group, running `consume_one_at_a_time` in a task."""
+
+    def __init__(self, settings: Settings, topic: str, handle: Handler, *, grace_s: float = 10.0) -> None:
+        self.topic = topic
+        self.consumer = make_job_consumer(settings, f"test-loop-{uuid.uuid4().hex[:8]}")
+        self.listener = PausingListener(self.consumer)
+        self.consumer.subscribe([topic], listener=self.listener)
+        self.shutdown = Shutdown()
+        self.handle = handle
+        self.grace_s = grace_s
+        self.shutdown_calls = 0
+        self.stop_requested = asyncio.Event()
+        self.paused_seen: list[set[TopicPartition]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self.task = asyncio.create_task(
+            consume_one_at_a_time(
+                self.consumer,
+                self.listener,
+                self.handle,
+                self.shutdown,
+                grace_s=self.grace_s,
+                on_shutdown=self._on_shutdown,
+            )
+        )
+
+    def _on_shutdown(self) -> None:
+        self.shutdown_calls += 1
+        self.stop_requested.set()
+
+    async def sample_paused(self, until: asyncio.Event) -> None:
+        """Record the paused partitions every 50 ms until `until` is set."""
+        while not until.is_set():
+            self.paused_seen.append(set(self.consumer.paused()))
+            await asyncio.sleep(0.05)
+
+    async def committed(self, partition: int = 0) -> int | None:
+        return await self.consumer.committed(TopicPartition(self.topic, partition))
+
+    async def finished(self, timeout_s: float = 15.0) -> None:
+        assert self.task is not None
+        await asyncio.wait_for(self.task, timeout_s)
+
+    async def close(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.shutdown.request()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.task, 15)
+        await self.consumer.stop()
+
+
+@pytest.fixture
+async def topic(make_settings: Any) -> AsyncIterator[tuple[Settings, str, AIOKafkaProducer]]:
+    """A fresh two-partition topic, and a producer."""
+    settings = make_settings()
+    name = f"test.group-loop.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 2, 1)])
+    finally:
+        await admin.close()
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        yield settings, name, producer
+    finally:
+        await producer.stop()
+
+
+async def test_a_long_job_pauses_every_partition_and_resumes_after(topic: Any) -> None:
+    settings, name, producer = topic
+    done: list[bytes] = []
+    all_done, sampling_done = asyncio.Event(), asyncio.Event()
+
+    async def handle(record: ConsumerRecord[bytes, bytes]) -> bool:
+        if record.value == b"long":
+            await asyncio.sleep(KEEPALIVE_POLL_S * 4)
+        done.append(record.value or b"")
+        if len(done) == 3:
+            all_done.set()
+        return True
+
+    loop = Loop(settings, name, handle)
+    await loop.start()
+    try:
+        for value in (b"short", b"long", b"short"):
+            await producer.send_and_wait(name, value, partition=0)
+        sampler = asyncio.create_task(loop.sample_paused(sampling_done))
+        await asyncio.wait_for(all_done.wait(), 30)
+        await asyncio.sleep(0.2)
+        sampling_done.set()
+        await sampler
+        assigned = loop.consumer.assignment()
+        assert done == [b"short", b"long", b"short"]
+        assert assigned in loop.paused_seen, "while the long job ran, every assigned partition was paused"
+        assert loop.consumer.paused() == set(), "resumed once the job was over"
+        assert await loop.committed() == 3
+    finally:
+        await loop.close()
+
+
+async def test_short_jobs_never_pause(topic: Any) -> None:
+    settings, name, producer = topic
+    done: list[int] = []
+    all_done, sampling_done = asyncio.Event(), asyncio.Event()
+
+    async def handle(record: ConsumerRecord[bytes, bytes]) -> bool:
+        await asyncio.sleep(0.05)
+        done.append(record.offset)
+        if len(done) == 5:
+            all_done.set()
+        return True
+
+    loop = Loop(settings, name, handle)
+    await loop.start()
+    try:
+        sampler = asyncio.create_task(loop.sample_paused(sampling_done))
+        for n in range(5):
+            await producer.send_and_wait(name, b"job %d" % n, partition=1)
+        await asyncio.wait_for(all_done.wait(), 30)
+        sampling_done.set()
+        await sampler
+        assert done == [0, 1, 2, 3, 4] and all(not paused for paused in loop.paused_seen)
+        assert await loop.committed(1) == 5
+    finally:
+        await loop.close()
+
+
+async def test_shutdown_gives_the_job_its_grace_then_abandons_it_uncommitted(topic: Any) -> None:
+    settings, name, producer = topic
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def handle(record: ConsumerRecord[bytes, bytes]) -> bool:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return True
+
+    loop = Loop(settings, name, handle, grace_s=1.0)
+    await loop.start()
+    try:
+        await producer.send_and_wait(name, b"endless", partition=0)
+        await asyncio.wait_for(started.wait(), 30)
+        loop.shutdown.request()
+        await asyncio.sleep(0.5)
+        assert loop.shutdown_calls == 1 and not cancelled.is_set(), "within the grace period the job runs on"
+        await loop.finished()
+        assert cancelled.is_set() and loop.shutdown_calls == 1
+        assert await loop.committed() is None, "an abandoned job is redelivered"
+    finally:
+        await loop.close()
+
+
+async def test_a_job_that_stops_early_on_shutdown_is_left_uncommitted(topic: Any) -> None:
+    settings, name, producer = topic
+    started = asyncio.Event()
+    results: list[str] = []
+
+    async def handle(record: ConsumerRecord[bytes, bytes]) -> bool:
+        started.set()
+        await loop.stop_requested.wait()  # a trainer checkpoints at its next step, then stops
+        results.append("interrupted")
+        return False
+
+    loop = Loop(settings, name, handle, grace_s=30.0)
+    await loop.start()
+    try:
+        await producer.send_and_wait(name, b"training", partition=0)
+        await asyncio.wait_for(started.wait(), 30)
+        loop.shutdown.request()
+        await loop.finished(timeout_s=10)
+        assert results == ["interrupted"] and await loop.committed() is None
+    finally:
+        await loop.close()
+
+
+async def test_a_second_signal_abandons_the_job_at_once(topic: Any) -> None:
+    settings, name, producer = topic
+    started = asyncio.Event()
+
+    async def handle(record: ConsumerRecord[bytes, bytes]) -> bool:
+        started.set()
+        await asyncio.sleep(3600)
+        return True
+
+    loop = Loop(settings, name, handle, grace_s=3600.0)
+    await loop.start()
+    try:
+        await producer.send_and_wait(name, b"endless", partition=0)
+        await asyncio.wait_for(started.wait(), 30)
+        loop.shutdown.request()
+        loop.shutdown.request()
+        await loop.finished(timeout_s=5)
+        assert await loop.committed() is None
+    finally:
+        await loop.close()
