@@ -18,8 +18,9 @@ from litestar.status_codes import HTTP_206_PARTIAL_CONTENT, HTTP_307_TEMPORARY_R
 from acefarm.infra.storage import InvalidKey, validate_key
 from gateway.errors import error_responses
 from gateway.state import GatewayState
+from schemas import storage_keys
 
-SERVED_PREFIXES = ("outputs/",)
+SERVED_PREFIXES = (storage_keys.OUTPUTS,)
 """Only results are downloadable; inputs, datasets and adapters are not served here."""
 
 _TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}

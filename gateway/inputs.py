@@ -13,8 +13,7 @@ from acefarm.infra.audio import AudioInputError, decode_audio
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import InvalidKey, ObjectInfo, Storage, validate_key
 from gateway.errors import FieldError
-
-INPUTS_PREFIX = "inputs/"
+from schemas import storage_keys
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ async def check_input_key(field: str, key: str, storage: Storage) -> str:
         validate_key(key)
     except InvalidKey:
         raise FieldError(field, "is not a valid storage key; pass the key returned by POST /uploads") from None
-    if not key.startswith(INPUTS_PREFIX):
+    if not key.startswith(storage_keys.INPUTS):
         raise FieldError(field, "must be a key under 'inputs/' as returned by POST /uploads")
     if await storage.stat(key) is None:
         raise FieldError(field, f"no uploaded audio has the key {key!r}; upload it first with POST /uploads")

@@ -31,11 +31,9 @@ from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
 from acefarm.model.datasets import DatasetError, DatasetLimits, validate_dataset_zip
 from acefarm.model.loras import (
-    dataset_key,
     delete_lora,
     is_lora_id,
     list_manifests,
-    manifest_key,
     new_lora_id,
     read_manifest,
 )
@@ -44,6 +42,7 @@ from gateway.state import GatewayState
 from schemas import topics
 from schemas.events import TrainingRequested
 from schemas.status import TaskAccepted, TaskKind, TaskState
+from schemas.storage_keys import dataset_key, manifest_key
 from schemas.training import LoraManifest, TrainingOptions
 
 log = get_logger(__name__)

@@ -23,7 +23,7 @@ from gateway.inputs import check_audio, check_input_key, decode_base64, store_in
 from gateway.loras import check_lora_id
 from gateway.state import GatewayState
 from gateway.task_types import accepted_task_types, check_task_type
-from schemas import topics
+from schemas import storage_keys, topics
 from schemas.events import GenerationRequested
 from schemas.generation import GenerateRequest
 from schemas.status import TaskAccepted, TaskKind, TaskState
@@ -92,7 +92,7 @@ async def _stored_inputs(gateway: GatewayState, data: GenerateRequest, task_id: 
         elif inline is not None:
             raw = decode_base64(field, inline, settings.max_input_audio_bytes)
             audio = await check_audio(field, raw, settings)
-            keys[role] = (await store_input(storage, f"inputs/{task_id}/{role}", audio)).key
+            keys[role] = (await store_input(storage, storage_keys.input_stem(task_id, role), audio)).key
     return keys
 
 
@@ -168,7 +168,7 @@ class GenerationController(Controller):
         """
         raw = await data.file.read()
         audio = await check_audio("file", raw, gateway.settings)
-        info = await store_input(gateway.storage, f"inputs/uploads/{uuid.uuid4().hex}", audio)
+        info = await store_input(gateway.storage, storage_keys.upload_stem(uuid.uuid4().hex), audio)
         log.info("gateway.uploaded", key=info.key, size=info.size)
         return UploadResult(
             key=info.key, content_type=audio.content_type, size_bytes=info.size, duration_s=audio.duration_s

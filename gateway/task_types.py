@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from acefarm.infra.settings import Settings
 from gateway.errors import FieldError
-from schemas.generation import TaskType
-
-STEM_TASKS = frozenset({TaskType.EXTRACT, TaskType.LEGO, TaskType.COMPLETE})
-"""Tasks that ACE-Step 1.5 base/SFT checkpoints do and turbo checkpoints do not."""
+from schemas.generation import STEM_TASKS, TaskType
 
 
 def accepted_task_types(settings: Settings) -> frozenset[TaskType]:

@@ -12,11 +12,7 @@ from acefarm.infra.storage import Storage
 from gpu_consumer.engine.base import InvalidInput, Take
 from schemas.generation import CONTENT_TYPES, AudioFormat, GenerationParams
 from schemas.status import StoredFile
-
-
-def output_key(task_id: str, take: int, fmt: AudioFormat) -> str:
-    """Storage key of one result take: `outputs/{task_id}/take-{n}.{fmt}`, n from 0."""
-    return f"outputs/{task_id}/take-{take}.{fmt.value}"
+from schemas.storage_keys import output_key
 
 
 async def load_input(storage: Storage, key: str | None, role: str, settings: Settings) -> np.ndarray | None:
@@ -57,7 +53,7 @@ async def store_takes(storage: Storage, task_id: str, takes: list[Take], fmt: Au
         if audio.ndim == 1:
             audio = audio[np.newaxis, :]
         data = await asyncio.to_thread(encode_audio, audio, take.sample_rate, fmt)
-        info = await storage.put_bytes(output_key(task_id, n, fmt), data, content_type)
+        info = await storage.put_bytes(output_key(task_id, n, fmt.value), data, content_type)
         files.append(
             StoredFile(
                 key=info.key,

@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from schemas.generation import GenerationParams
+from schemas import topics
+from schemas.generation import LORA_ID_PATTERN, GenerationParams
 from schemas.status import Stage, StoredFile, TaskStatus
 from schemas.training import TrainingOptions
 
@@ -66,7 +67,7 @@ class TrainingRequested(Envelope):
     """A LoRA training job. Topic: `acefarm.training.requests`."""
 
     type: Literal["training.requested"] = "training.requested"
-    lora_id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+    lora_id: Annotated[str, Field(pattern=LORA_ID_PATTERN)]
     style_name: Annotated[str, Field(min_length=1, max_length=100)]
     dataset_key: Annotated[str, Field(max_length=MAX_KEY, description="Storage key of the uploaded zip.")]
     options: TrainingOptions = Field(default_factory=TrainingOptions)
@@ -211,6 +212,17 @@ EVENT_MODELS: tuple[type[Envelope], ...] = (
     TaskStatusRecord,
     DeadLetter,
 )
+
+
+EVENTS_BY_TOPIC: dict[str, tuple[type[Envelope], ...]] = {
+    topics.GENERATION_REQUESTS: (GenerationRequested,),
+    topics.TRAINING_REQUESTS: (TrainingRequested,),
+    topics.TASK_EVENTS: (TaskStarted, TaskProgress, TaskSucceeded, TaskFailed, TaskCancelled),
+    topics.TASK_CONTROL: (CancelRequested,),
+    topics.TASK_STATUS: (TaskStatusRecord,),
+    topics.DEAD_LETTER: (DeadLetter,),
+}
+"""The event types each topic may carry: the one list every producer, consumer and test reads."""
 
 
 def parse_event(raw: bytes | str) -> AnyEvent:

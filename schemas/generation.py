@@ -13,7 +13,8 @@ MIN_DURATION_S = 1.0
 
 _KEY_RE = re.compile(r"^[A-G](#|b)?\s+(major|minor)$", re.IGNORECASE)
 _LANG_RE = re.compile(r"^([a-z]{2,3}(-[a-z0-9]{2,8})?|unknown)$")
-_LORA_ID_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+LORA_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+"""What a LoRA id looks like (lower-case slug, at most 64 characters)."""
 
 
 class TaskType(StrEnum):
@@ -26,6 +27,10 @@ class TaskType(StrEnum):
     EXTRACT = "extract"
     LEGO = "lego"
     COMPLETE = "complete"
+
+
+STEM_TASKS: frozenset[TaskType] = frozenset({TaskType.EXTRACT, TaskType.LEGO, TaskType.COMPLETE})
+"""Tasks that ACE-Step 1.5 base/SFT checkpoints do and turbo checkpoints do not."""
 
 
 class AudioFormat(StrEnum):
@@ -97,7 +102,7 @@ class GenerationParams(BaseModel):
     lora_id: Annotated[
         str | None,
         Field(
-            pattern=_LORA_ID_RE,
+            pattern=LORA_ID_PATTERN,
             validation_alias=AliasChoices("lora_id", "style_id"),
             description="Trained LoRA style to apply (alias: style_id).",
         ),

@@ -31,12 +31,15 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from schemas import topics
 from schemas.events import (
+    EVENTS_BY_TOPIC,
     CancelRequested,
+    DeadLetter,
     GenerationRequested,
     TaskCancelled,
     TaskFailed,
     TaskProgress,
     TaskStarted,
+    TaskStatusRecord,
     TaskSucceeded,
     TrainingRequested,
     parse_event,
@@ -54,15 +57,13 @@ FoldEvent = (
     | CancelRequested
 )
 
-TOPIC_EVENTS: dict[str, tuple[type[FoldEvent], ...]] = {
-    topics.GENERATION_REQUESTS: (GenerationRequested,),
-    topics.TRAINING_REQUESTS: (TrainingRequested,),
-    topics.TASK_EVENTS: (TaskStarted, TaskProgress, TaskSucceeded, TaskFailed, TaskCancelled),
-    topics.TASK_CONTROL: (CancelRequested,),
-}
-"""The event types each folded topic may carry."""
-
-SOURCE_TOPICS: tuple[str, ...] = tuple(TOPIC_EVENTS)
+SOURCE_TOPICS: tuple[str, ...] = (
+    topics.GENERATION_REQUESTS,
+    topics.TRAINING_REQUESTS,
+    topics.TASK_EVENTS,
+    topics.TASK_CONTROL,
+)
+"""The topics folded into the status table (their event types: `schemas.events.EVENTS_BY_TOPIC`)."""
 
 
 class MalformedRecord(ValueError):
@@ -77,8 +78,8 @@ def decode(topic: str, key: bytes | None, value: bytes | None) -> FoldEvent:
         event = parse_event(value)
     except ValueError as exc:  # pydantic.ValidationError is a ValueError
         raise MalformedRecord(str(exc)) from exc
-    allowed = TOPIC_EVENTS.get(topic, ())
-    if not isinstance(event, allowed):
+    allowed = EVENTS_BY_TOPIC.get(topic, ()) if topic in SOURCE_TOPICS else ()
+    if not isinstance(event, allowed) or isinstance(event, TaskStatusRecord | DeadLetter):
         raise MalformedRecord(f"event type {event.type!r} does not belong on topic {topic!r}")
     if key is None or key.decode(errors="replace") != event.task_id:
         raise MalformedRecord(f"record key {key!r} must equal the task id {event.task_id!r}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from acefarm.infra.storage import Storage
-from acefarm.model.loras import WEIGHTS, lora_prefix, manifest_key
 from schemas.events import TrainingRequested, utcnow
+from schemas.storage_keys import LORA_WEIGHTS, lora_prefix, manifest_key
 from schemas.training import LoraManifest
 from trainer.run import TrainingOutput
 
@@ -21,7 +21,7 @@ async def store_lora(
     prefix = lora_prefix(request.lora_id)
     for path in sorted(output.adapter_dir.iterdir()):
         if path.is_file():
-            content_type = "application/octet-stream" if path.name == WEIGHTS else "application/json"
+            content_type = "application/octet-stream" if path.name == LORA_WEIGHTS else "application/json"
             await storage.put_file(prefix + path.name, path, content_type)
     manifest = LoraManifest(
         lora_id=request.lora_id,

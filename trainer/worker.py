@@ -23,28 +23,18 @@ from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
 from acefarm.model.datasets import DatasetError, DatasetLimits
-from acefarm.model.loras import checkpoint_prefix
 from acefarm.runtime.lifecycle import Cancelled, Failed, FinalEvent, Interrupted, JobContext, JobWorker, Verdict
 from acefarm.runtime.progress import Eta, Report, StepRateEta
 from acefarm.runtime.service import WorkerKind
 from schemas import topics
 from schemas.events import TaskCancelled, TaskFailed, TaskSucceeded, TrainingRequested, parse_lifecycle
 from schemas.status import Stage
+from schemas.storage_keys import checkpoint_key, outcome_key
 from trainer.lora_training import Checkpoint, TrainingCancelled, TrainingHooks, TrainingInterrupted
 from trainer.results import store_lora
 from trainer.run import ENCODING_SHARE, run_training
 
 log = get_logger(__name__)
-
-
-def checkpoint_key(task_id: str) -> str:
-    """Storage key of a job's latest checkpoint."""
-    return f"{checkpoint_prefix(task_id)}state.pt"
-
-
-def outcome_key(task_id: str) -> str:
-    """Storage key of a job's final event, kept so a redelivery republishes it instead of retraining."""
-    return f"{checkpoint_prefix(task_id)}outcome.json"
 
 
 class TrainingModel(NamedTuple):

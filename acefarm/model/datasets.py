@@ -57,18 +57,23 @@ class DatasetError(ValueError):
         super().__init__(f"{file}: {reason}" if file else reason)
 
 
+def _default(setting: str) -> Any:
+    """The default of a `LORA_*` setting: the limits are spelled once, in `Settings`."""
+    return Settings.model_fields[setting].default
+
+
 @dataclass(frozen=True)
 class DatasetLimits:
     """What a dataset zip may be; see the `LORA_*` settings."""
 
-    max_zip_bytes: int = 512 * 1024 * 1024
-    max_uncompressed_bytes: int = 2 * 1024 * 1024 * 1024
-    max_compression_ratio: float = 100.0
-    max_entries: int = 1000
-    min_tracks: int = 3
-    max_tracks: int = 50
-    min_track_seconds: float = 5.0
-    max_track_seconds: float = 600.0
+    max_zip_bytes: int = _default("lora_max_zip_bytes")
+    max_uncompressed_bytes: int = _default("lora_max_uncompressed_bytes")
+    max_compression_ratio: float = _default("lora_max_compression_ratio")
+    max_entries: int = _default("lora_max_zip_entries")
+    min_tracks: int = _default("lora_min_tracks")
+    max_tracks: int = _default("lora_max_tracks")
+    min_track_seconds: float = _default("lora_min_track_seconds")
+    max_track_seconds: float = _default("lora_max_track_seconds")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DatasetLimits:

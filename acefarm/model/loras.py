@@ -15,15 +15,15 @@ import unicodedata
 from pydantic import ValidationError
 
 from acefarm.infra.storage import Storage
+from schemas.generation import LORA_ID_PATTERN
+from schemas.storage_keys import LORAS, MANIFEST, lora_prefix, manifest_key
 from schemas.training import LoraManifest
 
-MANIFEST = "manifest.json"
-WEIGHTS = "pytorch_lora_weights.safetensors"
-_LORA_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_LORA_ID = re.compile(LORA_ID_PATTERN)
 
 
 def is_lora_id(value: str) -> bool:
-    """Whether `value` has the shape of a lora id (`schemas.generation._LORA_ID_RE`)."""
+    """Whether `value` has the shape of a lora id (`schemas.generation.LORA_ID_PATTERN`)."""
     return _LORA_ID.fullmatch(value) is not None
 
 
@@ -32,26 +32,6 @@ def new_lora_id(style_name: str) -> str:
     ascii_name = unicodedata.normalize("NFKD", style_name).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:48].strip("-") or "style"
     return f"{slug}-{secrets.token_hex(3)}"
-
-
-def lora_prefix(lora_id: str) -> str:
-    """Storage prefix of one adapter."""
-    return f"loras/{lora_id}/"
-
-
-def manifest_key(lora_id: str) -> str:
-    """Storage key of an adapter's manifest."""
-    return f"loras/{lora_id}/{MANIFEST}"
-
-
-def dataset_key(task_id: str) -> str:
-    """Storage key of an uploaded training zip."""
-    return f"datasets/{task_id}.zip"
-
-
-def checkpoint_prefix(task_id: str) -> str:
-    """Storage prefix of a training job's checkpoints."""
-    return f"checkpoints/{task_id}/"
 
 
 async def read_manifest(storage: Storage, lora_id: str) -> LoraManifest | None:
@@ -70,7 +50,7 @@ async def read_manifest(storage: Storage, lora_id: str) -> LoraManifest | None:
 
 async def list_manifests(storage: Storage) -> list[LoraManifest]:
     """Every finished adapter's manifest, newest first."""
-    keys = [o.key for o in await storage.list("loras/") if o.key.endswith(f"/{MANIFEST}")]
+    keys = [o.key for o in await storage.list(LORAS) if o.key.endswith(f"/{MANIFEST}")]
     found = await asyncio.gather(*(read_manifest(storage, key.split("/")[1]) for key in keys))
     manifests = [m for m in found if m is not None]
     return sorted(manifests, key=lambda m: m.created_at, reverse=True)

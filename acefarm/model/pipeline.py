@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from acefarm.infra.settings import Settings
-from schemas.generation import TaskType
+from schemas.generation import STEM_TASKS, TaskType
 
 if TYPE_CHECKING:
     import torch
@@ -25,7 +25,6 @@ AceStepPipeline = Any
 CAPABILITIES_FILE = "acefarm.json"
 """Optional file in a checkpoint directory: `{"supported_tasks": [...], "unsupported": {task: reason}}`."""
 
-STEM_TASKS = (TaskType.EXTRACT, TaskType.LEGO, TaskType.COMPLETE)
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
@@ -51,7 +50,7 @@ def task_support(*, turbo: bool, audio_tokenizer: bool) -> TaskSupport:
     """ACE-Step 1.5's rules: the stem tasks (extract, lego, complete) need a base/SFT checkpoint."""
     supported = {TaskType.TEXT2MUSIC, TaskType.COVER, TaskType.REPAINT, TaskType.EXTEND}
     reasons: dict[TaskType, str] = {}
-    for task in STEM_TASKS:
+    for task in sorted(STEM_TASKS):
         if turbo:
             reasons[task] = f"'{task.value}' needs an ACE-Step 1.5 base or SFT checkpoint; the loaded one is turbo"
         else:

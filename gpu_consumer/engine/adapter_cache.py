@@ -14,8 +14,9 @@ import threading
 from pathlib import Path
 
 from acefarm.infra.logging import get_logger
-from acefarm.model.loras import MANIFEST, is_lora_id, lora_prefix, manifest_key
+from acefarm.model.loras import is_lora_id
 from acefarm.runtime.portal import BlockingStorage
+from schemas.storage_keys import MANIFEST, lora_prefix, manifest_key
 
 log = get_logger(__name__)
 

@@ -4,8 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from acefarm.infra.settings import Settings
-from gateway.task_types import STEM_TASKS, accepted_task_types
-from schemas.generation import TaskType
+from gateway.task_types import accepted_task_types
+from schemas.generation import STEM_TASKS, TaskType
 
 
 def settings(**fields: object) -> Settings:

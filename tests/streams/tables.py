@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from schemas.events import EVENTS_BY_TOPIC
 from schemas.status import TaskStatus
 from streams.fold import (
     SOURCE_TOPICS,
-    TOPIC_EVENTS,
     Change,
     Decision,
     FoldedRow,
@@ -18,7 +18,7 @@ from streams.fold import (
 
 def topic_of(event: FoldEvent) -> str:
     """The folded topic `event` is published on."""
-    return next(topic for topic, types in TOPIC_EVENTS.items() if isinstance(event, types))
+    return next(topic for topic in SOURCE_TOPICS if isinstance(event, EVENTS_BY_TOPIC[topic]))
 
 
 class Topics:

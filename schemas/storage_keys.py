@@ -1,0 +1,78 @@
+"""Storage keys: the one place the object layout that services share is spelled.
+
+Services meet only through Kafka topics and storage, so the layout is part of the contract, like topic
+names. Layout:
+
+    inputs/{task_id}/{role}.{ext}        audio sent inline with a request (source, reference)
+    inputs/uploads/{upload_id}.{ext}     audio uploaded with POST /uploads, passed back by key
+    outputs/{task_id}/take-{n}.{ext}     results, the only prefix served by GET /files
+    datasets/{task_id}.zip               LoRA training zips
+    checkpoints/{task_id}/state.pt       a training job's latest checkpoint
+    checkpoints/{task_id}/outcome.json   a training job's final event, republished on redelivery
+    loras/{lora_id}/...                  trained adapters; manifest.json written last
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+INPUTS: Final = "inputs/"
+OUTPUTS: Final = "outputs/"
+DATASETS: Final = "datasets/"
+CHECKPOINTS: Final = "checkpoints/"
+LORAS: Final = "loras/"
+
+MANIFEST: Final = "manifest.json"
+"""File name of an adapter's manifest; its presence means the adapter is complete."""
+LORA_WEIGHTS: Final = "pytorch_lora_weights.safetensors"
+"""File name of an adapter's weights (diffusers' LoRA format)."""
+
+
+def input_stem(task_id: str, role: str) -> str:
+    """Key without extension of audio sent inline with a request (`role`: source or reference)."""
+    return f"{INPUTS}{task_id}/{role}"
+
+
+def upload_stem(upload_id: str) -> str:
+    """Key without extension of an uploaded audio file."""
+    return f"{INPUTS}uploads/{upload_id}"
+
+
+def output_key(task_id: str, take: int, extension: str) -> str:
+    """Key of one result take (`take` from 0)."""
+    return f"{OUTPUTS}{task_id}/take-{take}.{extension}"
+
+
+def dataset_key(task_id: str) -> str:
+    """Key of an uploaded training zip."""
+    return f"{DATASETS}{task_id}.zip"
+
+
+def checkpoint_prefix(task_id: str) -> str:
+    """Prefix of a training job's state."""
+    return f"{CHECKPOINTS}{task_id}/"
+
+
+def checkpoint_key(task_id: str) -> str:
+    """Key of a training job's latest checkpoint."""
+    return f"{checkpoint_prefix(task_id)}state.pt"
+
+
+def outcome_key(task_id: str) -> str:
+    """Key of a training job's final event, kept so a redelivery republishes it instead of retraining."""
+    return f"{checkpoint_prefix(task_id)}outcome.json"
+
+
+def lora_prefix(lora_id: str) -> str:
+    """Prefix of one adapter's files."""
+    return f"{LORAS}{lora_id}/"
+
+
+def lora_file_key(lora_id: str, name: str) -> str:
+    """Key of one file of an adapter."""
+    return f"{lora_prefix(lora_id)}{name}"
+
+
+def manifest_key(lora_id: str) -> str:
+    """Key of an adapter's manifest."""
+    return lora_file_key(lora_id, MANIFEST)
