@@ -12,15 +12,12 @@ most `history` snapshots.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict, deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
-from acefarm.infra.kafka import make_consumer
+from acefarm.infra.compacted import CompactedReader
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from schemas import topics
@@ -28,10 +25,6 @@ from schemas.events import Envelope, TaskStatusRecord, parse_event
 from schemas.status import TaskKind, TaskState, TaskStatus
 
 log = get_logger(__name__)
-
-APPLY_SLICE = 64
-"""Status records applied between two yields to the event loop."""
-
 
 @dataclass
 class _Entry:
@@ -123,83 +116,28 @@ class StatusStore:
 
 
 class StatusView:
-    """Keeps a `StatusStore` up to date from the TASK_STATUS topic in a background task."""
+    """Keeps a `StatusStore` up to date from the TASK_STATUS topic (a `CompactedReader` in the background)."""
 
     def __init__(self, settings: Settings, store: StatusStore | None = None) -> None:
         self.settings = settings
         self.store = store or StatusStore()
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._targets: dict[TopicPartition, int] = {}
-        self.caught_up = asyncio.Event()
+        self._reader = CompactedReader(settings, topics.TASK_STATUS, self._apply, name="status-view")
+        self.caught_up = self._reader.caught_up
 
     async def start(self) -> None:
-        """Assign every TASK_STATUS partition from the beginning and start consuming."""
-        consumer = make_consumer(self.settings, group_id=None)
-        await consumer.start()
-        self._consumer = consumer
-        await consumer.topics()  # refresh metadata so partitions are known
-        partitions = consumer.partitions_for_topic(topics.TASK_STATUS) or set()
-        tps = [TopicPartition(topics.TASK_STATUS, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        self._targets = {tp: end for tp, end in ends.items() if end > 0}
-        if not self._targets:
-            self.caught_up.set()
-        self._task = asyncio.create_task(self._run(consumer), name="status-view")
-        log.info("status_view.started", partitions=len(tps), backlog=sum(self._targets.values()))
+        """Read TASK_STATUS from the beginning on every partition and follow it."""
+        await self._reader.start()
 
     async def stop(self) -> None:
-        """Stop consuming and close the consumer."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        """Stop following and close the consumer."""
+        await self._reader.stop()
 
     @property
     def running(self) -> bool:
         """Whether the background consumer is alive."""
-        return self._task is not None and not self._task.done()
+        return self._reader.running
 
-    async def _run(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=500, max_records=2000)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # keep serving what we have; aiokafka reconnects on its own
-                log.warning("status_view.fetch_failed", error=str(error))
-                await asyncio.sleep(1.0)
-                continue
-            await self._apply_all(batches.values())
-            if not self.caught_up.is_set():
-                await self._check_caught_up(consumer)
-
-    async def _apply_all(self, batches: Iterable[list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Apply fetched records, letting requests run between slices of `APPLY_SLICE` records.
-
-        A fetch can return thousands of snapshots (a replay, a burst of jobs); parsing them in one go
-        would hold the event loop for tens of milliseconds and show up as request latency.
-        """
-        applied = 0
-        for records in batches:
-            for record in records:
-                self._apply(record.value)
-                applied += 1
-                if applied % APPLY_SLICE == 0:
-                    await asyncio.sleep(0)
-
-    async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
-        for tp, end in self._targets.items():
-            if await consumer.position(tp) < end:
-                return
-        self.caught_up.set()
-        log.info("status_view.caught_up", tasks=len(self.store))
-
-    def _apply(self, value: bytes | None) -> None:
+    def _apply(self, _key: bytes | None, value: bytes | None) -> None:
         if value is None:  # a tombstone: compaction removed the task
             return
         try:
