@@ -26,6 +26,7 @@ from schemas.status import TaskKind, TaskState, TaskStatus
 
 log = get_logger(__name__)
 
+
 @dataclass
 class _Entry:
     latest: TaskStatus

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -38,6 +38,30 @@ def new_event_id() -> str:
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+class RawRecord(Protocol):
+    """Where a Kafka record sits and what it holds (aiokafka's and faust's records both fit)."""
+
+    @property
+    def topic(self) -> str:
+        """The record's topic."""
+
+    @property
+    def partition(self) -> int:
+        """The record's partition."""
+
+    @property
+    def offset(self) -> int:
+        """The record's offset."""
+
+    @property
+    def key(self) -> Any:
+        """The raw key (bytes when it has one)."""
+
+    @property
+    def value(self) -> Any:
+        """The raw value (bytes when it has one)."""
 
 
 class Envelope(BaseModel):
@@ -152,28 +176,19 @@ class DeadLetter(Envelope):
     consumer: Annotated[str, Field(max_length=MAX_WORKER)]
 
     @classmethod
-    def of_record(
-        cls,
-        *,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        error: str,
-        consumer: str,
-    ) -> DeadLetter:
+    def of_record(cls, record: RawRecord, error: str, consumer: str) -> DeadLetter:
         """The dead letter for a raw record; keyed by its key when that is a valid task id, else 'unknown'.
 
         The key, value and error are cut to their maximum lengths."""
-        text_key = key.decode(errors="replace") if key else None
+        key, value = record.key, record.value
+        text_key = key.decode(errors="replace") if isinstance(key, bytes) else None
         return cls(
             task_id=text_key if text_key and re.match(_TASK_ID, text_key) else "unknown",
-            source_topic=topic,
-            partition=partition,
-            offset=offset,
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
             key=text_key[:MAX_KEY] if text_key is not None else None,
-            value=(value or b"").decode(errors="replace")[:MAX_DEAD_VALUE],
+            value=(value if isinstance(value, bytes) else b"").decode(errors="replace")[:MAX_DEAD_VALUE],
             error=error[:MAX_ERROR],
             consumer=consumer,
         )

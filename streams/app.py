@@ -101,7 +101,7 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
         )
         match fold_record(record, lambda task_id: loads(statuses.get(task_id)), dead_lettered.get(record.mark)):
             case Reject(error):
-                letter = _dead_letter(record, error)
+                letter = DeadLetter.of_record(record, error, APP_ID)
                 await send(dead_topic, letter.task_id, letter.to_bytes())
                 dead_lettered[record.mark] = record.offset
                 log.warning("streams.dead_letter", topic=record.topic, offset=record.offset, error=error[:300])
@@ -127,18 +127,6 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
         log.info("streams.ready", tasks=len(statuses), startup_s=round(time.monotonic() - started_at, 2))
 
     return app
-
-
-def _dead_letter(record: SourceRecord, error: str) -> DeadLetter:
-    return DeadLetter.of_record(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        error=error,
-        consumer=APP_ID,
-    )
 
 
 def run_streams(settings: Settings) -> NoReturn:

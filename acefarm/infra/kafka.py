@@ -134,14 +134,5 @@ async def dead_letter(
     producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], error: str, consumer: str
 ) -> None:
     """Publish a record that failed validation to the dead-letter topic."""
-    event = DeadLetter.of_record(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        error=error,
-        consumer=consumer,
-    )
-    await publish(producer, topics.DEAD_LETTER, event)
+    await publish(producer, topics.DEAD_LETTER, DeadLetter.of_record(record, error, consumer))
     log.warning("kafka.dead_letter", topic=record.topic, offset=record.offset, error=error[:300])

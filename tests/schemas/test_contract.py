@@ -1,6 +1,7 @@
 """The contract: committed JSON Schemas match the models, events round-trip, bad input says what to fix."""
 
 import json
+from typing import NamedTuple
 
 import jsonschema
 import pytest
@@ -104,10 +105,17 @@ def test_event_strings_have_maximum_lengths(event: dict[str, object], field: str
         jsonschema.validate(raw, schema)
 
 
+class Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
 def test_a_dead_letter_cuts_what_it_copies_to_the_limits() -> None:
-    dead = DeadLetter.of_record(
-        topic="t", partition=0, offset=1, key=b"k" * 5000, value=b"v" * 200_000, error="e" * 9000, consumer="c"
-    )
+    record = Record(topic="t", partition=0, offset=1, key=b"k" * 5000, value=b"v" * 200_000)
+    dead = DeadLetter.of_record(record, "e" * 9000, "c")
     assert (len(dead.key or ""), len(dead.value), len(dead.error)) == (1024, 100_000, 4000)
     assert parse_event(dead.to_bytes()) == dead
 
