@@ -12,9 +12,11 @@ from litestar.exceptions import ClientException
 from litestar.openapi import OpenAPIConfig
 
 from acefarm.infra.settings import Settings
+from gateway.auth import principal_dependency
 from gateway.errors import client_error_handler
 from gateway.files import FilesController
 from gateway.health import HealthController
+from gateway.keyring import KeyRing
 from gateway.loras import lora_routes
 from gateway.page import SWAGGER, page_routes
 from gateway.state import STATE_KEY, provide_gateway, running_gateway
@@ -28,11 +30,16 @@ def max_body_bytes(settings: Settings) -> int:
 
 
 def create_app(settings: Settings) -> Litestar:
-    """The gateway app for `settings`; Kafka, storage and the status view start with its lifespan."""
+    """The gateway app for `settings`; Kafka, storage, the status view and the key ring start with its lifespan.
+
+    Every API route takes the `principal` dependency (401 without a valid key when `AUTH_MODE=keys`);
+    /healthz, /readyz, the page and the API docs do not.
+    """
+    keyring = KeyRing(settings) if settings.auth_mode == "keys" else None
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with running_gateway(settings) as gateway:
+        async with running_gateway(settings, keyring) as gateway:
             app.state[STATE_KEY] = gateway
             try:
                 yield
@@ -49,7 +56,10 @@ def create_app(settings: Settings) -> Litestar:
             HealthController,
             *page_routes(),
         ],
-        dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False)},
+        dependencies={
+            "gateway": Provide(provide_gateway, sync_to_thread=False),
+            "principal": principal_dependency(settings.auth_mode, keyring),
+        },
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=max_body_bytes(settings),

@@ -18,6 +18,8 @@ from schemas.training import TrainingOptions
 
 SCHEMA_VERSION: Literal[1] = 1
 _TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_OWNER = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"
+_OWNER_DESCRIPTION = "who submitted it; set by the gateway, by direct producers themselves"
 
 
 def new_event_id() -> str:
@@ -51,6 +53,15 @@ class GenerationRequested(Envelope):
     type: Literal["generation.requested"] = "generation.requested"
     params: GenerationParams
     callback_url: str | None = None
+    owner: Annotated[str | None, Field(pattern=_OWNER, description=_OWNER_DESCRIPTION)] = None
+    request_hash: Annotated[
+        str | None,
+        Field(
+            pattern=r"^[0-9a-f]{64}$",
+            description="SHA-256 of the submitted request body; set by the gateway to tell an idempotent "
+            "retry from a different request under the same Idempotency-Key.",
+        ),
+    ] = None
 
 
 class TrainingRequested(Envelope):
@@ -61,6 +72,7 @@ class TrainingRequested(Envelope):
     style_name: Annotated[str, Field(min_length=1, max_length=100)]
     dataset_key: Annotated[str, Field(description="Storage key of the uploaded zip.")]
     options: TrainingOptions = Field(default_factory=TrainingOptions)
+    owner: Annotated[str | None, Field(pattern=_OWNER, description=_OWNER_DESCRIPTION)] = None
 
 
 class TaskStarted(Envelope):

@@ -68,6 +68,13 @@ async def read_manifest(storage: Storage, lora_id: str) -> LoraManifest | None:
         return None
 
 
+async def write_manifest(storage: Storage, manifest: LoraManifest) -> None:
+    """Store (or replace) an adapter's manifest."""
+    await storage.put_bytes(
+        manifest_key(manifest.lora_id), manifest.model_dump_json(indent=2).encode(), "application/json"
+    )
+
+
 async def list_manifests(storage: Storage) -> list[LoraManifest]:
     """Every finished adapter's manifest, newest first."""
     keys = [o.key for o in await storage.list("loras/") if o.key.endswith(f"/{MANIFEST}")]

@@ -84,6 +84,7 @@ def stack(kafka_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
         "ENGINE": TONE_ENGINE,
         "DEVICE": "cpu",
         "OUTPUT_DIR": str(work / "data"),
+        "AUTH_MODE": "off",
         # Slow fake diffusion steps so that the progress bar visibly moves.
         "TONE_ENGINE_STEP_S": "0.4",
         **SHORT_TONE_LIMITS,
