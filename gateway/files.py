@@ -22,6 +22,7 @@ from litestar.status_codes import HTTP_206_PARTIAL_CONTENT, HTTP_307_TEMPORARY_R
 
 from acefarm.infra.storage import InvalidKey, validate_key
 from gateway.access import caller, file_path, link_owner, task_of_output
+from gateway.auth import SIGNED_LINKS
 from gateway.errors import error_responses
 from gateway.state import GatewayState
 
@@ -104,7 +105,12 @@ class FilesController(Controller):
 
     tags = ("files",)
 
-    @get("/files/{key:path}", summary="Download a result file", responses=error_responses(401, 404))
+    @get(
+        "/files/{key:path}",
+        summary="Download a result file",
+        responses=error_responses(401, 404),
+        opt={SIGNED_LINKS: True},
+    )
     async def get_file(
         self, gateway: NamedDependency[GatewayState], key: FromPath[str], request: Request[Any, Any, Any]
     ) -> Response[Any]:

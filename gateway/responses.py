@@ -13,8 +13,9 @@ _SHARED = tuple(name for name in TaskStatusResponse.model_fields if name in Task
 
 
 def signed_url(signer: LinkSigner, path: str, owner: str, base_url: str = "") -> str:
-    """`path` signed for `owner` (quoted in the URL), absolute when `base_url` is set."""
-    return f"{base_url.rstrip('/')}{quote(path)}?{urlencode(signer.sign(path, owner))}"
+    """`path` signed for `owner` (quoted in the URL), absolute when `base_url` is set; the same URL for a
+    while (`LinkSigner.sign(stable=True)`), so repeated status answers agree."""
+    return f"{base_url.rstrip('/')}{quote(path)}?{urlencode(signer.sign(path, owner, stable=True))}"
 
 
 def to_response(status: TaskStatus, signer: LinkSigner, viewer: str, base_url: str = "") -> TaskStatusResponse:

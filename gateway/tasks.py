@@ -15,7 +15,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
 from gateway.access import caller, events_path, known_status, link_owner, visible_status
-from gateway.auth import Principal
+from gateway.auth import SIGNED_LINKS, Principal
 from gateway.errors import error_responses
 from gateway.responses import to_response
 from gateway.state import GatewayState
@@ -113,6 +113,7 @@ class TasksController(Controller):
         "/tasks/{task_id:str}/events",
         summary="Follow a task live (server-sent events)",
         responses=error_responses(401, 404, 503),
+        opt={SIGNED_LINKS: True},
     )
     async def task_events(
         self,
