@@ -97,6 +97,7 @@ class StatusStore:
     def record_submitted(self, event: GenerationRequested | TrainingRequested) -> bool:
         """`insert_pending` for a request event the gateway has just published (version 0), with its owner."""
         at = event.occurred_at
+        lora_id: str | None
         if isinstance(event, TrainingRequested):
             kind, lora_id, request_hash = TaskKind.TRAINING, event.lora_id, None
         else:
