@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -433,8 +434,9 @@ def test_with_keys_on_the_page_asks_for_a_key_and_shows_only_its_own_jobs(browse
         settings = Settings(kafka_bootstrap_servers=stack.env["KAFKA_BOOTSTRAP_SERVERS"])
         mine, secret = ApiKeyRecord.issue("page-user")
         theirs, their_secret = ApiKeyRecord.issue("someone-else")
-        for record in (mine, theirs):
-            asyncio.run(publish_key(settings, record))
+        with ThreadPoolExecutor(1) as thread:  # Playwright's sync API keeps an event loop on this thread
+            for record in (mine, theirs):
+                thread.submit(asyncio.run, publish_key(settings, record)).result()
         wait_until_ready(f"{url}/readyz", gateway, timeout_s=120)
         deadline = time.monotonic() + 10
         while httpx.get(f"{url}/loras", headers={"X-API-Key": their_secret}).status_code != 200:
