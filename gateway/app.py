@@ -6,15 +6,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.exceptions import ClientException
 from litestar.openapi import OpenAPIConfig
 
 from acefarm.infra.settings import Settings
+from gateway.auth import principal_dependency, principal_guard
 from gateway.errors import client_error_handler
 from gateway.files import FilesController
 from gateway.health import HealthController
+from gateway.keyring import KeyRing
 from gateway.loras import lora_routes
 from gateway.page import SWAGGER, page_routes
 from gateway.state import STATE_KEY, provide_gateway, running_gateway
@@ -28,11 +30,23 @@ def max_body_bytes(settings: Settings) -> int:
 
 
 def create_app(settings: Settings) -> Litestar:
-    """The gateway app for `settings`; Kafka, storage and the status view start with its lifespan."""
+    """The gateway app for `settings`; Kafka, storage, the status view and the key ring start with its lifespan.
+
+    Every API route sits behind `principal_guard` (401 without a valid key when `AUTH_MODE=keys`, before
+    the body is read) and may take the `principal` dependency; /healthz, /readyz, the page and the API
+    docs are public.
+    """
+    keyring = KeyRing(settings) if settings.auth_mode == "keys" else None
+    api = Router(
+        path="/",
+        route_handlers=[GenerationController, TasksController, FilesController, lora_routes(settings)],
+        guards=[principal_guard(settings.auth_mode, keyring)],
+        dependencies={"principal": principal_dependency(settings.auth_mode, keyring)},
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with running_gateway(settings) as gateway:
+        async with running_gateway(settings, keyring) as gateway:
             app.state[STATE_KEY] = gateway
             try:
                 yield
@@ -41,14 +55,7 @@ def create_app(settings: Settings) -> Litestar:
 
     exception_handlers: Any = {ClientException: client_error_handler}
     return Litestar(
-        route_handlers=[
-            GenerationController,
-            TasksController,
-            FilesController,
-            lora_routes(settings),
-            HealthController,
-            *page_routes(),
-        ],
+        route_handlers=[api, HealthController, *page_routes()],
         dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False)},
         lifespan=[lifespan],
         exception_handlers=exception_handlers,

@@ -2,7 +2,10 @@
 
 `AUTH_MODE=keys` resolves the key against the `KeyRing`; `AUTH_MODE=off` makes every caller the
 admin-like `anonymous` principal. `resolve_principal` is plain Python; `principal_dependency` wraps it
-for Litestar handlers (a handler that takes `principal: NamedDependency[Principal]` is authenticated).
+for Litestar handlers (a handler that takes `principal: NamedDependency[Principal]` is authenticated),
+and `principal_guard` answers 401 before a request's body is even read, keeping the principal for the
+dependency. A handler marked `opt={SIGNED_LINKS: True}` is let through: it accepts a signed link instead
+of a key and authenticates the rest itself.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.exceptions import NotAuthorizedException
+from litestar.handlers import BaseRouteHandler
+from litestar.types import Guard
 
 from schemas.keys import MAX_COST, ApiKeyRecord, KeyLimits, Priority, Role
 
@@ -21,6 +27,12 @@ if TYPE_CHECKING:
     from gateway.keyring import KeyRing
 
 AuthMode = Literal["keys", "off"]
+
+PRINCIPAL_STATE = "principal"
+"""Where `principal_guard` keeps the request's principal (`request.state`)."""
+
+SIGNED_LINKS = "signed_links"
+"""Handler `opt` flag: the handler also accepts signed links and checks keys itself."""
 
 HOW_TO_SEND = "send your API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 
@@ -100,12 +112,32 @@ def unauthorized(error: AuthError) -> NotAuthorizedException:
     return NotAuthorizedException(detail=str(error), headers={"WWW-Authenticate": 'Bearer realm="acefarm"'})
 
 
+def principal_guard(mode: AuthMode, keyring: KeyRing | None) -> Guard:
+    """A Litestar guard answering 401 (before the body is read) unless the request has a valid key; the
+    principal is kept in `request.state` for `principal_dependency`. Handlers flagged `SIGNED_LINKS` pass."""
+    if mode == "keys" and keyring is None:
+        raise ValueError("AUTH_MODE=keys needs a KeyRing")
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        if handler.opt.get(SIGNED_LINKS):
+            return
+        try:
+            connection.state[PRINCIPAL_STATE] = resolve_principal(connection.headers, mode, keyring)
+        except AuthError as error:
+            raise unauthorized(error) from None
+
+    return guard
+
+
 def principal_dependency(mode: AuthMode, keyring: KeyRing | None) -> Provide:
     """A Litestar dependency (register it as `principal`) giving handlers the caller, or answering 401."""
     if mode == "keys" and keyring is None:
         raise ValueError("AUTH_MODE=keys needs a KeyRing")
 
     def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+        known: Principal | None = request.state.get(PRINCIPAL_STATE)
+        if known is not None:
+            return known
         try:
             return resolve_principal(request.headers, mode, keyring)
         except AuthError as error:

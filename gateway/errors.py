@@ -63,10 +63,12 @@ def client_error_handler(_: Request[Any, Any, Any], exc: ClientException) -> Res
 
 _MEANINGS = {
     400: "A field is invalid; `detail` names it and says what to fix.",
+    401: "No valid API key: send it as `Authorization: Bearer <key>` or `X-API-Key` (see `WWW-Authenticate`).",
     404: "Not found.",
     409: "Conflicts with the task's current state.",
     413: "Too large.",
     415: "Wrong Content-Type.",
+    422: "The Idempotency-Key was already used with a different request body.",
     503: "Not ready.",
 }
 

@@ -1,4 +1,9 @@
-"""`GET /files/{key}`: stored results, streamed from local storage (with Range) or redirected to S3."""
+"""`GET /files/{key}`: stored results, streamed from local storage (with Range) or redirected to S3.
+
+A file answers to a signed link (`file_url` in the task's status) or to a key whose owner owns the task
+(admins: any); anything else is the same 404 as a missing file. S3 redirects are issued only after that
+check and expire within `PRESIGNED_REDIRECT_S`.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from litestar.response import File, Redirect, Stream
 from litestar.status_codes import HTTP_206_PARTIAL_CONTENT, HTTP_307_TEMPORARY_REDIRECT
 
 from acefarm.infra.storage import InvalidKey, validate_key
+from gateway.access import caller, file_path, link_owner, task_of_output
+from gateway.auth import SIGNED_LINKS
 from gateway.errors import error_responses
 from gateway.state import GatewayState
 from schemas import storage_keys
@@ -26,6 +33,9 @@ SERVED_PREFIXES = (storage_keys.OUTPUTS,)
 _TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CHUNK = 256 * 1024
+
+PRESIGNED_REDIRECT_S = 300
+"""Seconds the presigned S3 URL of a download redirect lives (followed at once; less if S3_PRESIGN_EXPIRY_S is)."""
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -75,25 +85,50 @@ def _checked_key(key: str) -> str:
     return key
 
 
+def _check_access(gateway: GatewayState, request: Request[Any, Any, Any], key: str) -> None:
+    """Allow a valid signed link for `key`, or a caller who owns the key's task (or is an admin); else 404.
+
+    Without a valid signature the caller must send a key (401 otherwise).
+    """
+    if link_owner(gateway, request, file_path(key)) is not None:
+        return
+    principal = caller(gateway, request)
+    if principal.is_admin:
+        return
+    task_id = task_of_output(key)
+    status = gateway.view.store.get(task_id) if task_id else None
+    if status is None or not principal.may_access(status.owner):
+        raise NotFoundException(detail="no such file")
+
+
 class FilesController(Controller):
     """`GET /files/{key}`."""
 
     tags = ("files",)
 
-    @get("/files/{key:path}", summary="Download a result file", responses=error_responses(404))
+    @get(
+        "/files/{key:path}",
+        summary="Download a result file",
+        responses=error_responses(401, 404),
+        opt={SIGNED_LINKS: True},
+    )
     async def get_file(
         self, gateway: NamedDependency[GatewayState], key: FromPath[str], request: Request[Any, Any, Any]
     ) -> Response[Any]:
         """The stored audio with its content type (audio/wav, audio/flac, audio/mpeg).
 
-        Local storage streams it (Content-Length, `Range` for seeking); S3 answers 307 to a presigned URL.
-        Anything not a stored result, or trying to leave the store, is 404.
+        Open it with the signed `file_url` from the task's status (no headers needed until it expires) or
+        with the owner's key. Local storage streams it (Content-Length, `Range` for seeking); S3 answers
+        307 to a short-lived presigned URL. Anything not a stored result, someone else's, or trying to
+        leave the store, is 404.
         """
         key = _checked_key(key)
+        _check_access(gateway, request, key)
         storage = gateway.storage
+        lifetime = min(PRESIGNED_REDIRECT_S, gateway.settings.s3_presign_expiry_s)
         try:
             info = await storage.stat(key)
-            url = await storage.presigned_url(key) if info is not None else None
+            url = await storage.presigned_url(key, lifetime) if info is not None else None
             path = storage.local_path(key)
         except InvalidKey:  # e.g. a link that leads out of the store
             raise NotFoundException(detail="no such file") from None

@@ -19,16 +19,20 @@ class HealthController(Controller):
         """Always 200 while the process serves requests."""
         return {"status": "ok"}
 
-    @get("/readyz", summary="Readiness: Kafka answers and the status view is current")
+    @get("/readyz", summary="Readiness: Kafka answers, the status view and the key ring are current")
     async def readyz(self, gateway: NamedDependency[GatewayState]) -> Response[dict[str, object]]:
-        """200 only while Kafka answers and the status view has read the status topic; 503 otherwise."""
+        """200 only while Kafka answers, the status view has read the status topic and the key ring
+        (AUTH_MODE=keys) has read the key topic; 503 otherwise."""
         kafka = await gateway.kafka_answers()
         view = gateway.ready()
-        ready = kafka and view
+        keys = gateway.keys_ready()
+        ready = kafka and view and keys
         body: dict[str, object] = {
             "status": "ready" if ready else "not ready",
             "kafka": kafka,
             "status_view_caught_up": view,
+            "keys_caught_up": keys,
+            "auth_mode": gateway.settings.auth_mode,
             "tasks_known": len(gateway.view.store),
         }
         return Response(body, status_code=HTTP_200_OK if ready else HTTP_503_SERVICE_UNAVAILABLE)

@@ -1,10 +1,15 @@
-"""Input audio: decode and check what users send, store it, and check keys they pass back."""
+"""Input audio: decode and check what users send, store it, and check keys they pass back.
+
+Uploads are stored under `inputs/uploads/{owner hash}/`, so a key names its owner: a user may pass back
+only keys under its own prefix (admins: any input key); anyone else's answers like an unknown key.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+import hashlib
 from dataclasses import dataclass
 
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_413_REQUEST_ENTITY_TOO_LARGE
@@ -12,6 +17,7 @@ from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_413_REQUEST_ENTITY_
 from acefarm.infra.audio import AudioInputError, decode_audio
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import InvalidKey, ObjectInfo, Storage, validate_key
+from gateway.auth import Principal
 from gateway.errors import FieldError
 from schemas import storage_keys
 
@@ -71,14 +77,21 @@ async def store_input(storage: Storage, key_stem: str, audio: CheckedAudio) -> O
     return await storage.put_bytes(f"{key_stem}.{audio.ext}", audio.data, audio.content_type)
 
 
-async def check_input_key(field: str, key: str, storage: Storage) -> str:
-    """A storage key passed as `src_audio_key`/`reference_audio_key`: safe, under inputs/, present."""
+def upload_prefix(owner: str) -> str:
+    """Where `owner`'s uploads are stored: under the first 24 hex digits of SHA-256(owner)."""
+    return storage_keys.upload_prefix(hashlib.sha256(owner.encode()).hexdigest()[:24])
+
+
+async def check_input_key(field: str, key: str, storage: Storage, principal: Principal) -> str:
+    """A storage key passed as `src_audio_key`/`reference_audio_key`: safe, under inputs/, the caller's
+    own upload (any input for an admin), present."""
     try:
         validate_key(key)
     except InvalidKey:
         raise FieldError(field, "is not a valid storage key; pass the key returned by POST /uploads") from None
     if not key.startswith(storage_keys.INPUTS):
         raise FieldError(field, "must be a key under 'inputs/' as returned by POST /uploads")
-    if await storage.stat(key) is None:
+    mine = principal.is_admin or key.startswith(upload_prefix(principal.owner))
+    if not mine or await storage.stat(key) is None:
         raise FieldError(field, f"no uploaded audio has the key {key!r}; upload it first with POST /uploads")
     return key

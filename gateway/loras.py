@@ -1,5 +1,10 @@
-"""LoRA styles: `POST /train/lora` (check the dataset zip, store it, queue training), `GET/DELETE /loras`, and
-the check that a `lora_id` passed to `POST /generate` names a finished LoRA.
+"""LoRA styles: `POST /train/lora` (check the dataset zip, store it, queue training), `GET/PATCH/DELETE /loras`,
+and the check that a `lora_id` passed to `POST /generate` names a finished LoRA the caller may use.
+
+A LoRA belongs to whoever trained it and is private until its owner publishes it (`PATCH /loras/{id}`
+with `{"public": true}`). Others see a public LoRA without its tracks' lyrics and captions, and
+someone else's private LoRA answers exactly like an unknown one. Only the owner or an admin changes or
+deletes one.
 
 Nothing is queued until the zip has passed every check in `acefarm.model.datasets`; each failure is a 4xx
 naming the file and why. A LoRA is usable once its trainer has stored its manifest, so an unknown or
@@ -16,14 +21,14 @@ from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from litestar import Controller, Response, Router, delete, get, post
+from litestar import Controller, Response, Router, delete, get, patch, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
-from litestar.params import Body, FromPath
+from litestar.params import Body, FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_413_REQUEST_ENTITY_TOO_LARGE
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
@@ -32,17 +37,18 @@ from acefarm.infra.storage import Storage
 from acefarm.model.datasets import DatasetError, DatasetLimits, validate_dataset_zip
 from acefarm.model.loras import (
     delete_lora,
-    is_lora_id,
     list_manifests,
     new_lora_id,
     read_manifest,
+    write_manifest,
 )
+from gateway.auth import Principal
 from gateway.errors import FieldError, error_responses
 from gateway.state import GatewayState
 from schemas import topics
 from schemas.events import TrainingRequested
-from schemas.status import TaskAccepted, TaskKind, TaskState
-from schemas.storage_keys import dataset_key, manifest_key
+from schemas.status import TaskAccepted, TaskState
+from schemas.storage_keys import dataset_key
 from schemas.training import LoraManifest, TrainingOptions
 
 log = get_logger(__name__)
@@ -91,15 +97,48 @@ def training_options(form: DatasetUpload) -> TrainingOptions:
         raise FieldError(loc, first["msg"]) from None
 
 
-async def check_lora_id(storage: Storage, lora_id: str | None) -> None:
-    """Raise `FieldError` (400) unless `lora_id` is None or names a finished LoRA in storage."""
+class LoraUpdate(BaseModel):
+    """Body of `PATCH /loras/{lora_id}`."""
+
+    public: bool
+    """True: every user may list it and generate with it (its lyrics and captions stay private)."""
+
+
+def may_use(manifest: LoraManifest, principal: Principal) -> bool:
+    """Whether `principal` may see and generate with this LoRA: its own, a public one, or any as admin."""
+    return manifest.public or principal.may_access(manifest.owner)
+
+
+def shown_to(manifest: LoraManifest, principal: Principal) -> LoraManifest:
+    """The manifest as `principal` sees it: whole for its owner and admins, without lyrics and captions otherwise."""
+    if principal.may_access(manifest.owner):
+        return manifest
+    tracks = [track.model_copy(update={"lyrics": None, "caption": None}) for track in manifest.tracks]
+    return manifest.model_copy(update={"tracks": tracks})
+
+
+async def check_lora_id(storage: Storage, lora_id: str | None, principal: Principal) -> None:
+    """Raise `FieldError` (400) unless `lora_id` is None or names a finished LoRA `principal` may use."""
     if lora_id is None:
         return
-    if await storage.stat(manifest_key(lora_id)) is None:
+    manifest = await read_manifest(storage, lora_id)
+    if manifest is None or not may_use(manifest, principal):
         raise FieldError(
             "lora_id",
             f"no finished LoRA has the id {lora_id!r}; list them with GET /loras or wait for its training to succeed",
         )
+
+
+async def _owned(storage: Storage, lora_id: str, principal: Principal) -> LoraManifest:
+    """The manifest of a LoRA `principal` owns (any, for an admin); the unknown LoRA's 404 otherwise."""
+    manifest = await read_manifest(storage, lora_id)
+    if manifest is None or not principal.may_access(manifest.owner):
+        raise _unknown_lora(lora_id)
+    return manifest
+
+
+def _unknown_lora(lora_id: str) -> NotFoundException:
+    return NotFoundException(detail=f"no finished LoRA has the id {lora_id!r}")
 
 
 async def _save_upload(upload: UploadFile, dest: Path, limit: int) -> None:
@@ -120,7 +159,7 @@ async def _save_upload(upload: UploadFile, dest: Path, limit: int) -> None:
 
 
 class LorasController(Controller):
-    """`POST /train/lora`, `GET /loras`, `GET /loras/{lora_id}` and `DELETE /loras/{lora_id}`."""
+    """`POST /train/lora`, `GET /loras`, `GET/PATCH/DELETE /loras/{lora_id}`."""
 
     tags = ("lora",)
 
@@ -128,11 +167,12 @@ class LorasController(Controller):
         "/train/lora",
         status_code=HTTP_202_ACCEPTED,
         summary="Train a LoRA style from a zip of tracks",
-        responses=error_responses(400, 413, 415),
+        responses=error_responses(400, 401, 413, 415),
     )
     async def train_lora(
         self,
         gateway: NamedDependency[GatewayState],
+        principal: NamedDependency[Principal],
         data: Annotated[TrainLoraForm, Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> Response[TaskAccepted]:
         """Check the dataset zip completely (paths, zip bombs, track count, every track decodes and fits the
@@ -140,6 +180,7 @@ class LorasController(Controller):
 
         Answers 202 `{task_id, lora_id}`: follow the job at `/status/{task_id}`; once it succeeds, pass
         `lora_id` to `POST /generate`. Every problem answers 400 (413 for size) naming the file and why.
+        The LoRA belongs to the caller and stays private until published (`PATCH /loras/{lora_id}`).
         """
         settings = gateway.settings
         style_name = (data.style_name or "").strip()
@@ -164,10 +205,15 @@ class LorasController(Controller):
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
         event = TrainingRequested(
-            task_id=task_id, lora_id=lora_id, style_name=style_name, dataset_key=key, options=options
+            task_id=task_id,
+            lora_id=lora_id,
+            style_name=style_name,
+            dataset_key=key,
+            options=options,
+            owner=principal.owner,
         )
         await publish(gateway.producer, topics.TRAINING_REQUESTS, event)
-        gateway.view.store.record_submitted(event, TaskKind.TRAINING, lora_id)
+        gateway.view.store.record_submitted(event)
         log.info(
             "gateway.training_submitted", task_id=task_id, lora_id=lora_id, tracks=len(tracks), steps=options.steps
         )
@@ -177,25 +223,56 @@ class LorasController(Controller):
             headers={"Location": f"/status/{task_id}"},
         )
 
-    @get("/loras", summary="List trained LoRA styles")
-    async def list_loras(self, gateway: NamedDependency[GatewayState]) -> list[LoraManifest]:
-        """Every finished LoRA (newest first) with its manifest: style, base model, options, tracks, loss."""
-        return await list_manifests(gateway.storage)
+    @get("/loras", summary="List trained LoRA styles", responses=error_responses(401))
+    async def list_loras(
+        self, gateway: NamedDependency[GatewayState], principal: NamedDependency[Principal]
+    ) -> list[LoraManifest]:
+        """The caller's own finished LoRAs and the public ones (admins: all), newest first, with their
+        manifests: style, base model, options, tracks, loss. Others' tracks come without lyrics and captions."""
+        manifests = await list_manifests(gateway.storage)
+        return [shown_to(m, principal) for m in manifests if may_use(m, principal)]
 
-    @get("/loras/{lora_id:str}", summary="One LoRA style", responses=error_responses(404))
-    async def get_lora(self, gateway: NamedDependency[GatewayState], lora_id: FromPath[str]) -> LoraManifest:
-        """The LoRA's manifest; 404 while it is unknown or still training."""
-        manifest = await read_manifest(gateway.storage, lora_id) if is_lora_id(lora_id) else None
-        if manifest is None:
-            raise NotFoundException(detail=f"no finished LoRA has the id {lora_id!r}")
+    @get("/loras/{lora_id:str}", summary="One LoRA style", responses=error_responses(401, 404))
+    async def get_lora(
+        self, gateway: NamedDependency[GatewayState], principal: NamedDependency[Principal], lora_id: FromPath[str]
+    ) -> LoraManifest:
+        """The LoRA's manifest; 404 while it is unknown, still training, or someone else's and private."""
+        manifest = await read_manifest(gateway.storage, lora_id)
+        if manifest is None or not may_use(manifest, principal):
+            raise _unknown_lora(lora_id)
+        return shown_to(manifest, principal)
+
+    @patch("/loras/{lora_id:str}", summary="Publish or unpublish a LoRA style", responses=error_responses(401, 404))
+    async def update_lora(
+        self,
+        gateway: NamedDependency[GatewayState],
+        principal: NamedDependency[Principal],
+        lora_id: FromPath[str],
+        data: JSONBody[LoraUpdate],
+    ) -> LoraManifest:
+        """`{"public": true}` lets every user list and use the LoRA; `false` makes it private again.
+
+        Only its owner or an admin may change it; anyone else gets the unknown LoRA's 404.
+        """
+        manifest = await _owned(gateway.storage, lora_id, principal)
+        if manifest.public != data.public:
+            manifest = manifest.model_copy(update={"public": data.public})
+            await write_manifest(gateway.storage, manifest)
+            log.info("gateway.lora_published", lora_id=lora_id, public=data.public, by=principal.owner)
         return manifest
 
-    @delete("/loras/{lora_id:str}", summary="Delete a LoRA style", responses=error_responses(404))
-    async def delete_lora_route(self, gateway: NamedDependency[GatewayState], lora_id: FromPath[str]) -> None:
-        """Remove the adapter and its manifest; later generation requests naming it are rejected."""
-        if not is_lora_id(lora_id) or not await delete_lora(gateway.storage, lora_id):
-            raise NotFoundException(detail=f"no finished LoRA has the id {lora_id!r}")
-        log.info("gateway.lora_deleted", lora_id=lora_id)
+    @delete("/loras/{lora_id:str}", summary="Delete a LoRA style", responses=error_responses(401, 404))
+    async def delete_lora_route(
+        self, gateway: NamedDependency[GatewayState], principal: NamedDependency[Principal], lora_id: FromPath[str]
+    ) -> None:
+        """Remove the adapter and its manifest; later generation requests naming it are rejected.
+
+        Only its owner or an admin may delete it; anyone else gets the unknown LoRA's 404.
+        """
+        await _owned(gateway.storage, lora_id, principal)
+        if not await delete_lora(gateway.storage, lora_id):
+            raise _unknown_lora(lora_id)
+        log.info("gateway.lora_deleted", lora_id=lora_id, by=principal.owner)
 
 
 def lora_routes(settings: Settings) -> Router:

@@ -1,22 +1,32 @@
-"""From the folded `TaskStatus` to what clients see (`TaskStatusResponse`), with file URLs."""
+"""From the folded `TaskStatus` to what clients see (`TaskStatusResponse`), with signed file and event URLs."""
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
+from gateway.access import events_path, file_path
+from gateway.signed_links import LinkSigner
 from schemas.status import TaskStatus, TaskStatusResponse
 
 _SHARED = tuple(name for name in TaskStatusResponse.model_fields if name in TaskStatus.model_fields)
-"""The fields a response copies from the folded status (the rest are the file URLs)."""
+"""The fields a response copies from the folded status (the rest are the signed URLs)."""
 
 
-def file_url(key: str, base_url: str = "") -> str:
-    """The download URL of a stored object: `/files/{key}`, absolute when `base_url` is set."""
-    return f"{base_url.rstrip('/')}/files/{quote(key)}"
+def signed_url(signer: LinkSigner, path: str, owner: str, base_url: str = "") -> str:
+    """`path` signed for `owner` (quoted in the URL), absolute when `base_url` is set; the same URL for a
+    while (`LinkSigner.sign(stable=True)`), so repeated status answers agree."""
+    return f"{base_url.rstrip('/')}{quote(path)}?{urlencode(signer.sign(path, owner, stable=True))}"
 
 
-def to_response(status: TaskStatus, base_url: str = "") -> TaskStatusResponse:
-    """The public view of a task: `file_url` is the first result, `file_urls` all of them."""
-    urls = [file_url(f.key, base_url) for f in status.files]
+def to_response(status: TaskStatus, signer: LinkSigner, viewer: str, base_url: str = "") -> TaskStatusResponse:
+    """The public view of a task: `file_url` is the first result, `file_urls` all of them, `events_url` its
+    live stream; each is signed for the task's owner (`viewer` for a task without one) and expires."""
+    owner = status.owner or viewer
+    urls = [signed_url(signer, file_path(f.key), owner, base_url) for f in status.files]
     fields = {name: getattr(status, name) for name in _SHARED}
-    return TaskStatusResponse(**fields, file_url=urls[0] if urls else None, file_urls=urls)
+    return TaskStatusResponse(
+        **fields,
+        file_url=urls[0] if urls else None,
+        file_urls=urls,
+        events_url=signed_url(signer, events_path(status.task_id), owner, base_url),
+    )

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
-from schemas.keys import OWNER_PATTERN
+from schemas.ids import OWNER_PATTERN
 
 log = get_logger(__name__)
 
@@ -55,13 +55,18 @@ class LinkSigner:
         digest = hmac.new(self._secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
-    def sign(self, path: str, owner: str, ttl_s: int | None = None) -> dict[str, str]:
+    def sign(self, path: str, owner: str, ttl_s: int | None = None, stable: bool = False) -> dict[str, str]:
         """Query parameters (`exp`, `owner`, `sig`) granting `owner`'s access to `path` for `ttl_s` seconds.
 
-        `ttl_s` defaults to, and is capped at, `max_ttl_s`.
+        `ttl_s` defaults to, and is capped at, `max_ttl_s`. `stable` rounds the expiry down to a step of a
+        tenth of the lifetime (at most a minute), so the links signed within one step are identical (a
+        status pushed every second does not make an `<audio src>` reload).
         """
         lifetime = self.max_ttl_s if ttl_s is None else min(ttl_s, self.max_ttl_s)
         expires = int(self._clock()) + lifetime
+        if stable:
+            step = max(1, min(60, lifetime // 10))
+            expires -= expires % step
         return {"exp": str(expires), "owner": owner, "sig": self.signature(path, expires, owner)}
 
     def signed_path(self, path: str, owner: str, ttl_s: int | None = None) -> str:

@@ -1,4 +1,5 @@
-"""What the gateway holds while it runs: settings, the Kafka producer, storage and the status view.
+"""What the gateway holds while it runs: settings, the Kafka producer, storage, the status view, the
+key ring (AUTH_MODE=keys) and the link signer.
 
 `running_gateway` starts them all in the app's lifespan and yields a `GatewayState` with every part
 started; handlers receive it as the `gateway` dependency (`provide_gateway`).
@@ -20,6 +21,8 @@ from acefarm.infra.kafka import ensure_topics, make_producer
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage, open_storage
+from gateway.keyring import KeyRing
+from gateway.signed_links import LinkSigner
 from gateway.status_view import StatusView
 
 log = get_logger(__name__)
@@ -37,6 +40,9 @@ class GatewayState:
     producer: AIOKafkaProducer
     storage: Storage
     view: StatusView
+    signer: LinkSigner
+    keyring: KeyRing | None = None
+    """The farm's API keys; None when `AUTH_MODE=off`."""
     in_flight: set[str] = field(default_factory=set)
     """Task ids of `POST /generate` requests being checked and published right now."""
 
@@ -52,6 +58,11 @@ class GatewayState:
         """Whether the status view is running and has read the whole status topic once."""
         return self.view.running and self.view.caught_up.is_set()
 
+    def keys_ready(self) -> bool:
+        """Whether the key ring follows its topic and has read every key once (always, with auth off)."""
+        ring = self.keyring
+        return ring is None or (ring.reader.running and ring.caught_up.is_set())
+
     @property
     def public_base_url(self) -> str:
         """PUBLIC_BASE_URL without a trailing slash ('' for relative URLs)."""
@@ -59,8 +70,9 @@ class GatewayState:
 
 
 @asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[GatewayState]:
-    """Create topics, start the producer, open storage and start the status view; stop them in reverse."""
+async def running_gateway(settings: Settings, keyring: KeyRing | None = None) -> AsyncIterator[GatewayState]:
+    """Create topics, start the producer, open storage, start the status view and `keyring` (when given);
+    stop them in reverse."""
     await ensure_topics(settings)
     async with AsyncExitStack() as stack:
         stack.callback(log.info, "gateway.stopped")
@@ -75,8 +87,20 @@ async def running_gateway(settings: Settings) -> AsyncIterator[GatewayState]:
         view = StatusView(settings)
         stack.push_async_callback(view.stop)
         await view.start()
-        log.info("gateway.started", storage=settings.storage_backend)
-        yield GatewayState(settings=settings, producer=producer, storage=storage, view=view)
+        if keyring is not None:
+            stack.push_async_callback(keyring.stop)
+            await keyring.start()
+        else:
+            log.warning(
+                "gateway.auth_off",
+                consequence="every caller is an admin: anyone who reaches the port sees, cancels and deletes "
+                "everything; set AUTH_MODE=keys and create keys with `acefarm keys create`",
+            )
+        signer = LinkSigner.from_settings(settings)
+        log.info("gateway.started", storage=settings.storage_backend, auth_mode=settings.auth_mode)
+        yield GatewayState(
+            settings=settings, producer=producer, storage=storage, view=view, signer=signer, keyring=keyring
+        )
 
 
 def provide_gateway(state: State) -> GatewayState:

@@ -21,7 +21,7 @@ from acefarm.infra.compacted import CompactedReader
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from schemas import topics
-from schemas.events import Envelope, TaskStatusRecord, parse_event
+from schemas.events import GenerationRequested, TaskStatusRecord, TrainingRequested, parse_event
 from schemas.status import TaskKind, TaskState, TaskStatus
 
 log = get_logger(__name__)
@@ -88,14 +88,21 @@ class StatusStore:
             return False
         return self.update(status)
 
-    def record_submitted(self, event: Envelope, kind: TaskKind, lora_id: str | None) -> bool:
-        """`insert_pending` for a request event the gateway has just published (version 0)."""
+    def record_submitted(self, event: GenerationRequested | TrainingRequested) -> bool:
+        """`insert_pending` for a request event the gateway has just published (version 0), with its owner."""
         at = event.occurred_at
+        lora_id: str | None
+        if isinstance(event, TrainingRequested):
+            kind, lora_id, request_hash = TaskKind.TRAINING, event.lora_id, None
+        else:
+            kind, lora_id, request_hash = TaskKind.GENERATION, event.params.lora_id, event.request_hash
         pending = TaskStatus(
             task_id=event.task_id,
             kind=kind,
             status=TaskState.PENDING,
             lora_id=lora_id,
+            owner=event.owner,
+            request_hash=request_hash,
             created_at=at,
             updated_at=at,
             version=0,

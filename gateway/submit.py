@@ -1,8 +1,9 @@
-"""`POST /generate` and `POST /uploads`: check everything, store input audio, publish the job."""
+"""`POST /generate` and `POST /uploads`: check everything, store input audio, publish the job with its owner."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -13,20 +14,26 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
 from litestar.params import Body, HeaderParameter, JSONBody
-from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT, HTTP_415_UNSUPPORTED_MEDIA_TYPE
+from litestar.status_codes import (
+    HTTP_202_ACCEPTED,
+    HTTP_409_CONFLICT,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+)
 from pydantic import BaseModel
 
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
+from gateway.auth import Principal
 from gateway.errors import FieldError, error_responses
-from gateway.inputs import check_audio, check_input_key, decode_base64, store_input
+from gateway.inputs import check_audio, check_input_key, decode_base64, store_input, upload_prefix
 from gateway.loras import check_lora_id
 from gateway.state import GatewayState
 from gateway.task_types import accepted_task_types, check_task_type
 from schemas import storage_keys, topics
 from schemas.events import GenerationRequested
 from schemas.generation import GenerateRequest
-from schemas.status import TaskAccepted, TaskKind, TaskState
+from schemas.status import TaskAccepted, TaskState, TaskStatus
 
 log = get_logger(__name__)
 
@@ -60,11 +67,28 @@ async def require_json(request: Request[Any, Any, Any]) -> None:
         )
 
 
-def task_id_for(idempotency_key: str | None) -> str:
-    """A fresh random task id, or the same id every time for the same `Idempotency-Key`."""
+def task_id_for(owner: str, idempotency_key: str | None) -> str:
+    """A fresh random task id, or the same id every time for the same owner and `Idempotency-Key`
+    (two owners using the same key get different tasks)."""
     if idempotency_key is None:
         return uuid.uuid4().hex
-    return "idem-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]
+    return "idem-" + hashlib.sha256(f"{owner}\n{idempotency_key}".encode()).hexdigest()[:40]
+
+
+def request_hash(data: GenerateRequest) -> str:
+    """SHA-256 of the request's canonical JSON (defaults filled in, keys sorted): equal for equal requests."""
+    canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_replay(known: TaskStatus, body_hash: str, idempotency_key: str) -> None:
+    """422 naming the key when a retry under `idempotency_key` carries a different body than the original."""
+    if known.request_hash is not None and known.request_hash != body_hash:
+        raise HTTPException(
+            status_code=HTTP_422_UNPROCESSABLE_ENTITY,
+            detail=f"the {IDEMPOTENCY_HEADER} {idempotency_key!r} was already used with a different request body; "
+            "send the same body to get the original task back, or use a new key for a new request",
+        )
 
 
 def _accepted(task_id: str, status: TaskState, lora_id: str | None, replayed: bool) -> Response[TaskAccepted]:
@@ -76,8 +100,10 @@ def _accepted(task_id: str, status: TaskState, lora_id: str | None, replayed: bo
     )
 
 
-async def _stored_inputs(gateway: GatewayState, data: GenerateRequest, task_id: str) -> dict[str, str | None]:
-    """Check every audio input and store the inline ones; the storage keys by role."""
+async def _stored_inputs(
+    gateway: GatewayState, principal: Principal, data: GenerateRequest, task_id: str
+) -> dict[str, str | None]:
+    """Check every audio input (keys: the caller's own uploads) and store the inline ones; the storage keys by role."""
     settings, storage = gateway.settings, gateway.storage
     keys: dict[str, str | None] = {"src": None, "reference": None}
     for role, inline, key_field, key in (
@@ -88,7 +114,7 @@ async def _stored_inputs(gateway: GatewayState, data: GenerateRequest, task_id: 
         if inline is not None and key is not None:
             raise FieldError(field, f"give either {field} (base64) or {key_field}, not both")
         if key is not None:
-            keys[role] = await check_input_key(key_field, key, storage)
+            keys[role] = await check_input_key(key_field, key, storage, principal)
         elif inline is not None:
             raw = decode_base64(field, inline, settings.max_input_audio_bytes)
             audio = await check_audio(field, raw, settings)
@@ -106,11 +132,12 @@ class GenerationController(Controller):
         before_request=require_json,
         status_code=HTTP_202_ACCEPTED,
         summary="Submit a generation job",
-        responses=error_responses(400, 409, 413, 415),
+        responses=error_responses(400, 401, 409, 413, 415, 422),
     )
     async def generate(
         self,
         gateway: NamedDependency[GatewayState],
+        principal: NamedDependency[Principal],
         data: JSONBody[GenerateRequest],
         idempotency_key: Annotated[
             str | None,
@@ -118,18 +145,22 @@ class GenerationController(Controller):
                 name=IDEMPOTENCY_HEADER,
                 min_length=1,
                 max_length=255,
-                description="Retry-safe submission: the same key always answers with the same task and queues it once.",
+                description="Retry-safe submission: the same key and body always answer with the same task and "
+                "queue it once; the same key with another body is refused (422). Keys are per owner.",
             ),
         ] = None,
     ) -> Response[TaskAccepted]:
         """Validate the request, store inline audio under `inputs/{task_id}/`, queue the job; 202 with its id.
 
         Every bad field answers 400 naming the field and what to fix (413 for audio over the size limit).
+        The job belongs to the caller: only its owner (or an admin) sees, follows or cancels it.
         """
-        task_id = task_id_for(idempotency_key)
+        task_id = task_id_for(principal.owner, idempotency_key)
+        body_hash = request_hash(data)
         store = gateway.view.store
         known = store.get(task_id)
-        if known is not None:
+        if known is not None and idempotency_key is not None:
+            check_replay(known, body_hash, idempotency_key)
             return _accepted(task_id, known.status, known.lora_id, replayed=True)
         if task_id in gateway.in_flight:
             raise HTTPException(
@@ -140,36 +171,44 @@ class GenerationController(Controller):
         check_task_type(data.task_type, accepted_task_types(settings), str(settings.model_path or settings.model_id))
         gateway.in_flight.add(task_id)
         try:
-            await check_lora_id(gateway.storage, data.lora_id)
-            keys = await _stored_inputs(gateway, data, task_id)
+            await check_lora_id(gateway.storage, data.lora_id, principal)
+            keys = await _stored_inputs(gateway, principal, data, task_id)
             params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
-            event = GenerationRequested(task_id=task_id, params=params)
+            event = GenerationRequested(task_id=task_id, params=params, owner=principal.owner, request_hash=body_hash)
             await publish(gateway.producer, topics.GENERATION_REQUESTS, event)
-            store.record_submitted(event, TaskKind.GENERATION, params.lora_id)
+            store.record_submitted(event)
         finally:
             gateway.in_flight.discard(task_id)
-        log.info("gateway.submitted", task_id=task_id, task_type=params.task_type.value, duration=params.duration)
+        log.info(
+            "gateway.submitted",
+            task_id=task_id,
+            owner=principal.owner,
+            task_type=params.task_type.value,
+            duration=params.duration,
+        )
         return _accepted(task_id, TaskState.PENDING, params.lora_id, replayed=False)
 
     @post(
         "/uploads",
         status_code=201,
         summary="Upload input audio for a later job",
-        responses=error_responses(400, 413, 415),
+        responses=error_responses(400, 401, 413, 415),
     )
     async def upload(
         self,
         gateway: NamedDependency[GatewayState],
+        principal: NamedDependency[Principal],
         data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> UploadResult:
-        """Store one audio file (checked like inline audio) under `inputs/uploads/`; returns its key.
+        """Store one audio file (checked like inline audio) under the caller's upload prefix; returns its key.
 
-        Pass the key as `src_audio_key` or `reference_audio_key` in `POST /generate`.
+        Pass the key as `src_audio_key` or `reference_audio_key` in `POST /generate`; only its uploader
+        (or an admin) may.
         """
         raw = await data.file.read()
         audio = await check_audio("file", raw, gateway.settings)
-        info = await store_input(gateway.storage, storage_keys.upload_stem(uuid.uuid4().hex), audio)
-        log.info("gateway.uploaded", key=info.key, size=info.size)
+        info = await store_input(gateway.storage, f"{upload_prefix(principal.owner)}{uuid.uuid4().hex}", audio)
+        log.info("gateway.uploaded", key=info.key, size=info.size, owner=principal.owner)
         return UploadResult(
             key=info.key, content_type=audio.content_type, size_bytes=info.size, duration_s=audio.duration_s
         )

@@ -1,19 +1,21 @@
-"""Task status, cancellation and the live status stream (server-sent events)."""
+"""Task status, cancellation and the live status stream (server-sent events), each for its owner only."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
-from litestar import Controller, Response, delete, get
+from litestar import Controller, Request, Response, delete, get
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException, NotFoundException
+from litestar.exceptions import HTTPException
 from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT, HTTP_503_SERVICE_UNAVAILABLE
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT
 
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
+from gateway.access import caller, events_path, known_status, link_owner, visible_status
+from gateway.auth import SIGNED_LINKS, Principal
 from gateway.errors import error_responses
 from gateway.responses import to_response
 from gateway.state import GatewayState
@@ -24,39 +26,31 @@ from schemas.status import TaskStatus, TaskStatusResponse
 
 log = get_logger(__name__)
 
-
-def _known(gateway: GatewayState, task_id: str) -> TaskStatus:
-    """The task's latest status; 404 when unknown, 503 while the view is still reading after a restart."""
-    view = gateway.view
-    status = view.store.get(task_id)
-    if status is None and not view.caught_up.is_set():
-        raise HTTPException(
-            status_code=HTTP_503_SERVICE_UNAVAILABLE,
-            detail="the gateway is still reading task statuses after a restart; retry in a moment",
-            headers={"Retry-After": "1"},
-        )
-    if status is None:
-        raise NotFoundException(detail=f"no task has the id {task_id!r}; use the task_id returned by POST /generate")
-    return status
+Render = Callable[[TaskStatus], TaskStatusResponse]
 
 
-def _message(status: TaskStatus, base_url: str) -> ServerSentEventMessage:
-    data = to_response(status, base_url).model_dump_json()
-    return ServerSentEventMessage(data=data, event=status.status.value, id=status.version)
+def _renderer(gateway: GatewayState, viewer: str) -> Render:
+    signer, base_url = gateway.signer, gateway.public_base_url
+    return lambda status: to_response(status, signer, viewer, base_url)
+
+
+def _message(status: TaskStatus, render: Render) -> ServerSentEventMessage:
+    return ServerSentEventMessage(data=render(status).model_dump_json(), event=status.status.value, id=status.version)
 
 
 async def status_events(
-    store: StatusStore, task_id: str, last_event_id: int | None, keepalive_s: float, base_url: str = ""
+    store: StatusStore, task_id: str, last_event_id: int | None, keepalive_s: float, render: Render
 ) -> AsyncIterator[ServerSentEventMessage]:
-    """The task's snapshots newer than `last_event_id` (the current one when None), then each change;
-    a keep-alive comment after `keepalive_s` idle; ends once the final state has been sent."""
+    """The task's snapshots newer than `last_event_id` (the current one when None), then each change,
+    each as `render` shows it; a keep-alive comment after `keepalive_s` idle; ends once the final state
+    has been sent."""
     last = last_event_id
     shown: dict[str, object] | None = None
     while True:
         for status in store.since(task_id, last):
             visible = status.model_dump(exclude={"version", "updated_at"})
             if visible != shown:  # e.g. streams' first "pending" after the gateway's own: nothing new to show
-                yield _message(status, base_url)
+                yield _message(status, render)
                 shown = visible
             last = status.version
         current = store.get(task_id)
@@ -78,25 +72,30 @@ class TasksController(Controller):
 
     tags = ("tasks",)
 
-    @get("/status/{task_id:str}", summary="A task's status", responses=error_responses(404, 503))
-    async def get_status(self, gateway: NamedDependency[GatewayState], task_id: FromPath[str]) -> TaskStatusResponse:
-        """The task's current status, progress and result URLs (`file_url` first take, `file_urls` all)."""
-        return to_response(_known(gateway, task_id), gateway.public_base_url)
+    @get("/status/{task_id:str}", summary="A task's status", responses=error_responses(401, 404, 503))
+    async def get_status(
+        self, gateway: NamedDependency[GatewayState], principal: NamedDependency[Principal], task_id: FromPath[str]
+    ) -> TaskStatusResponse:
+        """The task's current status, progress and signed result URLs (`file_url` first take, `file_urls`
+        all; they work without headers until they expire). Someone else's task answers 404 like an unknown one."""
+        status = visible_status(gateway, principal, task_id)
+        return to_response(status, gateway.signer, principal.owner, gateway.public_base_url)
 
     @delete(
         "/tasks/{task_id:str}",
         status_code=HTTP_202_ACCEPTED,
         summary="Cancel a task",
-        responses=error_responses(404, 409, 503),
+        responses=error_responses(401, 404, 409, 503),
     )
     async def cancel_task(
-        self, gateway: NamedDependency[GatewayState], task_id: FromPath[str]
+        self, gateway: NamedDependency[GatewayState], principal: NamedDependency[Principal], task_id: FromPath[str]
     ) -> Response[TaskStatusResponse]:
         """Ask workers to cancel the task: a queued job is skipped, a running one stops at its next step.
 
         202 with the status as it is now (the final `cancelled` follows over SSE); 409 if already final.
+        Only its owner or an admin may cancel it; anyone else gets the unknown task's 404.
         """
-        status = _known(gateway, task_id)
+        status = visible_status(gateway, principal, task_id)
         if status.status.is_final:
             raise HTTPException(
                 status_code=HTTP_409_CONFLICT,
@@ -104,17 +103,22 @@ class TasksController(Controller):
                 "only pending or running tasks can be cancelled",
             )
         await publish(gateway.producer, topics.TASK_CONTROL, CancelRequested(task_id=task_id))
-        log.info("gateway.cancel_requested", task_id=task_id)
-        return Response(to_response(status, gateway.public_base_url), status_code=HTTP_202_ACCEPTED)
+        log.info("gateway.cancel_requested", task_id=task_id, by=principal.owner)
+        return Response(
+            to_response(status, gateway.signer, principal.owner, gateway.public_base_url),
+            status_code=HTTP_202_ACCEPTED,
+        )
 
     @get(
         "/tasks/{task_id:str}/events",
         summary="Follow a task live (server-sent events)",
-        responses=error_responses(404, 503),
+        responses=error_responses(401, 404, 503),
+        opt={SIGNED_LINKS: True},
     )
     async def task_events(
         self,
         gateway: NamedDependency[GatewayState],
+        request: Request[Any, Any, Any],
         task_id: FromPath[str],
         last_event_id: Annotated[
             str | None,
@@ -126,14 +130,21 @@ class TasksController(Controller):
         Each event has `id` = version, `event` = status and `data` = the `GET /status` JSON. The stream
         closes after the final state (success, failed, cancelled). With `Last-Event-ID` only newer
         states are sent (none if the client already has the final one). A `: keep-alive` comment
-        is sent every SSE_KEEPALIVE_S seconds while nothing changes.
+        is sent every SSE_KEEPALIVE_S seconds while nothing changes. Authenticate with a key, or open
+        the status's signed `events_url` (for `EventSource`, which cannot send headers).
         """
-        _known(gateway, task_id)
+        owner = link_owner(gateway, request, events_path(task_id))
+        if owner is None:
+            principal = caller(gateway, request)
+            visible_status(gateway, principal, task_id)
+            owner = principal.owner
+        else:
+            known_status(gateway, task_id)
         stream = status_events(
             gateway.view.store,
             task_id,
             _parse_event_id(last_event_id),
             gateway.settings.sse_keepalive_s,
-            gateway.public_base_url,
+            _renderer(gateway, owner),
         )
         return ServerSentEvent(stream)

@@ -13,12 +13,12 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas import topics
-from schemas.generation import LORA_ID_PATTERN, GenerationParams
+from schemas.generation import GenerationParams
+from schemas.ids import LORA_ID_PATTERN, OWNER_PATTERN, TASK_ID_PATTERN
 from schemas.status import Stage, StoredFile, TaskStatus
 from schemas.training import TrainingOptions
 
 SCHEMA_VERSION: Literal[1] = 1
-_TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 MAX_ATTEMPT = 64
 MAX_WORKER = 512
 MAX_MESSAGE = 1000
@@ -28,6 +28,7 @@ MAX_KEY = 1024
 """Storage keys: S3's limit."""
 MAX_DEAD_VALUE = 100_000
 Attempt = Annotated[str, Field(min_length=1, max_length=MAX_ATTEMPT, description="Unique per delivery of the job.")]
+_OWNER_DESCRIPTION = "who submitted it; set by the gateway, by direct producers themselves"
 
 
 def new_event_id() -> str:
@@ -70,7 +71,7 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=64)
-    task_id: Annotated[str, Field(pattern=_TASK_ID, description="Also the Kafka message key.")]
+    task_id: Annotated[str, Field(pattern=TASK_ID_PATTERN, description="Also the Kafka message key.")]
     occurred_at: datetime = Field(default_factory=utcnow)
     schema_version: Literal[1] = SCHEMA_VERSION
 
@@ -85,6 +86,15 @@ class GenerationRequested(Envelope):
     type: Literal["generation.requested"] = "generation.requested"
     params: GenerationParams
     callback_url: Annotated[str, Field(max_length=2048)] | None = None
+    owner: Annotated[str | None, Field(pattern=OWNER_PATTERN, description=_OWNER_DESCRIPTION)] = None
+    request_hash: Annotated[
+        str | None,
+        Field(
+            pattern=r"^[0-9a-f]{64}$",
+            description="SHA-256 of the submitted request body; set by the gateway to tell an idempotent "
+            "retry from a different request under the same Idempotency-Key.",
+        ),
+    ] = None
 
 
 class TrainingRequested(Envelope):
@@ -95,6 +105,7 @@ class TrainingRequested(Envelope):
     style_name: Annotated[str, Field(min_length=1, max_length=100)]
     dataset_key: Annotated[str, Field(max_length=MAX_KEY, description="Storage key of the uploaded zip.")]
     options: TrainingOptions = Field(default_factory=TrainingOptions)
+    owner: Annotated[str | None, Field(pattern=OWNER_PATTERN, description=_OWNER_DESCRIPTION)] = None
 
 
 class TaskStarted(Envelope):
@@ -183,7 +194,7 @@ class DeadLetter(Envelope):
         key, value = record.key, record.value
         text_key = key.decode(errors="replace") if isinstance(key, bytes) else None
         return cls(
-            task_id=text_key if text_key and re.match(_TASK_ID, text_key) else "unknown",
+            task_id=text_key if text_key and re.match(TASK_ID_PATTERN, text_key) else "unknown",
             source_topic=record.topic,
             partition=record.partition,
             offset=record.offset,

@@ -8,13 +8,13 @@ from typing import Annotated, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.ids import LORA_ID_PATTERN
+
 MAX_DURATION_S = 600.0
 MIN_DURATION_S = 1.0
 
 _KEY_RE = re.compile(r"^[A-G](#|b)?\s+(major|minor)$", re.IGNORECASE)
 _LANG_RE = re.compile(r"^([a-z]{2,3}(-[a-z0-9]{2,8})?|unknown)$")
-LORA_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
-"""What a LoRA id looks like (lower-case slug, at most 64 characters)."""
 
 
 class TaskType(StrEnum):

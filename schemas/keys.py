@@ -18,10 +18,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.events import utcnow
+from schemas.ids import OWNER_PATTERN
 
 SECRET_PREFIX = "af"
 KEY_ID_PATTERN = r"^[a-z0-9]{12}$"
-OWNER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
 
 MAX_COST = 600.0 * 8 * 200
 """The largest possible cost of one request: 600 s × 8 takes × 200 steps."""

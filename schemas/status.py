@@ -78,6 +78,10 @@ class TaskStatus(BaseModel):
     lora_id: str | None = None
     worker: str | None = None
     attempt: str | None = None
+    owner: Annotated[str | None, Field(description="Who submitted it (the request event's owner).")] = None
+    request_hash: Annotated[
+        str | None, Field(description="SHA-256 of the submitted body (the request event's), for idempotent retries.")
+    ] = None
     created_at: datetime
     updated_at: datetime
     version: Annotated[int, Field(ge=0, description="Increases by one with every change; the SSE event id.")] = 0
@@ -96,10 +100,17 @@ class TaskStatusResponse(BaseModel):
     loss: float | None = None
     eta_s: float | None = None
     message: str | None = None
-    file_url: str | None = Field(default=None, description="URL of the first result file.")
-    file_urls: list[str] = Field(default_factory=list)
+    file_url: str | None = Field(
+        default=None, description="URL of the first result file; signed, so it works without headers until it expires."
+    )
+    file_urls: list[str] = Field(default_factory=list, description="Signed URLs of every result file.")
+    events_url: str | None = Field(
+        default=None,
+        description="Signed URL of the task's live events; works without headers (EventSource) until it expires.",
+    )
     error: str | None = None
     lora_id: str | None = None
+    owner: str | None = Field(default=None, description="Who submitted the task.")
     created_at: datetime
     updated_at: datetime
     version: int

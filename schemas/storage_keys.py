@@ -4,7 +4,7 @@ Services meet only through Kafka topics and storage, so the layout is part of th
 names. Layout:
 
     inputs/{task_id}/{role}.{ext}        audio sent inline with a request (source, reference)
-    inputs/uploads/{upload_id}.{ext}     audio uploaded with POST /uploads, passed back by key
+    inputs/uploads/{owner}/{id}.{ext}    audio uploaded with POST /uploads, passed back by key
     outputs/{task_id}/take-{n}.{ext}     results, the only prefix served by GET /files
     datasets/{task_id}.zip               LoRA training zips
     checkpoints/{task_id}/state.pt       a training job's latest checkpoint
@@ -33,9 +33,9 @@ def input_stem(task_id: str, role: str) -> str:
     return f"{INPUTS}{task_id}/{role}"
 
 
-def upload_stem(upload_id: str) -> str:
-    """Key without extension of an uploaded audio file."""
-    return f"{INPUTS}uploads/{upload_id}"
+def upload_prefix(owner_tag: str) -> str:
+    """Prefix of one owner's uploads (`owner_tag`: a fixed-length digest of the owner, chosen by the gateway)."""
+    return f"{INPUTS}uploads/{owner_tag}/"
 
 
 def output_key(task_id: str, take: int, extension: str) -> str:

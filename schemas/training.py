@@ -58,3 +58,9 @@ class LoraManifest(BaseModel):
     steps_done: int
     created_at: datetime
     task_id: str
+    owner: Annotated[
+        str | None, Field(description="Who trained it (the training request's owner); None: only admins see it.")
+    ] = None
+    public: Annotated[
+        bool, Field(description="Whether every user may list it and generate with it (without its lyrics/captions).")
+    ] = False

@@ -2,8 +2,8 @@
 
 Rules (`apply`):
 - a request creates a pending task; a request for a known task only fills in what only the request
-  knows (kind, LoRA id, creation time) when it is older than what created the task, otherwise it is
-  a duplicate and ignored;
+  knows (kind, LoRA id, owner, request hash, creation time) when it is older than what created the
+  task, otherwise it is a duplicate and ignored;
 - started → running with that attempt; progress counts only for the current attempt;
 - once a task moves to another attempt, the events of the attempts before it are ignored: a worker
   that lost the job (a redelivery went to another worker) cannot overwrite the current attempt;
@@ -190,11 +190,11 @@ def _request(status: TaskStatus, event: GenerationRequested | TrainingRequested)
     """A request fills in what only it knows, if it is the task's first event; else it is a duplicate."""
     if status.version > 0 and event.occurred_at >= status.created_at:
         return {}
-    update: dict[str, Any] = {"created_at": min(status.created_at, event.occurred_at)}
+    update: dict[str, Any] = {"created_at": min(status.created_at, event.occurred_at), "owner": event.owner}
     if isinstance(event, TrainingRequested):
         update |= {"kind": TaskKind.TRAINING, "lora_id": status.lora_id or event.lora_id}
     else:
-        update["kind"] = TaskKind.GENERATION
+        update |= {"kind": TaskKind.GENERATION, "request_hash": event.request_hash}
     return update
 
 

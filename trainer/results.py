@@ -34,6 +34,7 @@ async def store_lora(
         steps_done=output.result.steps,
         created_at=utcnow(),
         task_id=request.task_id,
+        owner=request.owner,
     )
     await storage.put_bytes(
         manifest_key(request.lora_id), manifest.model_dump_json(indent=2).encode(), "application/json"

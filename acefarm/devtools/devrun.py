@@ -103,6 +103,15 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
         for key, value in DEV_GROUP_TIMEOUTS.items():
             env.setdefault(key, value)
         log.info("dev.broker", bootstrap_servers=broker.bootstrap_servers, storage="memory (lost on exit)")
+    if "auth_mode" not in settings.model_fields_set:  # neither the environment nor .env sets it
+        env["AUTH_MODE"] = "off"
+    if env.get("AUTH_MODE", settings.auth_mode) == "off":
+        log.warning(
+            "dev.auth_off",
+            consequence="THE FARM IS OPEN: no API keys, every caller is an admin who sees, cancels and deletes "
+            "everything; keep the port private",
+            hint="turn keys on: AUTH_MODE=keys uv run acefarm dev, then `uv run acefarm keys create --owner NAME`",
+        )
     children: list[Child] = []
     stopping = False
 

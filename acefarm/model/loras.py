@@ -15,7 +15,7 @@ import unicodedata
 from pydantic import ValidationError
 
 from acefarm.infra.storage import Storage
-from schemas.generation import LORA_ID_PATTERN
+from schemas.ids import LORA_ID_PATTERN
 from schemas.storage_keys import LORAS, MANIFEST, lora_prefix, manifest_key
 from schemas.training import LoraManifest
 
@@ -46,6 +46,13 @@ async def read_manifest(storage: Storage, lora_id: str) -> LoraManifest | None:
         return LoraManifest.model_validate_json(raw)
     except ValidationError:
         return None
+
+
+async def write_manifest(storage: Storage, manifest: LoraManifest) -> None:
+    """Store (or replace) an adapter's manifest."""
+    await storage.put_bytes(
+        manifest_key(manifest.lora_id), manifest.model_dump_json(indent=2).encode(), "application/json"
+    )
 
 
 async def list_manifests(storage: Storage) -> list[LoraManifest]:

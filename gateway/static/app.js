@@ -8,8 +8,13 @@
  *   GET  /loras      (optional) -> trained styles for the LoRA picker
  *   GET  /tasks/{id}/events     -> SSE: event name = status, id = version, data = status JSON;
  *                                  the server closes the stream after the final status
- *   GET  /status/{id}           -> the same status JSON, used to resume after a lost stream
+ *   GET  /status/{id}           -> the same status JSON, used to resume after a lost stream; its signed
+ *                                  `events_url` is what the EventSource opens (it cannot send headers)
  *   DELETE /tasks/{id}          -> cancel
+ *
+ * With keys on, every call carries `Authorization: Bearer <key>`; a 401 asks for the key, which is
+ * kept in localStorage. The job list is remembered per key, so each user sees only their own jobs.
+ * Players and download links use the status's signed file URLs, which need no header.
  */
 "use strict";
 
@@ -17,6 +22,7 @@
   const FINAL = new Set(["success", "failed", "cancelled"]);
   const STATUSES = ["pending", "running", "success", "failed", "cancelled"];
   const STORE_KEY = "acefarm.jobs.v1";
+  const KEY_STORE = "acefarm.key.v1";
   const MAX_STORED = 30;
   const STAGE_LABELS = {
     queued: "Queued",
@@ -44,6 +50,80 @@
   const announcer = $("#announcer");
   /** @type {Map<string, Job>} */
   const jobs = new Map();
+
+  // ---------------------------------------------------------------- API key
+
+  let apiKey = "";
+  try { apiKey = localStorage.getItem(KEY_STORE) || ""; } catch { /* private mode: ask each time */ }
+  /** The key id inside a secret `af_<key id>_<random>` (not secret itself); "" without a key. */
+  const keyId = (secret) => (/^af_([a-z0-9]{12})_/.exec(secret) || [])[1] || "";
+  /** Whose job list this page shows: fixed at load, so a different key reloads the page. */
+  const listOwner = keyId(apiKey);
+  let keyRequest = null; // the pending answer of the key dialog
+
+  /**
+   * Show the key dialog (saying why) and resolve to true once a key was entered and stored, or to
+   * false when a `cancellable` dialog (changing the key) was dismissed. A key the API asked for
+   * cannot be dismissed: nothing works without one.
+   */
+  function askForKey(reason, cancellable = false) {
+    if (keyRequest) return keyRequest;
+    const dialog = $("#key-dialog");
+    const form = $("#key-form");
+    const input = $("#api-key");
+    $("#key-reason").textContent = reason || "";
+    $("#key-reason").hidden = !reason;
+    $("#key-cancel").hidden = !cancellable;
+    input.value = "";
+    keyRequest = new Promise((resolve) => {
+      const finish = (entered) => {
+        form.removeEventListener("submit", submit);
+        dialog.removeEventListener("cancel", dismiss);
+        $("#key-cancel").removeEventListener("click", dismiss);
+        if (dialog.open) dialog.close();
+        keyRequest = null;
+        resolve(entered);
+      };
+      const submit = (event) => {
+        event.preventDefault();
+        const entered = String(input.value || "").trim();
+        if (!entered) { input.focus(); return; }
+        apiKey = entered;
+        try { localStorage.setItem(KEY_STORE, entered); } catch { /* kept for this page only */ }
+        $("#change-key").hidden = false;
+        finish(true);
+      };
+      const dismiss = (event) => {
+        event.preventDefault(); // Escape must not close a dialog the API needs an answer from
+        if (cancellable) finish(false);
+      };
+      form.addEventListener("submit", submit);
+      dialog.addEventListener("cancel", dismiss);
+      $("#key-cancel").addEventListener("click", dismiss);
+    });
+    if (!dialog.open) dialog.showModal();
+    input.focus();
+    return keyRequest;
+  }
+
+  /**
+   * fetch() with the API key; a 401 asks for a key and tries again. A key of another owner than the
+   * job list's reloads the page, which then shows that owner's list.
+   */
+  async function api(path, init = {}) {
+    for (;;) {
+      const headers = new Headers(init.headers || {});
+      if (apiKey) headers.set("authorization", `Bearer ${apiKey}`);
+      const response = await fetch(path, { ...init, headers });
+      if (response.status !== 401) return response;
+      const { message } = await readError(response);
+      await askForKey(apiKey ? message : "This farm needs an API key.");
+      if (listOwner && keyId(apiKey) !== listOwner) {
+        window.location.reload();
+        return new Promise(() => {}); // the page is going away
+      }
+    }
+  }
 
   /** Say something to screen-reader users once (status changes, not every progress tick). */
   function announce(text) {
@@ -148,6 +228,8 @@
       this.version = -1; // the newest status version applied (SSE event id)
       this.status = "pending";
       this.source = null; // the EventSource while one is open
+      this.eventsUrl = null; // the signed events link of the newest status
+      this.disposed = false;
       this.retryDelay = 1000;
       this.retryTimer = null;
       this.el = this.render();
@@ -181,6 +263,7 @@
         if (state.version <= this.version) return;
         this.version = state.version;
       }
+      if (state.events_url) this.eventsUrl = state.events_url;
       const previous = this.status;
       this.status = state.status;
       const { badge, bar, percent, stage, error, cancel, dismiss } = this.parts;
@@ -266,13 +349,17 @@
     // ---- live status over SSE
 
     /**
-     * Open the event stream. The server sends the current state at once, then every change. A
-     * stream we re-open ourselves cannot send Last-Event-ID (only the browser's own reconnect
-     * does), so it starts with the current state again; `apply` drops versions already shown.
+     * Open the event stream at the status's signed `events_url` (read the status first when there is
+     * none yet). The server sends the current state at once, then every change. A stream we re-open
+     * ourselves cannot send Last-Event-ID (only the browser's own reconnect does), so it starts with
+     * the current state again; `apply` drops versions already shown. An expired link fails like any
+     * lost stream: `resume` reads the status again, with a fresh link.
      */
     connect() {
       this.closeSource();
-      const source = new EventSource(`/tasks/${encodeURIComponent(this.id)}/events`);
+      if (this.disposed) return;
+      if (!this.eventsUrl) { this.resume(); return; }
+      const source = new EventSource(this.eventsUrl);
       this.source = source;
       const onEvent = (event) => {
         let state;
@@ -310,13 +397,15 @@
 
     /** After a lost stream: read the current status (it may already be final), then stream again. */
     async resume() {
+      if (this.disposed) return;
       let response;
       try {
-        response = await fetch(`/status/${encodeURIComponent(this.id)}`, { headers: { accept: "application/json" } });
+        response = await api(`/status/${encodeURIComponent(this.id)}`, { headers: { accept: "application/json" } });
       } catch {
         this.scheduleResume(); // the server is unreachable: try again later
         return;
       }
+      if (this.disposed) return;
       if (response.status === 404) {
         // A gateway that just started answers 404 until it has read all statuses back from Kafka;
         // only a ready one means it.
@@ -326,8 +415,11 @@
         return;
       }
       if (!response.ok) { this.scheduleResume(); return; }
-      this.apply(await response.json());
-      if (!this.final) this.connect();
+      const state = await response.json();
+      this.eventsUrl = state.events_url || null;
+      this.apply(state);
+      if (!this.final && this.eventsUrl) this.connect();
+      else if (!this.final) this.scheduleResume(); // a server without signed event links: poll
     }
 
     async cancel() {
@@ -335,7 +427,7 @@
       button.disabled = true;
       button.textContent = "Cancelling…";
       try {
-        const response = await fetch(`/tasks/${encodeURIComponent(this.id)}`, { method: "DELETE" });
+        const response = await api(`/tasks/${encodeURIComponent(this.id)}`, { method: "DELETE" });
         if (!response.ok && response.status !== 409) {
           const { message, fields } = await readError(response);
           throw new Error(message || Object.values(fields).join(" "));
@@ -350,6 +442,7 @@
     }
 
     dispose() {
+      this.disposed = true;
       clearTimeout(this.retryTimer);
       this.closeSource();
       this.el.remove();
@@ -393,16 +486,22 @@
     $("#clear-finished").hidden = ![...jobs.values()].some((job) => job.final);
   }
 
+  /** Where the job list of the current key is remembered (one list per key id; the plain name without a key). */
+  function jobsStore() {
+    const owner = keyId(apiKey);
+    return owner ? `${STORE_KEY}.${owner}` : STORE_KEY;
+  }
+
   /** Remember jobs across reloads, so a refreshed page picks up where it was. */
   function saveJobs() {
     // Oldest first, so that restoring (which prepends) rebuilds the same order.
     const list = [...jobs.values()].slice(-MAX_STORED).map((job) => ({ ...job.info, restored: undefined }));
-    try { localStorage.setItem(STORE_KEY, JSON.stringify(list)); } catch { /* private mode: no memory */ }
+    try { localStorage.setItem(jobsStore(), JSON.stringify(list)); } catch { /* private mode: no memory */ }
   }
 
   function restoreJobs() {
     let list = [];
-    try { list = JSON.parse(localStorage.getItem(STORE_KEY) || "[]"); } catch { list = []; }
+    try { list = JSON.parse(localStorage.getItem(jobsStore()) || "[]"); } catch { list = []; }
     for (const info of Array.isArray(list) ? list : []) {
       if (info && typeof info.id === "string" && !jobs.has(info.id)) addJob({ ...info, restored: true });
     }
@@ -442,7 +541,7 @@
     const body = generateBody();
     button.disabled = true;
     try {
-      const response = await fetch("/generate", {
+      const response = await api("/generate", {
         method: "POST",
         headers: { "content-type": "application/json", accept: "application/json" },
         body: JSON.stringify(body),
@@ -469,7 +568,7 @@
   /** Fill the LoRA picker from GET /loras; without that endpoint, LoRA controls stay hidden. */
   async function loadLoras() {
     let response;
-    try { response = await fetch("/loras", { headers: { accept: "application/json" } }); } catch { return; }
+    try { response = await api("/loras", { headers: { accept: "application/json" } }); } catch { return; }
     if (!response.ok) return; // 404: this server has no LoRA support
     let body;
     try { body = await response.json(); } catch { return; }
@@ -515,7 +614,7 @@
     }
     button.disabled = true;
     try {
-      const response = await fetch("/train/lora", { method: "POST", body: data, headers: { accept: "application/json" } });
+      const response = await api("/train/lora", { method: "POST", body: data, headers: { accept: "application/json" } });
       if (response.status === 404 || response.status === 405) {
         $("#train-section").hidden = true;
         return;
@@ -537,9 +636,14 @@
     for (const job of [...jobs.values()]) if (job.final) removeJob(job);
   });
 
-  restoreJobs();
+  $("#change-key").hidden = !apiKey;
+  $("#change-key").addEventListener("click", async () => {
+    if ((await askForKey("", true)) && keyId(apiKey) !== listOwner) window.location.reload();
+  });
+
   updateChrome();
-  loadLoras();
+  // The LoRA list comes first: with keys on it asks for the key, and the job list is the key's own.
+  loadLoras().finally(() => { restoreJobs(); updateChrome(); });
   // Exposed for tests and debugging in the console.
   window.acefarm = { jobs, get lorasAvailable() { return lorasAvailable; } };
 })();

@@ -6,12 +6,15 @@ Screenshots land in `test-artifacts/` (gitignored) for people to look at.
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,9 @@ import soundfile as sf
 from playwright.sync_api import Browser, FilePayload, Locator, Page, Route, ViewportSize, expect, sync_playwright
 
 from acefarm.devtools.broker import free_port
+from acefarm.devtools.keys_cli import publish_key
+from acefarm.infra.settings import Settings
+from schemas.keys import ApiKeyRecord
 from tests.lora.zips import tone_dataset
 from tests.support.processes import ROOT, Service, start_service, wait_until_ready
 
@@ -85,6 +91,9 @@ def stack(kafka_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
         "ENGINE": TONE_ENGINE,
         "DEVICE": "cpu",
         "OUTPUT_DIR": str(work / "data"),
+        "AUTH_MODE": "off",
+        # One signing secret for every gateway started here, so signed links survive a gateway restart.
+        "LINK_SIGNING_SECRET": "p" * 48,
         # Slow fake diffusion steps so that the progress bar visibly moves.
         "TONE_ENGINE_STEP_S": "0.4",
         **SHORT_TONE_LIMITS,
@@ -295,7 +304,7 @@ def test_the_stream_resumes_after_the_gateway_restarts(page: Page, stack: Stack,
             else:
                 route.continue_()
 
-        page.route("**/tasks/*/events", refuse_first_reconnect)
+        page.route(re.compile(r"/tasks/[^/?]+/events"), refuse_first_reconnect)
     page.goto("/")
     fill_form(page, prompt="survives a restart step_s=0.3", duration="2", steps="12")
     with page.expect_response("**/generate") as submitted:
@@ -411,3 +420,65 @@ def test_train_a_lora_then_generate_with_it(page: Page, stack: Stack, trainer: S
     generated = page.locator(".job").first
     expect(generated.locator(".job-kind")).to_contain_text("Sine Waves")
     expect(generated).to_have_attribute("data-status", "success", timeout=60_000)
+
+
+def test_with_keys_on_the_page_asks_for_a_key_and_shows_only_its_own_jobs(browser: Browser, stack: Stack) -> None:
+    """A gateway with AUTH_MODE=keys (the stack's workers run its jobs): the page asks for the key on the
+    API's 401, keeps it, submits and follows the job with it, and someone else's job planted in its list
+    is dropped because the API answers 404 for it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**stack.env, "AUTH_MODE": "keys"}
+    gateway = start_service("gateway-keys", ["-m", "gateway", "--port", str(port)], env, stack.log_dir)
+    stack.services["gateway-keys"] = gateway
+    try:
+        settings = Settings(kafka_bootstrap_servers=stack.env["KAFKA_BOOTSTRAP_SERVERS"])
+        mine, secret = ApiKeyRecord.issue("page-user")
+        theirs, their_secret = ApiKeyRecord.issue("someone-else")
+        with ThreadPoolExecutor(1) as thread:  # Playwright's sync API keeps an event loop on this thread
+            for record in (mine, theirs):
+                thread.submit(asyncio.run, publish_key(settings, record)).result()
+        wait_until_ready(f"{url}/readyz", gateway, timeout_s=120)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{url}/loras", headers={"X-API-Key": their_secret}).status_code != 200:
+            assert time.monotonic() < deadline, "the gateway never saw the new keys"
+            time.sleep(0.1)
+        job = {"prompt": "not yours", "duration": 1}
+        foreign = httpx.post(f"{url}/generate", json=job, headers={"X-API-Key": their_secret}).json()["task_id"]
+        planted = [{"id": foreign, "kind": "generation", "title": "someone else's"}]
+
+        context = browser.new_context(viewport=PHONE, base_url=url)
+        context.add_init_script(
+            f"localStorage.setItem('acefarm.jobs.v1.{mine.key_id}', {json.dumps(json.dumps(planted))});"
+        )
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        script_errors: list[str] = []
+        page.on("pageerror", lambda error: script_errors.append(str(error)))
+        try:
+            page.goto("/")
+            dialog = page.locator("#key-dialog")
+            expect(dialog).to_be_visible()
+            expect(dialog).to_contain_text("needs an API key")
+            screenshot(page, "page-key-prompt-390.png")
+            page.get_by_label("API key", exact=True).fill(secret)
+            page.get_by_role("button", name="Use this key").click()
+            expect(dialog).to_be_hidden()
+            assert page.evaluate("localStorage.getItem('acefarm.key.v1')") == secret
+
+            fill_form(page, prompt="mine, with a key", duration="2", steps="3")
+            with page.expect_response("**/generate") as submitted:
+                page.get_by_role("button", name="Generate").click()
+            assert submitted.value.status == 202
+            assert submitted.value.request.headers["authorization"] == f"Bearer {secret}"
+            card = page.locator(f'.job[data-task-id="{submitted.value.json()["task_id"]}"]')
+            expect(card).to_have_attribute("data-status", "success", timeout=60_000)
+            audio = card.locator("audio")
+            page.wait_for_function("(el) => el.readyState >= 1", arg=audio.element_handle(), timeout=30_000)
+            expect(page.locator(f'.job[data-task-id="{foreign}"]')).to_have_count(0)
+            expect(page.locator(".job")).to_have_count(1)
+        finally:
+            context.close()
+        assert not script_errors, f"script errors on the page: {script_errors}\n{stack.logs()}"
+    finally:
+        stack.services.pop("gateway-keys").stop()

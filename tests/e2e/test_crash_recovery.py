@@ -47,6 +47,7 @@ def test_killed_consumer_job_is_redone_and_reported_once(own_broker: EmbeddedBro
         "ENGINE": "tests.support.tone_engine:ToneEngine",
         "TONE_ENGINE_STEP_S": "0.5",
         "OUTPUT_DIR": str(tmp_path / "data"),
+        "AUTH_MODE": "off",
     }
     logs = tmp_path / "logs"
     port = free_port()

@@ -19,10 +19,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from acefarm.devtools.broker import free_port
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import LocalStorage
+from acefarm.model.loras import write_manifest
 from gateway.server import ServerThread
 from schemas import topics
 from schemas.events import Envelope, TaskStatusRecord, parse_event
 from schemas.status import StoredFile, TaskKind, TaskState, TaskStatus
+from schemas.training import LoraManifest, TrackInfo, TrainingOptions
 
 KEEPALIVE_S = 0.5
 MAX_AUDIO_BYTES = 400_000
@@ -30,10 +32,12 @@ MAX_AUDIO_SECONDS = 5.0
 
 
 def gateway_settings(kafka_env: dict[str, str], data_dir: Path, **overrides: Any) -> Settings:
-    """Settings for a test gateway on the test broker."""
+    """Settings for a test gateway on the test broker; AUTH_MODE=off unless overridden (tests/gateway/test_tenancy.py
+    runs with keys)."""
     base: dict[str, Any] = {k.lower(): v for k, v in kafka_env.items()}
     base.update(
         output_dir=data_dir,
+        auth_mode="off",
         sse_keepalive_s=KEEPALIVE_S,
         max_input_audio_bytes=MAX_AUDIO_BYTES,
         max_input_audio_seconds=MAX_AUDIO_SECONDS,
@@ -138,6 +142,23 @@ async def result_file(data_dir: Path, key: str, payload: bytes, content_type: st
     """Store a result in the gateway's local storage, as a worker would, and describe it."""
     info = await LocalStorage(data_dir).put_bytes(key, payload, content_type)
     return StoredFile(key=key, content_type=content_type, size_bytes=info.size)
+
+
+async def stored_lora(data_dir: Path, lora_id: str, owner: str | None = None) -> LoraManifest:
+    """Store a finished LoRA's manifest (private, owned by `owner`) in local storage, as the trainer would."""
+    manifest = LoraManifest(
+        lora_id=lora_id,
+        style_name=f"Style {lora_id}",
+        base_model="tiny",
+        options=TrainingOptions(),
+        tracks=[TrackInfo(name="a.wav", duration_s=2.0, caption="secret caption", lyrics="secret lyrics")],
+        steps_done=10,
+        created_at=datetime.now(UTC),
+        task_id=f"train-{lora_id}",
+        owner=owner,
+    )
+    await write_manifest(LocalStorage(data_dir), manifest)
+    return manifest
 
 
 async def events_for(bootstrap: str, topic: str, task_id: str) -> list[tuple[bytes | None, Envelope]]:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from acefarm.infra.storage import S3Storage
+from gateway.files import PRESIGNED_REDIRECT_S
 from schemas.status import StoredFile, TaskState
 from tests.gateway.conftest import PublishStatus, gateway_settings, new_task_id, result_file, serve, tone
 
@@ -116,11 +117,13 @@ async def test_s3_files_redirect_to_a_presigned_url_that_downloads(
             status = await client.get(f"/status/{task_id}")
             if status.status_code == 200:
                 break
-        assert status.json()["file_url"] == f"https://music.example.com/files/outputs/{task_id}/take-0.flac"
+        file_url = status.json()["file_url"]
+        assert file_url.startswith(f"https://music.example.com/files/outputs/{task_id}/take-0.flac?exp=")
         redirect = await client.get(f"/files/outputs/{task_id}/take-0.flac")
         assert redirect.status_code == 307
         location = redirect.headers["location"]
         assert location.startswith(s3_endpoint) and "Signature" in location
+        assert f"X-Amz-Expires={PRESIGNED_REDIRECT_S}" in location, "the redirect is short-lived"
         download = await client.get(f"/files/outputs/{task_id}/take-0.flac", follow_redirects=True)
         assert download.status_code == 200
         assert download.content == payload

@@ -75,8 +75,10 @@ def test_acefarm_gateway_command_serves_and_stops_cleanly(kafka_env: dict[str, s
     service = start_service("gateway", argv, env, tmp_path)
     try:
         wait_until_ready(f"http://127.0.0.1:{port}/readyz", service, timeout_s=60)
-        accepted = httpx.post(f"http://127.0.0.1:{port}/generate", json={"prompt": "x", "duration": 2})
-        assert accepted.status_code == 202
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz").json()
+        assert ready["auth_mode"] == "keys" and ready["keys_caught_up"], "keys are on by default outside `acefarm dev`"
+        refused = httpx.post(f"http://127.0.0.1:{port}/generate", json={"prompt": "x", "duration": 2})
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
     finally:
         service.stop()
     # uvicorn re-raises the SIGTERM it handled once shutdown is complete

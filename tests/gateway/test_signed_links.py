@@ -31,6 +31,18 @@ def test_a_signed_path_verifies_as_its_owner_until_it_expires() -> None:
     assert signer.verify(url.path, query) is None
 
 
+def test_stable_links_agree_within_a_step_and_still_expire() -> None:
+    clock = Clock()
+    signer = LinkSigner(SECRET, max_ttl_s=3600, clock=clock)
+    first = signer.sign("/p", "alice", stable=True)
+    clock.now += 30
+    assert signer.sign("/p", "alice", stable=True) == first
+    assert int(clock.now) + 3600 - 60 < int(first["exp"]) <= int(clock.now) + 3600
+    assert signer.verify("/p", first) == "alice"
+    clock.now = int(first["exp"])
+    assert signer.verify("/p", first) is None
+
+
 def test_altered_or_foreign_links_are_refused() -> None:
     signer = LinkSigner(SECRET, max_ttl_s=600)
     path = "/files/outputs/t1/take-0.wav"

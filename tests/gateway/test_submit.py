@@ -14,7 +14,7 @@ from acefarm.infra.storage import LocalStorage
 from schemas import topics
 from schemas.events import GenerationRequested
 from schemas.generation import GenerateRequest
-from tests.gateway.conftest import MAX_AUDIO_SECONDS, events_for, tone
+from tests.gateway.conftest import MAX_AUDIO_SECONDS, events_for, stored_lora, tone
 
 B64 = base64.b64encode
 GOOD = {"prompt": "warm lofi piano", "duration": 12.5}
@@ -221,7 +221,7 @@ async def test_upload_needs_a_file(client: httpx.AsyncClient) -> None:
 async def test_generation_with_a_finished_lora(
     client: httpx.AsyncClient, kafka_env: dict[str, str], data_dir: Path
 ) -> None:
-    await LocalStorage(data_dir).put_bytes("loras/lofi-keys/manifest.json", b"{}", "application/json")
+    await stored_lora(data_dir, "lofi-keys", owner="someone")  # any LoRA: with AUTH_MODE=off the caller is admin
     response = await client.post("/generate", json={**GOOD, "lora_id": "lofi-keys", "lora_scale": 0.5})
     assert response.status_code == 202, response.text
     assert response.json()["lora_id"] == "lofi-keys"

@@ -82,8 +82,11 @@ async def test_status_from_snapshots_with_file_urls(
     await publish_status(task_id, 3, TaskState.SUCCESS, progress=1.0, files=files)
     done = await wait_status(client, task_id, 3)
     assert done["status"] == "success"
-    assert done["file_urls"] == [f"/files/outputs/{task_id}/take-0.flac", f"/files/outputs/{task_id}/take-1.flac"]
+    paths = [url.partition("?")[0] for url in done["file_urls"]]
+    assert paths == [f"/files/outputs/{task_id}/take-0.flac", f"/files/outputs/{task_id}/take-1.flac"]
+    assert all("sig=" in url and "exp=" in url for url in done["file_urls"]), "file links are signed"
     assert done["file_url"] == done["file_urls"][0]
+    assert (await client.get(done["file_url"])).content == b"fLaC" + bytes(10)
     await publish_status(task_id, 2, TaskState.RUNNING)  # an older snapshot never wins
     await asyncio.sleep(0.5)
     assert (await client.get(f"/status/{task_id}")).json()["version"] == 3
