@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas.generation import GenerationParams
 from schemas.status import Stage, StoredFile, TaskStatus
+from schemas.tenancy import OWNER_PATTERN, Priority
 from schemas.training import TrainingOptions
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -45,12 +46,18 @@ class Envelope(BaseModel):
         return self.model_dump_json().encode()
 
 
+_OWNER_DOC = "Who submitted it (the gateway stamps the key's owner); names its fair-queue lane. None: 'anonymous'."
+_PRIORITY_DOC = "Queue priority: `high`, `normal` or `batch` (weights of the fair scheduler, docs/scheduling.md)."
+
+
 class GenerationRequested(Envelope):
-    """A generation job. Topic: `acefarm.generation.requests`."""
+    """A generation job. Topics: `acefarm.generation.requests` (intake), `acefarm.generation.ready` (admitted)."""
 
     type: Literal["generation.requested"] = "generation.requested"
     params: GenerationParams
     callback_url: str | None = None
+    owner: Annotated[str, Field(pattern=OWNER_PATTERN)] | None = Field(default=None, description=_OWNER_DOC)
+    priority: Priority = Field(default=Priority.NORMAL, description=_PRIORITY_DOC)
 
 
 class TrainingRequested(Envelope):
@@ -61,6 +68,9 @@ class TrainingRequested(Envelope):
     style_name: Annotated[str, Field(min_length=1, max_length=100)]
     dataset_key: Annotated[str, Field(description="Storage key of the uploaded zip.")]
     options: TrainingOptions = Field(default_factory=TrainingOptions)
+    owner: Annotated[str, Field(pattern=OWNER_PATTERN)] | None = Field(
+        default=None, description="Who submitted it (the gateway stamps the key's owner). None: 'anonymous'."
+    )
 
 
 class TaskStarted(Envelope):

@@ -51,6 +51,15 @@ def trainer(ctx: typer.Context) -> None:
 
 
 @app.command()
+def scheduler() -> None:
+    """Run the fair-queue scheduler: intake topic to ready topic, round-robin across owners (docs/scheduling.md)."""
+    from acefarm.infra.settings import Settings
+    from scheduler.service import run_scheduler
+
+    run_scheduler(Settings())
+
+
+@app.command()
 def dev(
     port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
     host: Annotated[str, typer.Option(help="Gateway bind address.")] = "127.0.0.1",
