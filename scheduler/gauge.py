@@ -3,6 +3,10 @@
 backlog = Σ over ready partitions (log-end offset − the `gpu-workers` group's committed offset). GPU
 consumers commit after a job's final event, so the backlog counts running jobs too. Measured only while
 jobs wait in the scheduler (never on a timer when idle); between measurements each admission adds one.
+
+The interval adapts: when a measurement finds a GPU consumer idle (backlog below the consumer count),
+the jobs are shorter than the interval and it halves (down to MIN_REFRESH_S); otherwise it doubles back
+up to SCHEDULER_REFRESH_MS. Long jobs cost a few measurements a second; short jobs keep the GPUs fed.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from acefarm.infra.kafka import client_options, make_consumer
 from acefarm.infra.settings import Settings
 from schemas import topics
 
+MIN_REFRESH_S = 0.01
+
 
 class ReadyGauge:
     """The ready topic's backlog and the live `gpu-workers` members; `room()` says how many may be admitted."""
 
     def __init__(self, settings: Settings) -> None:
         self._depth = settings.scheduler_ready_depth
-        self._max_age_s = settings.scheduler_refresh_ms / 1000
+        self._max_interval_s = settings.scheduler_refresh_ms / 1000
+        self._interval_s = self._max_interval_s
         # A member of no group: it only reads the gpu-workers group's committed offsets (it never commits).
         self._observer: AIOKafkaConsumer = make_consumer(settings, group_id=topics.GPU_WORKERS_GROUP)
         self._admin = AIOKafkaAdminClient(**client_options(settings))
@@ -47,8 +54,13 @@ class ReadyGauge:
 
     @property
     def stale(self) -> bool:
-        """Whether the last measurement is older than SCHEDULER_REFRESH_MS."""
-        return time.monotonic() - self._measured_at > self._max_age_s
+        """Whether the last measurement is older than the current refresh interval."""
+        return time.monotonic() - self._measured_at > self._interval_s
+
+    @property
+    def interval_ms(self) -> int:
+        """The current refresh interval (ms)."""
+        return max(1, round(self._interval_s * 1000))
 
     async def refresh(self) -> None:
         """Measure the backlog and count the live GPU consumers."""
@@ -65,9 +77,12 @@ class ReadyGauge:
         )
         self.consumers = await self._members()
         self._measured_at = time.monotonic()
+        idle_gpu = self.backlog < max(1, self.consumers)
+        adjusted = self._interval_s / 2 if idle_gpu else self._interval_s * 2
+        self._interval_s = min(self._max_interval_s, max(MIN_REFRESH_S, adjusted))
 
     def room(self) -> int:
-        """Jobs that may be admitted now: SCHEDULER_READY_DEPTH per live GPU consumer (at least one) minus the backlog."""
+        """Jobs that may be admitted now: SCHEDULER_READY_DEPTH per live GPU consumer (at least one), minus backlog."""
         return self._depth * max(1, self.consumers) - self.backlog
 
     def admitted(self) -> None:

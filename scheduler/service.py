@@ -225,7 +225,7 @@ class Scheduler:
 
     def _wait_ms(self) -> int:
         """Long when idle; the refresh interval while jobs wait; sooner when a snapshot is due."""
-        wait = self._settings.scheduler_refresh_ms if len(self.queue) else IDLE_WAIT_MS
+        wait = self._gauge.interval_ms if len(self.queue) else IDLE_WAIT_MS
         if self._dirty:
             due_in = self._published_at + self._settings.scheduler_snapshot_interval_s - time.monotonic()
             wait = min(wait, int(max(0.0, due_in) * 1000) + 1)

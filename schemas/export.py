@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from schemas.events import EVENT_MODELS
 from schemas.generation import GenerateRequest
+from schemas.queues import QueueSnapshot
 from schemas.status import TaskAccepted, TaskStatusResponse
 from schemas.training import LoraManifest, TrainingOptions
 
@@ -21,6 +22,7 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     TaskStatusResponse,
     TrainingOptions,
     LoraManifest,
+    QueueSnapshot,
 )
 
 

@@ -66,7 +66,7 @@ def dev(
     trainer: Annotated[bool, typer.Option(help="Also run a LoRA trainer.")] = True,
 ) -> None:
     """Run everything locally: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), gateway, streams,
-    one GPU consumer and a trainer, all logging to this terminal. Ctrl-C stops them all."""
+    the scheduler, one GPU consumer and a trainer, all logging to this terminal. Ctrl-C stops them all."""
     from acefarm.devtools.devrun import run_dev
 
     raise typer.Exit(run_dev(host=host, port=port, with_trainer=trainer))
