@@ -21,7 +21,9 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.handlers import BaseRouteHandler
 from litestar.types import Guard
 
-from schemas.keys import MAX_COST, ApiKeyRecord, KeyLimits, Priority, Role
+from schemas import tenancy
+from schemas.keys import MAX_COST, ApiKeyRecord, KeyLimits, Role
+from schemas.tenancy import Priority
 
 if TYPE_CHECKING:
     from gateway.keyring import KeyRing
@@ -66,7 +68,7 @@ class Principal:
         return self.is_admin or owner == self.owner
 
 
-ANONYMOUS = Principal(owner="anonymous", role=Role.ADMIN, key_id=None, limits=UNLIMITED)
+ANONYMOUS = Principal(owner=tenancy.ANONYMOUS, role=Role.ADMIN, key_id=None, limits=UNLIMITED)
 """Every caller when `AUTH_MODE=off`."""
 
 

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from schemas.keys import KeyLimits, Priority
+from schemas.keys import KeyLimits
+from schemas.tenancy import Priority
 
 Limit = Literal["rate", "unfinished", "cost", "priority"]
 

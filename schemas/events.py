@@ -16,6 +16,7 @@ from schemas import topics
 from schemas.generation import GenerationParams
 from schemas.ids import LORA_ID_PATTERN, OWNER_PATTERN, TASK_ID_PATTERN
 from schemas.status import Stage, StoredFile, TaskStatus
+from schemas.tenancy import Priority
 from schemas.training import TrainingOptions
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -28,7 +29,6 @@ MAX_KEY = 1024
 """Storage keys: S3's limit."""
 MAX_DEAD_VALUE = 100_000
 Attempt = Annotated[str, Field(min_length=1, max_length=MAX_ATTEMPT, description="Unique per delivery of the job.")]
-_OWNER_DESCRIPTION = "who submitted it; set by the gateway, by direct producers themselves"
 
 
 def new_event_id() -> str:
@@ -80,13 +80,17 @@ class Envelope(BaseModel):
         return self.model_dump_json().encode()
 
 
+_OWNER_DOC = "Who submitted it (the gateway stamps the key's owner); names its fair-queue lane. None: 'anonymous'."
+_PRIORITY_DOC = "Queue priority: `high`, `normal` or `batch` (weights of the fair scheduler, docs/scheduling.md)."
+
+
 class GenerationRequested(Envelope):
-    """A generation job. Topic: `acefarm.generation.requests`."""
+    """A generation job. Topics: `acefarm.generation.requests` (intake), `acefarm.generation.ready` (admitted)."""
 
     type: Literal["generation.requested"] = "generation.requested"
     params: GenerationParams
     callback_url: Annotated[str, Field(max_length=2048)] | None = None
-    owner: Annotated[str | None, Field(pattern=OWNER_PATTERN, description=_OWNER_DESCRIPTION)] = None
+    owner: Annotated[str | None, Field(pattern=OWNER_PATTERN, description=_OWNER_DOC)] = None
     request_hash: Annotated[
         str | None,
         Field(
@@ -95,6 +99,7 @@ class GenerationRequested(Envelope):
             "retry from a different request under the same Idempotency-Key.",
         ),
     ] = None
+    priority: Priority = Field(default=Priority.NORMAL, description=_PRIORITY_DOC)
 
 
 class TrainingRequested(Envelope):
@@ -105,7 +110,7 @@ class TrainingRequested(Envelope):
     style_name: Annotated[str, Field(min_length=1, max_length=100)]
     dataset_key: Annotated[str, Field(max_length=MAX_KEY, description="Storage key of the uploaded zip.")]
     options: TrainingOptions = Field(default_factory=TrainingOptions)
-    owner: Annotated[str | None, Field(pattern=OWNER_PATTERN, description=_OWNER_DESCRIPTION)] = None
+    owner: Annotated[str | None, Field(pattern=OWNER_PATTERN, description=_OWNER_DOC)] = None
 
 
 class TaskStarted(Envelope):

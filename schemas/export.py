@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from schemas.events import EVENT_MODELS
 from schemas.generation import GenerateRequest
 from schemas.keys import ApiKeyRecord
+from schemas.queues import QueueSnapshot
 from schemas.status import TaskAccepted, TaskStatusResponse
 from schemas.training import LoraManifest, TrainingOptions
 
@@ -22,6 +23,7 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     TaskStatusResponse,
     TrainingOptions,
     LoraManifest,
+    QueueSnapshot,
 )
 
 RECORD_MODELS: tuple[type[BaseModel], ...] = (ApiKeyRecord,)

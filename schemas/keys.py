@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.events import utcnow
 from schemas.ids import OWNER_PATTERN
+from schemas.tenancy import Priority
 
 SECRET_PREFIX = "af"
 KEY_ID_PATTERN = r"^[a-z0-9]{12}$"
@@ -32,14 +33,6 @@ class Role(StrEnum):
 
     USER = "user"
     ADMIN = "admin"
-
-
-class Priority(StrEnum):
-    """Queue priorities a request may ask for."""
-
-    HIGH = "high"
-    NORMAL = "normal"
-    BATCH = "batch"
 
 
 class KeyLimits(BaseModel):

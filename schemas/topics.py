@@ -3,7 +3,12 @@
 from typing import Final
 
 GENERATION_REQUESTS: Final = "acefarm.generation.requests"
-"""Generation jobs (`GenerationRequested`), keyed by task id; consumed by the `gpu-workers` group."""
+"""Generation jobs as submitted (`GenerationRequested`), keyed by task id: the intake. Read by the scheduler
+(`generation-schedulers` group) and the streams fold."""
+
+GENERATION_READY: Final = "acefarm.generation.ready"
+"""Generation jobs the scheduler admitted, in fair order (the intake records' bytes unchanged), keyed by task id;
+consumed by the `gpu-workers` group."""
 
 TRAINING_REQUESTS: Final = "acefarm.training.requests"
 """LoRA training jobs (`TrainingRequested`), keyed by task id; consumed by the `lora-trainers` group."""
@@ -17,6 +22,9 @@ TASK_CONTROL: Final = "acefarm.task.control"
 TASK_STATUS: Final = "acefarm.task.status"
 """Folded status snapshots (`TaskStatusRecord`), keyed by task id; compacted in production."""
 
+SCHEDULER_QUEUES: Final = "acefarm.scheduler.queues"
+"""Queue snapshots of each scheduler instance (`QueueSnapshot`), keyed by instance id; compacted."""
+
 DEAD_LETTER: Final = "acefarm.deadletter"
 """Records that failed validation (`DeadLetter`), with the reason and the raw bytes."""
 
@@ -25,13 +33,16 @@ API_KEYS: Final = "acefarm.api.keys"
 
 ALL: Final = (
     GENERATION_REQUESTS,
+    GENERATION_READY,
     TRAINING_REQUESTS,
     TASK_EVENTS,
     TASK_CONTROL,
     TASK_STATUS,
+    SCHEDULER_QUEUES,
     DEAD_LETTER,
     API_KEYS,
 )
 
 GPU_WORKERS_GROUP: Final = "gpu-workers"
 TRAINERS_GROUP: Final = "lora-trainers"
+SCHEDULERS_GROUP: Final = "generation-schedulers"

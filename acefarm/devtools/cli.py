@@ -109,13 +109,22 @@ def trainer(
 
 
 @app.command()
+def scheduler() -> None:
+    """Run the fair-queue scheduler: intake topic to ready topic, round-robin across owners (docs/scheduling.md)."""
+    from acefarm.infra.settings import Settings
+    from scheduler.service import run_scheduler
+
+    run_scheduler(Settings())
+
+
+@app.command()
 def dev(
     port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
     host: Annotated[str, typer.Option(help="Gateway bind address.")] = "127.0.0.1",
     trainer: Annotated[bool, typer.Option(help="Also run a LoRA trainer.")] = True,
 ) -> None:
     """Run everything locally: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), gateway, streams,
-    one GPU consumer and a trainer, all logging to this terminal. Ctrl-C stops them all."""
+    the scheduler, one GPU consumer and a trainer, all logging to this terminal. Ctrl-C stops them all."""
     from acefarm.devtools.devrun import run_dev
 
     raise typer.Exit(run_dev(host=host, port=port, with_trainer=trainer))

@@ -92,7 +92,8 @@ def _stop_all(children: list[Child]) -> None:
 
 
 def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
-    """Run the local stack until Ctrl-C or a service exits; returns the exit code."""
+    """Run the local stack (broker, streams, scheduler, GPU consumer, trainer, gateway) until Ctrl-C or a service
+    exits; returns the exit code."""
     settings = Settings()
     configure_logging("dev", settings.log_level, settings.log_format)
     env = dict(os.environ)
@@ -124,6 +125,7 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
     try:
         resolve_model(settings, env)
         children.append(_start("streams", ["streams"], env))
+        children.append(_start("scheduler", ["scheduler"], env))
         children.append(_start("gpu-consumer", ["gpu-consumer"], env))
         if with_trainer:
             children.append(_start("trainer", ["trainer"], env))

@@ -17,7 +17,8 @@ from acefarm.infra.kafka import ensure_topics, make_producer
 from acefarm.infra.logging import configure_logging
 from acefarm.infra.settings import Settings
 from schemas import topics
-from schemas.keys import ApiKeyRecord, KeyLimits, KeyTable, Priority, Role
+from schemas.keys import ApiKeyRecord, KeyLimits, KeyTable, Role
+from schemas.tenancy import Priority
 
 keys_app = typer.Typer(help="Create, list or revoke API keys.", no_args_is_help=True)
 

@@ -91,10 +91,12 @@ def topic_plan(settings: Settings) -> list[NewTopic]:
     compact = {"cleanup.policy": "compact"}
     return [
         NewTopic(topics.GENERATION_REQUESTS, n, rf),
+        NewTopic(topics.GENERATION_READY, n, rf),
         NewTopic(topics.TRAINING_REQUESTS, n, rf),
         NewTopic(topics.TASK_EVENTS, n, rf),
         NewTopic(topics.TASK_CONTROL, n, rf),
         NewTopic(topics.TASK_STATUS, n, rf, topic_configs=compact),
+        NewTopic(topics.SCHEDULER_QUEUES, 1, rf, topic_configs=compact),
         NewTopic(topics.DEAD_LETTER, 1, rf),
         NewTopic(topics.API_KEYS, 1, rf, topic_configs=compact),
     ]

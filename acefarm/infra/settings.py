@@ -83,6 +83,17 @@ class Settings(BaseSettings):
     lora_min_track_seconds: float = Field(default=5.0, gt=0)
     lora_max_track_seconds: float = Field(default=600.0, gt=0)
 
+    # Scheduler (fair queues between the intake and the ready topic; docs/scheduling.md)
+    scheduler_id: str | None = None
+    scheduler_ready_depth: int = Field(default=2, ge=1)
+    scheduler_refresh_ms: int = Field(default=100, ge=10)
+    scheduler_weight_high: int = Field(default=4, ge=1)
+    scheduler_weight_normal: int = Field(default=2, ge=1)
+    scheduler_weight_batch: int = Field(default=1, ge=1)
+    scheduler_max_waiting: int = Field(default=100_000, ge=1)
+    scheduler_snapshot_interval_s: float = Field(default=1.0, gt=0)
+    scheduler_snapshot_top: int = Field(default=20, ge=1, le=1000)
+
     # Logging
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -101,6 +101,7 @@ def stack(kafka_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     stack = Stack(f"http://127.0.0.1:{port}", port, env, work / "logs", {})
     try:
         stack.services["streams"] = start_service("streams", ["-m", "acefarm", "streams"], env, stack.log_dir)
+        stack.services["scheduler"] = start_service("scheduler", ["-m", "acefarm", "scheduler"], env, stack.log_dir)
         stack.services["gpu"] = start_service("gpu", ["-m", "acefarm", "gpu-consumer"], env, stack.log_dir)
         stack.start_gateway()
         yield stack
@@ -429,7 +430,7 @@ def test_with_keys_on_the_page_asks_for_a_key_and_shows_only_its_own_jobs(browse
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**stack.env, "AUTH_MODE": "keys"}
-    gateway = start_service("gateway-keys", ["-m", "gateway", "--port", str(port)], env, stack.log_dir)
+    gateway = start_service("gateway-keys", ["-m", "acefarm", "gateway", "--port", str(port)], env, stack.log_dir)
     stack.services["gateway-keys"] = gateway
     try:
         settings = Settings(kafka_bootstrap_servers=stack.env["KAFKA_BOOTSTRAP_SERVERS"])

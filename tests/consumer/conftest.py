@@ -95,10 +95,10 @@ class Client:
         params.setdefault("prompt", "a calm sine")
         params.setdefault("duration", 1.5)
         event = GenerationRequested(task_id=task_id, params=GenerationParams.model_validate(params))
-        return await self.producer.send_and_wait(topics.GENERATION_REQUESTS, event.to_bytes(), key=task_id.encode())
+        return await self.producer.send_and_wait(topics.GENERATION_READY, event.to_bytes(), key=task_id.encode())
 
     async def submit_raw(self, key: bytes, value: bytes) -> RecordMetadata:
-        return await self.producer.send_and_wait(topics.GENERATION_REQUESTS, value, key=key)
+        return await self.producer.send_and_wait(topics.GENERATION_READY, value, key=key)
 
     async def cancel(self, task_id: str) -> None:
         event = CancelRequested(task_id=task_id)

@@ -30,7 +30,7 @@ async def committed_offset(bootstrap: str, partition: int) -> int | None:
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.GPU_WORKERS_GROUP, enable_auto_commit=False)
     await reader.start()
     try:
-        return await reader.committed(TopicPartition(topics.GENERATION_REQUESTS, partition))
+        return await reader.committed(TopicPartition(topics.GENERATION_READY, partition))
     finally:
         await reader.stop()
 

@@ -19,7 +19,7 @@ from pydantic.fields import FieldInfo
 from acefarm.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICE_PACKAGES = ("acefarm", "gateway", "streams", "gpu_consumer", "trainer", "schemas")
+SERVICE_PACKAGES = ("acefarm", "gateway", "streams", "gpu_consumer", "trainer", "scheduler", "schemas")
 
 # Read by libraries rather than by acefarm's code, but part of its deployment interface.
 EXTERNAL_ENV = {

@@ -17,7 +17,7 @@ from tests.deploy import composefile
 from tests.deploy.envdocs import EXTERNAL_ENV, ROOT, parse_env_example, settings_adapter, settings_env_names
 
 SCHEMA_FILE = ROOT / "tests" / "deploy" / "compose-spec.json"
-ACEFARM_COMMANDS = {"gateway", "streams", "gpu-consumer", "trainer", "models"}
+ACEFARM_COMMANDS = {"gateway", "streams", "scheduler", "gpu-consumer", "trainer", "models"}
 
 
 @cache

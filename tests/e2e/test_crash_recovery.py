@@ -54,12 +54,13 @@ def test_killed_consumer_job_is_redone_and_reported_once(own_broker: EmbeddedBro
     url = f"http://127.0.0.1:{port}"
     services: list[Service] = [
         start_service("streams", ["-m", "acefarm", "streams"], env, logs),
+        start_service("scheduler", ["-m", "acefarm", "scheduler"], env, logs),
         start_service("gateway", ["-m", "acefarm", "gateway", "--port", str(port)], env, logs),
     ]
     first = start_service("consumer-1", ["-m", "acefarm", "gpu-consumer"], env, logs)
     services.append(first)
     try:
-        wait_until_ready(f"{url}/readyz", services[1])
+        wait_until_ready(f"{url}/readyz", services[2])
         task_id = httpx.post(f"{url}/generate", json={"prompt": "long one", "duration": 2.0}).json()["task_id"]
 
         deadline = time.monotonic() + 120

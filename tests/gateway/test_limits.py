@@ -1,7 +1,8 @@
 """Per-key limits: token bucket with Retry-After, cost ceiling, allowed priorities, unfinished jobs per owner."""
 
 from gateway.limits import RateLimiter, UnfinishedJobs, check_cost, check_priority, job_cost, retry_after
-from schemas.keys import KeyLimits, Priority
+from schemas.keys import KeyLimits
+from schemas.tenancy import Priority
 
 
 class Clock:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from acefarm.model.loras import manifest_key
+from schemas.storage_keys import manifest_key
 from schemas.training import LoraManifest, TrackInfo, TrainingOptions
 from tests.gateway.conftest import gateway_settings, serve
 from tests.lora.conftest import TEST_LIMITS_ENV

@@ -12,9 +12,10 @@ from aiokafka import AIOKafkaProducer
 
 from acefarm.infra.kafka import ensure_topics
 from acefarm.infra.settings import Settings
-from acefarm.model.loras import dataset_key, manifest_key, new_lora_id
+from acefarm.model.loras import new_lora_id
 from schemas import topics
 from schemas.events import TrainingRequested
+from schemas.storage_keys import dataset_key, manifest_key
 from schemas.training import LoraManifest, TrainingOptions
 from tests.consumer.conftest import EventRecorder
 from tests.lora.conftest import TEST_LIMITS_ENV

@@ -3,7 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from schemas.keys import ApiKeyRecord, KeyLimits, KeyTable, Priority, Role, hash_secret, key_id_of
+from schemas.keys import ApiKeyRecord, KeyLimits, KeyTable, Role, hash_secret, key_id_of
+from schemas.tenancy import Priority
 
 
 def test_issue_returns_a_secret_the_record_matches_but_does_not_hold() -> None:
