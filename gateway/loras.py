@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
+from acefarm.infra.metrics import TASKS_SUBMITTED
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
 from acefarm.model.datasets import DatasetError, DatasetLimits, validate_dataset_zip
@@ -169,6 +170,7 @@ class LorasController(Controller):
         )
         await publish(gateway.producer, topics.TRAINING_REQUESTS, event)
         gateway.view.store.record_submitted(event, TaskKind.TRAINING, lora_id)
+        TASKS_SUBMITTED.labels(TaskKind.TRAINING.value).inc()
         log.info(
             "gateway.training_submitted", task_id=task_id, lora_id=lora_id, tracks=len(tracks), steps=options.steps
         )

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
+from acefarm.infra.metrics import TASKS_SUBMITTED
 from gateway.errors import FieldError, error_responses
 from gateway.inputs import check_audio, check_input_key, decode_base64, store_input
 from gateway.loras import check_lora_id
@@ -146,6 +147,7 @@ class GenerationController(Controller):
             event = GenerationRequested(task_id=task_id, params=params)
             await publish(gateway.producer, topics.GENERATION_REQUESTS, event)
             store.record_submitted(event, TaskKind.GENERATION, params.lora_id)
+            TASKS_SUBMITTED.labels(TaskKind.GENERATION.value).inc()
         finally:
             gateway.in_flight.discard(task_id)
         log.info("gateway.submitted", task_id=task_id, task_type=params.task_type.value, duration=params.duration)

@@ -13,6 +13,7 @@ from schemas.generation import GenerateRequest
 from schemas.keys import ApiKeyRecord
 from schemas.status import TaskAccepted, TaskStatusResponse
 from schemas.training import LoraManifest, TrainingOptions
+from schemas.workers import WorkerHeartbeat
 
 DEFAULT_DIR = Path(__file__).parent / "jsonschema"
 
@@ -24,7 +25,7 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     LoraManifest,
 )
 
-RECORD_MODELS: tuple[type[BaseModel], ...] = (ApiKeyRecord,)
+RECORD_MODELS: tuple[type[BaseModel], ...] = (ApiKeyRecord, WorkerHeartbeat)
 """Records on Kafka that are not task events."""
 
 

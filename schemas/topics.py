@@ -23,6 +23,9 @@ DEAD_LETTER: Final = "acefarm.deadletter"
 API_KEYS: Final = "acefarm.api.keys"
 """API key records (`ApiKeyRecord`, hashes only), keyed by key id; compacted, read whole by every gateway."""
 
+WORKERS: Final = "acefarm.workers"
+"""Worker heartbeats (`WorkerHeartbeat`), keyed by worker name; compacted, a tombstone when a worker stops cleanly."""
+
 ALL: Final = (
     GENERATION_REQUESTS,
     TRAINING_REQUESTS,
@@ -31,6 +34,7 @@ ALL: Final = (
     TASK_STATUS,
     DEAD_LETTER,
     API_KEYS,
+    WORKERS,
 )
 
 GPU_WORKERS_GROUP: Final = "gpu-workers"

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     lora_min_track_seconds: float = Field(default=5.0, gt=0)
     lora_max_track_seconds: float = Field(default=600.0, gt=0)
 
+    # Observability
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    backlog_refresh_s: float = Field(default=5.0, ge=1.0)
+    otel_exporter_otlp_endpoint: str | None = None
+
     # Logging
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

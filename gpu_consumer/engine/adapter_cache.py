@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from acefarm.infra.logging import get_logger
+from acefarm.infra.metrics import ADAPTER_CACHE
 from acefarm.model.loras import MANIFEST, is_lora_id, lora_prefix, manifest_key
 from acefarm.runtime.portal import BlockingStorage
 
@@ -40,7 +41,9 @@ class LoraCache:
             local = self.root / lora_id
             if (local / MANIFEST).is_file():
                 os.utime(local)
+                ADAPTER_CACHE.labels("hit").inc()
                 return local
+            ADAPTER_CACHE.labels("miss").inc()
             if storage is None:
                 return None
             fetched = self._fetch(lora_id, storage)
