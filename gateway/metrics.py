@@ -37,7 +37,7 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
             nonlocal status, streaming
             if message["type"] == "http.response.start":
                 status = message["status"]
-                streaming = any(k == b"content-type" and v.startswith(EVENT_STREAM) for k, v in message["headers"])
+                streaming = any(k.lower() == b"content-type" and v.startswith(EVENT_STREAM) for k, v in message["headers"])
                 if streaming:
                     SSE_CONNECTIONS.inc()
             await send(message)
@@ -62,4 +62,4 @@ class MetricsController(Controller):
     @get("/metrics", summary="Prometheus metrics", include_in_schema=False, sync_to_thread=False)
     def metrics(self) -> Response[bytes]:
         """Every metric of this process in the Prometheus text format."""
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(REGISTRY), headers={"content-type": CONTENT_TYPE_LATEST})
