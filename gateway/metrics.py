@@ -37,7 +37,8 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
             nonlocal status, streaming
             if message["type"] == "http.response.start":
                 status = message["status"]
-                streaming = any(k.lower() == b"content-type" and v.startswith(EVENT_STREAM) for k, v in message["headers"])
+                headers = message["headers"]
+                streaming = any(k.lower() == b"content-type" and v.startswith(EVENT_STREAM) for k, v in headers)
                 if streaming:
                     SSE_CONNECTIONS.inc()
             await send(message)

@@ -46,7 +46,7 @@ async def test_sse_connections_gauge(
     await publish_status(task_id, 1, TaskState.RUNNING)
     base = value(await asyncio.to_thread(scrape, f"{gateway_url}/metrics"), "acefarm_sse_connections")
     async with asyncio.timeout(20):
-        while (await client.get(f"/status/{task_id}")).status_code != 200:
+        while (await client.get(f"/status/{task_id}")).status_code != 200:  # noqa: ASYNC110 - polling HTTP
             await asyncio.sleep(0.05)
         async with client.stream("GET", f"/tasks/{task_id}/events") as stream:
             assert stream.status_code == 200
@@ -59,7 +59,9 @@ async def test_sse_connections_gauge(
     assert value(after, "acefarm_sse_connections") == base
 
 
-async def test_traceparent_travels_into_the_request_record(client: httpx.AsyncClient, kafka_env: dict[str, str]) -> None:
+async def test_traceparent_travels_into_the_request_record(
+    client: httpx.AsyncClient, kafka_env: dict[str, str]
+) -> None:
     response = await client.post("/generate", json=GOOD, headers={"traceparent": TRACEPARENT})
     task_id = response.json()["task_id"]
     headers = await record_headers(kafka_env["KAFKA_BOOTSTRAP_SERVERS"], topics.GENERATION_REQUESTS, task_id)

@@ -19,7 +19,7 @@ from gateway.backlog import Backlog, Queue
 
 async def wait_until(check: Callable[[], Any], timeout_s: float = 20.0) -> Any:
     async with asyncio.timeout(timeout_s):
-        while not (result := await check()):
+        while not (result := await check()):  # noqa: ASYNC110 - polling HTTP
             await asyncio.sleep(0.1)
         return result
 
