@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Router
@@ -13,15 +13,18 @@ from litestar.openapi import OpenAPIConfig
 
 from acefarm.infra.settings import Settings
 from gateway.auth import principal_dependency, principal_guard
+from gateway.backlog import BACKLOG_KEY, Backlog, provide_backlog
 from gateway.errors import client_error_handler
 from gateway.files import FilesController
 from gateway.health import HealthController
 from gateway.keyring import KeyRing
 from gateway.loras import lora_routes
+from gateway.metrics import MetricsController, metrics_middleware
 from gateway.page import SWAGGER, page_routes
 from gateway.state import STATE_KEY, provide_gateway, running_gateway
 from gateway.submit import GenerationController
 from gateway.tasks import TasksController
+from gateway.workers import WORKERS_KEY, WorkersController, WorkerTable, provide_workers
 
 
 def max_body_bytes(settings: Settings) -> int:
@@ -30,7 +33,8 @@ def max_body_bytes(settings: Settings) -> int:
 
 
 def create_app(settings: Settings) -> Litestar:
-    """The gateway app for `settings`; Kafka, storage, the status view and the key ring start with its lifespan.
+    """The gateway app for `settings`; Kafka, storage, the status view, the key ring, the worker table and
+    the backlog reader start with its lifespan.
 
     Every API route sits behind `principal_guard` (401 without a valid key when `AUTH_MODE=keys`, before
     the body is read) and may take the `principal` dependency; /healthz, /readyz, the page and the API
@@ -46,17 +50,28 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with running_gateway(settings, keyring) as gateway:
+        async with running_gateway(settings, keyring) as gateway, AsyncExitStack() as observers:
+            workers, backlog = WorkerTable(settings), Backlog(settings)
+            for key, part in ((WORKERS_KEY, workers), (BACKLOG_KEY, backlog)):
+                observers.push_async_callback(part.stop)
+                await part.start()
+                app.state[key] = part
             app.state[STATE_KEY] = gateway
             try:
                 yield
             finally:
-                del app.state[STATE_KEY]
+                for key in (STATE_KEY, WORKERS_KEY, BACKLOG_KEY):
+                    del app.state[key]
 
     exception_handlers: Any = {ClientException: client_error_handler}
     return Litestar(
-        route_handlers=[api, HealthController, *page_routes()],
-        dependencies={"gateway": Provide(provide_gateway, sync_to_thread=False)},
+        route_handlers=[api, HealthController, WorkersController, MetricsController, *page_routes()],
+        dependencies={
+            "gateway": Provide(provide_gateway, sync_to_thread=False),
+            "workers": Provide(provide_workers, sync_to_thread=False),
+            "backlog": Provide(provide_backlog, sync_to_thread=False),
+        },
+        middleware=[metrics_middleware],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=max_body_bytes(settings),

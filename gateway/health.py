@@ -7,6 +7,7 @@ from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from gateway.state import GatewayState
+from gateway.workers import READINESS_NOTE, WorkerTable
 
 
 class HealthController(Controller):
@@ -20,9 +21,14 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/readyz", summary="Readiness: Kafka answers, the status view and the key ring are current")
-    async def readyz(self, gateway: NamedDependency[GatewayState]) -> Response[dict[str, object]]:
+    async def readyz(
+        self, gateway: NamedDependency[GatewayState], workers: NamedDependency[WorkerTable]
+    ) -> Response[dict[str, object]]:
         """200 only while Kafka answers, the status view has read the status topic and the key ring
-        (AUTH_MODE=keys) has read the key topic; 503 otherwise."""
+        (AUTH_MODE=keys) has read the key topic; 503 otherwise.
+
+        The body also says how many workers of each kind are alive; none are needed to be ready.
+        """
         kafka = await gateway.kafka_answers()
         view = gateway.ready()
         keys = gateway.keys_ready()
@@ -34,5 +40,7 @@ class HealthController(Controller):
             "keys_caught_up": keys,
             "auth_mode": gateway.settings.auth_mode,
             "tasks_known": len(gateway.view.store),
+            "workers_alive": workers.alive_by_kind(),
+            "workers_note": READINESS_NOTE,
         }
         return Response(body, status_code=HTTP_200_OK if ready else HTTP_503_SERVICE_UNAVAILABLE)

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
+from acefarm.infra.metrics import TASKS_SUBMITTED
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
 from acefarm.model.datasets import DatasetError, DatasetLimits, validate_dataset_zip
@@ -47,7 +48,7 @@ from gateway.errors import FieldError, error_responses
 from gateway.state import GatewayState
 from schemas import topics
 from schemas.events import TrainingRequested
-from schemas.status import TaskAccepted, TaskState
+from schemas.status import TaskAccepted, TaskKind, TaskState
 from schemas.storage_keys import dataset_key
 from schemas.training import LoraManifest, TrainingOptions
 
@@ -214,6 +215,7 @@ class LorasController(Controller):
         )
         await publish(gateway.producer, topics.TRAINING_REQUESTS, event)
         gateway.view.store.record_submitted(event)
+        TASKS_SUBMITTED.labels(TaskKind.TRAINING.value).inc()
         log.info(
             "gateway.training_submitted", task_id=task_id, lora_id=lora_id, tracks=len(tracks), steps=options.steps
         )

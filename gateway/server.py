@@ -9,6 +9,7 @@ import uvicorn
 
 from acefarm.infra.logging import configure_logging
 from acefarm.infra.settings import Settings
+from acefarm.infra.tracing import configure_tracing
 from gateway.app import create_app
 
 
@@ -26,8 +27,9 @@ def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
 
 
 def run_gateway(settings: Settings, host: str, port: int) -> None:
-    """Serve the gateway on `host:port` until SIGINT/SIGTERM, then shut down cleanly."""
+    """Serve the gateway on `host:port` until SIGINT/SIGTERM, then shut down cleanly (exporting traces if set)."""
     configure_logging("gateway", settings.log_level, settings.log_format)
+    configure_tracing("gateway", settings)
     uvicorn.Server(uvicorn_config(settings, host, port)).run()
 
 

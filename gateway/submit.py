@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
+from acefarm.infra.metrics import TASKS_SUBMITTED
 from gateway.auth import Principal
 from gateway.errors import FieldError, error_responses
 from gateway.inputs import check_audio, check_input_key, decode_base64, store_input, upload_prefix
@@ -33,7 +34,7 @@ from gateway.task_types import accepted_task_types, check_task_type
 from schemas import storage_keys, topics
 from schemas.events import GenerationRequested
 from schemas.generation import GenerateRequest
-from schemas.status import TaskAccepted, TaskState, TaskStatus
+from schemas.status import TaskAccepted, TaskKind, TaskState, TaskStatus
 
 log = get_logger(__name__)
 
@@ -177,6 +178,7 @@ class GenerationController(Controller):
             event = GenerationRequested(task_id=task_id, params=params, owner=principal.owner, request_hash=body_hash)
             await publish(gateway.producer, topics.GENERATION_REQUESTS, event)
             store.record_submitted(event)
+            TASKS_SUBMITTED.labels(TaskKind.GENERATION.value).inc()
         finally:
             gateway.in_flight.discard(task_id)
         log.info(

@@ -9,12 +9,14 @@ from __future__ import annotations
 import time
 
 from acefarm.infra.logging import get_logger
+from acefarm.infra.metrics import AUDIO_SECONDS, TAKES
 from acefarm.infra.settings import Settings
 from acefarm.runtime.lifecycle import FAILURE_REASONS, Cancelled, Failed, FinalEvent, JobContext, JobWorker, Verdict
 from acefarm.runtime.progress import Eta, ProgressEta, Report
 from acefarm.runtime.service import WorkerKind
 from gpu_consumer.audio_io import load_inputs, store_takes
 from gpu_consumer.engine.base import Engine, EngineError, Job, JobCancelled
+from gpu_consumer.gpu_metrics import register_gpu_metrics
 from schemas import topics
 from schemas.events import GenerationRequested
 from schemas.status import Stage
@@ -54,6 +56,8 @@ class GenerationWorker(JobWorker[GenerationRequested]):
             raise JobCancelled
         ctx.report_now(_report(Stage.UPLOADING, 1.0))
         files = await store_takes(ctx.storage, request.task_id, takes, params.audio_format)
+        TAKES.inc(len(files))
+        AUDIO_SECONDS.inc(sum(f.duration_s or 0.0 for f in files))
         return ctx.succeeded(files=files)
 
     def classify(self, error: Exception) -> Verdict | None:
@@ -71,9 +75,10 @@ class GenerationWorker(JobWorker[GenerationRequested]):
 
 
 def load_engine_timed(settings: Settings) -> Engine:
-    """Load the engine chosen by `ENGINE` and log how long it took."""
+    """Load the engine chosen by `ENGINE` and log how long it took; GPU gauges are exported when CUDA is available."""
     from gpu_consumer.engine.loader import load_engine
 
+    register_gpu_metrics()
     started = time.monotonic()
     engine = load_engine(settings)
     log.info(

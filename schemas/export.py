@@ -14,6 +14,7 @@ from schemas.keys import ApiKeyRecord
 from schemas.queues import QueueSnapshot
 from schemas.status import TaskAccepted, TaskStatusResponse
 from schemas.training import LoraManifest, TrainingOptions
+from schemas.workers import WorkerHeartbeat
 
 DEFAULT_DIR = Path(__file__).parent / "jsonschema"
 
@@ -26,7 +27,7 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     QueueSnapshot,
 )
 
-RECORD_MODELS: tuple[type[BaseModel], ...] = (ApiKeyRecord,)
+RECORD_MODELS: tuple[type[BaseModel], ...] = (ApiKeyRecord, WorkerHeartbeat)
 """Records on Kafka that are not task events."""
 
 

@@ -31,6 +31,9 @@ DEAD_LETTER: Final = "acefarm.deadletter"
 API_KEYS: Final = "acefarm.api.keys"
 """API key records (`ApiKeyRecord`, hashes only), keyed by key id; compacted, read whole by every gateway."""
 
+WORKERS: Final = "acefarm.workers"
+"""Worker heartbeats (`WorkerHeartbeat`), keyed by worker name; compacted, a tombstone when a worker stops cleanly."""
+
 ALL: Final = (
     GENERATION_REQUESTS,
     GENERATION_READY,
@@ -41,6 +44,7 @@ ALL: Final = (
     SCHEDULER_QUEUES,
     DEAD_LETTER,
     API_KEYS,
+    WORKERS,
 )
 
 GPU_WORKERS_GROUP: Final = "gpu-workers"

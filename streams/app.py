@@ -26,6 +26,7 @@ from faust.types.auth import CredentialsT
 
 from acefarm.infra.kafka import client_options, ensure_topics
 from acefarm.infra.logging import configure_logging, get_logger
+from acefarm.infra.metrics import DEAD_LETTERS, FOLDS, serving_metrics
 from acefarm.infra.settings import Settings
 from schemas import topics
 from schemas.events import DeadLetter, TaskStatusRecord
@@ -104,11 +105,13 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
                 letter = DeadLetter.of_record(record, error, APP_ID)
                 await send(dead_topic, letter.task_id, letter.to_bytes())
                 dead_lettered[record.mark] = record.offset
+                DEAD_LETTERS.labels(APP_ID).inc()
                 log.warning("streams.dead_letter", topic=record.topic, offset=record.offset, error=error[:300])
             case Change(parsed, row):
                 new = row.status
                 await send(status_topic, new.task_id, TaskStatusRecord(task_id=new.task_id, status=new).to_bytes())
                 statuses[new.task_id] = dumps(row)
+                FOLDS.labels(parsed.type).inc()
                 log.info(
                     "streams.status",
                     task_id=new.task_id,
@@ -130,7 +133,7 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
 
 
 def run_streams(settings: Settings) -> NoReturn:
-    """Run one streams worker until SIGINT/SIGTERM (the `acefarm streams` command)."""
+    """Run one streams worker until SIGINT/SIGTERM (the `acefarm streams` command); metrics on `METRICS_PORT`."""
     configure_logging("streams", settings.log_level, settings.log_format)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -141,6 +144,7 @@ def run_streams(settings: Settings) -> NoReturn:
     worker.spinner = None  # no terminal spinner: logs are ours (structlog)
     log.info("streams.starting", bootstrap=settings.kafka_bootstrap_servers, partitions=settings.kafka_partitions)
     try:
-        worker.execute_from_commandline()
+        with serving_metrics(settings.metrics_port, settings.metrics_host):
+            worker.execute_from_commandline()
     finally:
         shutil.rmtree(datadir, ignore_errors=True)

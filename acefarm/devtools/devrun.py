@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,8 @@ import sys
 import time
 from dataclasses import dataclass
 from types import FrameType
+from urllib.error import URLError
+from urllib.request import urlopen
 
 from acefarm.devtools.broker import EmbeddedBroker
 from acefarm.infra.logging import configure_logging, get_logger
@@ -23,6 +26,9 @@ DEV_GROUP_TIMEOUTS = {
     "KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
 }
 STOP_GRACE_S = 15.0
+READY_POLL_S = 1.0
+DEV_METRICS_PORTS = {"streams": 1, "gpu-consumer": 2, "trainer": 3}
+"""With METRICS_PORT set, each worker serves metrics on METRICS_PORT + its offset (the gateway: /metrics)."""
 
 
 @dataclass
@@ -68,9 +74,21 @@ def resolve_model(settings: Settings, env: dict[str, str]) -> None:
     env["MODEL_PATH"] = str(tiny)
 
 
+def consumer_joined(url: str) -> bool:
+    """Whether the gateway at `url` lists an alive GPU consumer that has joined its group (`GET /workers`)."""
+    try:
+        with urlopen(f"{url}/workers", timeout=2) as response:
+            body = json.load(response)
+    except (URLError, OSError, ValueError):
+        return False
+    return any(w.get("kind") == "gpu-consumer" and w.get("joined") for w in body.get("workers", []))
+
+
 def _start(name: str, args: list[str], env: dict[str, str]) -> Child:
-    """Start `acefarm <args>` as the service `name`."""
+    """Start `acefarm <args>` as the service `name` (metrics on its own port when METRICS_PORT is set)."""
     log.info("dev.start", service=name)
+    if env.get("METRICS_PORT") and name in DEV_METRICS_PORTS:
+        env = {**env, "METRICS_PORT": str(int(env["METRICS_PORT"]) + DEV_METRICS_PORTS[name])}
     # A session of its own: Ctrl-C reaches only this supervisor, which stops services before the broker.
     command = [sys.executable, "-m", "acefarm", *args]
     return Child(name, subprocess.Popen(command, env=env, start_new_session=True))
@@ -93,7 +111,11 @@ def _stop_all(children: list[Child]) -> None:
 
 def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
     """Run the local stack (broker, streams, scheduler, GPU consumer, trainer, gateway) until Ctrl-C or a service
-    exits; returns the exit code."""
+    exits; returns the exit code.
+
+    "ready" is logged once the gateway lists a GPU consumer that has joined its group, so the first
+    job does not wait for the consumer to join.
+    """
     settings = Settings()
     configure_logging("dev", settings.log_level, settings.log_format)
     env = dict(os.environ)
@@ -130,13 +152,20 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
         if with_trainer:
             children.append(_start("trainer", ["trainer"], env))
         children.append(_start("gateway", ["gateway", "--host", host, "--port", str(port)], env))
-        log.info("dev.ready", url=f"http://{host}:{port}/", docs=f"http://{host}:{port}/docs")
+        probe = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        log.info("dev.waiting_for_consumer", hint="the model loads and the GPU consumer joins its group")
+        ready, next_probe = False, 0.0
         while not stopping:
             for child in children:
                 code = child.process.poll()
                 if code is not None:
                     log.error("dev.service_exited", service=child.name, code=code)
                     return code or 1
+            if not ready and time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + READY_POLL_S
+                if consumer_joined(probe):
+                    ready = True
+                    log.info("dev.ready", url=f"http://{host}:{port}/", docs=f"http://{host}:{port}/docs")
             time.sleep(0.2)
         return 0
     finally:

@@ -13,7 +13,9 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import RecordMetadata
 
 from acefarm.infra.logging import get_logger
+from acefarm.infra.metrics import DEAD_LETTERS
 from acefarm.infra.settings import Settings
+from acefarm.infra.tracing import trace_headers
 from schemas import topics
 from schemas.events import DeadLetter, Envelope
 
@@ -85,7 +87,7 @@ def topic_plan(settings: Settings) -> list[NewTopic]:
 
     All task-keyed topics share one partition count so the status fold in `streams` is
     co-partitioned: the same task id lands on the same partition number everywhere. The API key
-    topic is small and read whole by every gateway: one compacted partition.
+    and worker heartbeat topics are small and read whole by every gateway: one compacted partition.
     """
     n, rf = settings.kafka_partitions, settings.kafka_replication_factor
     compact = {"cleanup.policy": "compact"}
@@ -99,6 +101,7 @@ def topic_plan(settings: Settings) -> list[NewTopic]:
         NewTopic(topics.SCHEDULER_QUEUES, 1, rf, topic_configs=compact),
         NewTopic(topics.DEAD_LETTER, 1, rf),
         NewTopic(topics.API_KEYS, 1, rf, topic_configs=compact),
+        NewTopic(topics.WORKERS, 1, rf, topic_configs=compact),
     ]
 
 
@@ -123,13 +126,17 @@ async def send(producer: AIOKafkaProducer, topic: str, event: Envelope) -> async
     aiokafka keeps at most one produce request in flight per partition and puts a retried batch
     back at the head of its partition's queue, so events with the same key are written in the
     order they were sent: once a later event is acknowledged, every earlier one has settled.
+    The current trace context travels in the record's headers (`traceparent`).
     """
-    return await producer.send(topic, event.to_bytes(), key=event.task_id.encode())
+    return await producer.send(topic, event.to_bytes(), key=event.task_id.encode(), headers=trace_headers())
 
 
 async def publish(producer: AIOKafkaProducer, topic: str, event: Envelope) -> None:
-    """Send one event keyed by its task id and wait for the broker's acknowledgement."""
-    await producer.send_and_wait(topic, event.to_bytes(), key=event.task_id.encode())
+    """Send one event keyed by its task id and wait for the broker's acknowledgement.
+
+    The current trace context travels in the record's headers (`traceparent`).
+    """
+    await producer.send_and_wait(topic, event.to_bytes(), key=event.task_id.encode(), headers=trace_headers())
 
 
 async def dead_letter(
@@ -137,4 +144,5 @@ async def dead_letter(
 ) -> None:
     """Publish a record that failed validation to the dead-letter topic."""
     await publish(producer, topics.DEAD_LETTER, DeadLetter.of_record(record, error, consumer))
+    DEAD_LETTERS.labels(consumer=consumer).inc()
     log.warning("kafka.dead_letter", topic=record.topic, offset=record.offset, error=error[:300])

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     scheduler_max_waiting: int = Field(default=100_000, ge=1)
     scheduler_snapshot_interval_s: float = Field(default=1.0, gt=0)
     scheduler_snapshot_top: int = Field(default=20, ge=1, le=1000)
+    # Observability
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    backlog_refresh_s: float = Field(default=5.0, ge=1.0)
+    otel_exporter_otlp_endpoint: str | None = None
 
     # Logging
     log_level: str = "INFO"

@@ -26,6 +26,7 @@ from acefarm.infra.storage import Storage
 from acefarm.runtime.cancels import CancelWatcher
 from acefarm.runtime.events import JobEvents, parse_request
 from acefarm.runtime.group_loop import run_in_daemon_thread
+from acefarm.runtime.job_metrics import observe_outcome
 from acefarm.runtime.portal import BlockingStorage, ThreadPortal
 from acefarm.runtime.progress import Eta, ProgressPublisher, Report, no_eta
 from schemas.events import Envelope, TaskCancelled, TaskFailed, TaskStarted, TaskSucceeded
@@ -216,6 +217,7 @@ class JobRunner(Generic[R]):
         started = time.monotonic()
         final = await self._run(request, attempt)
         seconds = round(time.monotonic() - started, 3)
+        observe_outcome(request, final, seconds)
         if final is None:
             log.info("job.interrupted", seconds=seconds)
             return False

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from acefarm.infra.logging import get_logger
+from acefarm.runtime.job_metrics import StageClock
 from schemas.events import TaskProgress
 from schemas.status import Stage
 
@@ -85,7 +86,8 @@ class ProgressPublisher:
     `report` may be called from any thread; only the newest report is kept between sends. The first
     event goes out one interval after the start, so a job shorter than that sends none; `close()`
     sends the newest unsent report, `close(flush=False)` drops it (a final event supersedes it).
-    Publishing errors are logged and never fail the job.
+    Publishing errors are logged and never fail the job. Every report's stage is timed for
+    `acefarm_stage_seconds`, throttled or not.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class ProgressPublisher:
         self._closing = False
         self._close_requested = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"progress-{task_id}")
+        self._stages = StageClock()
         self.sent = 0
 
     def report(self, report: Report) -> None:
@@ -119,6 +122,7 @@ class ProgressPublisher:
         """Record a report; must be called on the event loop."""
         if self._closing:
             return
+        self._stages.mark(report.stage)
         report = replace(report, progress=min(max(report.progress, 0.0), 1.0))
         try:
             self._pending = TaskProgress(
@@ -139,6 +143,7 @@ class ProgressPublisher:
 
     async def close(self, *, flush: bool = True) -> None:
         """Stop; with `flush`, first send the newest report not yet sent."""
+        self._stages.stop()
         self._closing = True
         if not flush:
             self._pending = None  # dropped even if the cancel below lands after a wake-up (3.11 wait_for)

@@ -11,12 +11,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from aiokafka import ConsumerRecord
+from opentelemetry.trace import SpanKind
+
 from acefarm.infra.kafka import ensure_topics, make_producer
 from acefarm.infra.logging import configure_logging, get_logger
+from acefarm.infra.metrics import serving_metrics
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import open_storage
+from acefarm.infra.tracing import configure_tracing, kafka_carrier, traced
 from acefarm.runtime.cancels import CancelWatcher
-from acefarm.runtime.group_loop import PausingListener, Shutdown, consume_one_at_a_time, make_job_consumer
+from acefarm.runtime.group_loop import Shutdown, consume_one_at_a_time, make_job_consumer
+from acefarm.runtime.heartbeat import AnnouncingListener, Heartbeat, describe_model
+from acefarm.runtime.job_metrics import observe_queue_wait
 from acefarm.runtime.lifecycle import JobRunner, JobWorker, WorkerClients
 
 log = get_logger(__name__)
@@ -59,12 +66,15 @@ def run_worker(
 ) -> None:
     """Run one worker of `kind` until SIGTERM/SIGINT (blocking); exits with status 1 if it crashes.
 
-    `grace_s` defaults to the kind's. See docs/consumer.md.
+    `grace_s` defaults to the kind's. Serves Prometheus metrics on `METRICS_PORT` when set and exports
+    traces when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. See docs/consumer.md.
     """
     configure_logging(kind.service, settings.log_level, settings.log_format)
+    configure_tracing(kind.service, settings)
     grace = kind.grace_s if grace_s is None else grace_s
     try:
-        asyncio.run(serve_jobs(settings, kind, grace_s=grace, static_membership=static_membership))
+        with serving_metrics(settings.metrics_port, settings.metrics_host):
+            asyncio.run(serve_jobs(settings, kind, grace_s=grace, static_membership=static_membership))
     except Exception:
         log.exception(f"{kind.name}.crashed")  # uncommitted work is redelivered to the next worker
         raise SystemExit(1) from None
@@ -81,7 +91,8 @@ async def serve_jobs(
     """Load the model once (`kind.load`, in a thread), join the kind's group on its topic and run one
     job at a time until SIGTERM/SIGINT; logs `{name}.ready` and `{name}.stopped`.
 
-    With `static_membership` the consumer joins with `group.instance.id` = the worker name.
+    With `static_membership` the consumer joins with `group.instance.id` = the worker name. A heartbeat
+    on `acefarm.workers` announces the worker, its model and device, whether it joined and its current job.
     """
     shutdown = shutdown or Shutdown()
     shutdown.install()
@@ -94,21 +105,35 @@ async def serve_jobs(
     producer = make_producer(settings)
     cancels = CancelWatcher(settings)
     consumer = make_job_consumer(settings, kind.group_id, worker if static_membership else None)
-    listener = PausingListener(consumer)
+    checkpoint, device = describe_model(model, settings)
+    heartbeat = Heartbeat.of(
+        producer, settings, worker=worker, kind=kind.service, group=kind.group_id, model=checkpoint, device=device
+    )
+    listener = AnnouncingListener(consumer, heartbeat)
     consumer.subscribe([kind.topic], listener=listener)
     await producer.start()
     try:
         await cancels.start()
         runner = JobRunner(kind.make_job(model, settings), WorkerClients(settings, worker, storage, producer, cancels))
+
+        async def handle(record: ConsumerRecord[bytes, bytes]) -> bool:
+            """`runner.handle` inside the trace the request carries, announced on the heartbeat."""
+            observe_queue_wait(record)
+            task_id = record.key.decode(errors="replace") if record.key else None
+            carrier = kafka_carrier(record.headers)
+            with traced(f"{kind.name} job", carrier, SpanKind.CONSUMER), heartbeat.working_on(task_id):
+                return await runner.handle(record)
+
+        heartbeat.start()
         listener.started_at = time.monotonic()
         await consumer.start()
         log.info(f"{kind.name}.ready", worker=worker, group=kind.group_id)
         await consume_one_at_a_time(
-            consumer, listener, runner.handle, shutdown, grace_s=grace_s, on_shutdown=runner.on_shutdown
+            consumer, listener, handle, shutdown, grace_s=grace_s, on_shutdown=runner.on_shutdown
         )
     finally:
         # Closing the consumer sends LeaveGroup (dynamic members), so the partitions move at once.
-        for close in (consumer.stop, cancels.stop, producer.stop, storage.close):
+        for close in (consumer.stop, heartbeat.stop, cancels.stop, producer.stop, storage.close):
             with contextlib.suppress(Exception):
                 await close()
         log.info(f"{kind.name}.stopped", worker=worker)

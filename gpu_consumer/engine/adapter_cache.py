@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from acefarm.infra.logging import get_logger
+from acefarm.infra.metrics import ADAPTER_CACHE
 from acefarm.model.loras import is_lora_id
 from acefarm.runtime.portal import BlockingStorage
 from schemas.storage_keys import MANIFEST, lora_prefix, manifest_key
@@ -41,7 +42,9 @@ class LoraCache:
             local = self.root / lora_id
             if (local / MANIFEST).is_file():
                 os.utime(local)
+                ADAPTER_CACHE.labels("hit").inc()
                 return local
+            ADAPTER_CACHE.labels("miss").inc()
             if storage is None:
                 return None
             fetched = self._fetch(lora_id, storage)

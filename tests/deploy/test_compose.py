@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import inspect
 import json
 import re
 from functools import cache
@@ -12,6 +13,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 
 from tests.deploy import composefile
 from tests.deploy.envdocs import EXTERNAL_ENV, ROOT, parse_env_example, settings_adapter, settings_env_names
@@ -243,3 +245,62 @@ def test_named_volumes_are_declared(compose: dict[str, Any], services: dict[str,
             source = str(mount).split(":")[0]
             if not re.match(r"^[./~]", source):
                 assert source in declared, f"{name} mounts undeclared volume {source}"
+
+
+# --- metrics: Prometheus and Grafana ------------------------------------------------------------------
+
+
+def scrape_targets() -> dict[str, str]:
+    """host → job of every static target in deploy/prometheus/prometheus.yml."""
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    return {
+        target.split(":")[0]: job["job_name"]
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+
+
+def test_prometheus_scrapes_every_long_running_acefarm_service(services: dict[str, dict[str, Any]]) -> None:
+    targets = scrape_targets()
+    for name, service in services.items():
+        if is_acefarm(service) and service.get("restart") != "no":
+            assert name in targets, f"{name} is not scraped by deploy/prometheus/prometheus.yml"
+    assert set(targets) <= set(services), f"scrape targets that are no service: {set(targets) - set(services)}"
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    gateway = next(j for j in config["scrape_configs"] if j["job_name"] == "gateway")
+    assert gateway["static_configs"][0]["targets"] == ["gateway:8000"]  # /metrics on the API port
+    env = services["streams"]["environment"]
+    assert str(env["METRICS_PORT"]) == "9100" and env["METRICS_HOST"] == "0.0.0.0"
+
+
+def test_prometheus_and_grafana_mount_the_provisioned_files(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("prometheus", "grafana"):
+        for mount in services[name]["volumes"]:
+            source = str(mount).split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+    datasource = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text(encoding="utf-8")
+    )["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090" and datasource["uid"] == "prometheus"
+
+
+def test_dashboard_queries_only_metrics_acefarm_exports() -> None:
+    """Every metric name a panel queries is defined in acefarm/infra/metrics.py or gpu_consumer/gpu_metrics.py."""
+    from prometheus_client import REGISTRY
+
+    import acefarm.infra.metrics  # noqa: F401 - registers the metrics
+    from gpu_consumer.gpu_metrics import CudaCollector
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    exported = {f.name + end for f in REGISTRY.collect() if f.name.startswith("acefarm_") for end in suffixes[f.type]}
+    gpu_source = inspect.getsource(CudaCollector)
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/acefarm.json").read_text(encoding="utf-8"))
+    assert dashboard["panels"]
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "prometheus"
+        for target in panel["targets"]:
+            for name in re.findall(r"\bacefarm_[a-z_]+", target["expr"]):
+                known = name in exported or f'"{name}"' in gpu_source
+                assert known, f"panel {panel['title']!r} queries {name}, which acefarm does not export"

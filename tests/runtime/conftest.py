@@ -25,13 +25,17 @@ class RecordingProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, Envelope]] = []
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[None]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None
+    ) -> asyncio.Future[None]:
         self.sent.append((topic, parse_event(value)))
         acked = asyncio.get_running_loop().create_future()
         acked.set_result(None)
         return acked
 
-    async def send_and_wait(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    async def send_and_wait(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         self.sent.append((topic, parse_event(value)))
 
     def events(self, topic: str = topics.TASK_EVENTS) -> list[Any]:

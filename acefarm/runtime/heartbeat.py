@@ -1,0 +1,110 @@
+"""A worker announcing itself on the compacted `acefarm.workers` topic (`WorkerHeartbeat`).
+
+One heartbeat every `HEARTBEAT_INTERVAL_S` seconds, and one at once whenever something readers care
+about changes (joined its group, started or finished a job); a tombstone when the worker stops
+cleanly. A heartbeat that cannot be sent is logged and retried at the next beat: heartbeats never
+stop a worker from working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from acefarm.infra.logging import get_logger
+from acefarm.infra.settings import Settings
+from acefarm.runtime.group_loop import PausingListener
+from schemas import topics
+from schemas.events import utcnow
+from schemas.workers import WorkerHeartbeat
+
+log = get_logger(__name__)
+
+TOMBSTONE_TIMEOUT_S = 5.0
+
+
+def describe_model(model: Any, settings: Settings) -> tuple[str, str]:
+    """(checkpoint, device) of a loaded model: its `info()` when it has one, else the settings."""
+    info_fn = getattr(model, "info", None)
+    info: dict[str, Any] = info_fn() if callable(info_fn) else {}
+    checkpoint = info.get("source") or getattr(model, "model_id", None) or settings.model_path or settings.model_id
+    device = info.get("device") or getattr(model, "device", None) or settings.device
+    return str(checkpoint), str(device)
+
+
+@dataclass
+class Heartbeat:
+    """Sends this worker's `WorkerHeartbeat` in the background between `start` and `stop`."""
+
+    producer: AIOKafkaProducer
+    beat: WorkerHeartbeat
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, producer: AIOKafkaProducer, settings: Settings, **fields: Any) -> Heartbeat:
+        """A heartbeat for `fields` (worker, kind, group, model, device), started now."""
+        now: datetime = utcnow()
+        beat = WorkerHeartbeat(started_at=now, sent_at=now, interval_s=settings.heartbeat_interval_s, **fields)
+        return cls(producer, beat)
+
+    def start(self) -> None:
+        """Send the first heartbeat now and keep beating in a background task."""
+        self._task = asyncio.create_task(self._run(), name="heartbeat")
+
+    def update(self, **changes: Any) -> None:
+        """Change fields (joined, current_task, jobs_done) and announce them at once."""
+        self.beat = self.beat.model_copy(update=changes)
+        self._changed.set()
+
+    @contextlib.contextmanager
+    def working_on(self, task_id: str | None) -> Iterator[None]:
+        """Announce `task_id` as the current job for the block; counts it as done afterwards."""
+        self.update(current_task=task_id)
+        try:
+            yield
+        finally:
+            self.update(current_task=None, jobs_done=self.beat.jobs_done + 1)
+
+    async def stop(self) -> None:
+        """Stop beating and write a tombstone, so readers drop this worker at once."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        key = self.beat.worker.encode()
+        try:
+            await asyncio.wait_for(self.producer.send_and_wait(topics.WORKERS, None, key=key), TOMBSTONE_TIMEOUT_S)
+        except Exception as error:  # readers drop it after three intervals anyway
+            log.warning("heartbeat.tombstone_failed", error=str(error))
+
+    async def _run(self) -> None:
+        while True:
+            self._changed.clear()
+            self.beat = self.beat.model_copy(update={"sent_at": utcnow()})
+            try:
+                await self.producer.send_and_wait(topics.WORKERS, self.beat.to_bytes(), key=self.beat.worker.encode())
+            except Exception as error:
+                log.warning("heartbeat.send_failed", error=str(error))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), self.beat.interval_s)
+
+
+class AnnouncingListener(PausingListener):
+    """`PausingListener` that marks the heartbeat `joined` once the group has assigned partitions."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, heartbeat: Heartbeat) -> None:
+        super().__init__(consumer)
+        self._heartbeat = heartbeat
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Pause as `PausingListener` does, then announce the join."""
+        await super().on_partitions_assigned(assigned)
+        if not self._heartbeat.beat.joined:
+            self._heartbeat.update(joined=True)
