@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from schemas.generation import GenerationParams
 from schemas.status import Stage, StoredFile, TaskStatus
 from schemas.training import TrainingOptions
+from schemas.webhooks import MAX_WEBHOOK_URL, WebhookEvent, WebhookRequest, WebhookState
 
 SCHEMA_VERSION: Literal[1] = 1
 _TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -54,15 +55,14 @@ class Envelope(BaseModel):
         return self.model_dump_json().encode()
 
 
-class GenerationRequested(Envelope):
+class GenerationRequested(Envelope, WebhookRequest):
     """A generation job. Topic: `acefarm.generation.requests`."""
 
     type: Literal["generation.requested"] = "generation.requested"
     params: GenerationParams
-    callback_url: Annotated[str, Field(max_length=2048)] | None = None
 
 
-class TrainingRequested(Envelope):
+class TrainingRequested(Envelope, WebhookRequest):
     """A LoRA training job. Topic: `acefarm.training.requests`."""
 
     type: Literal["training.requested"] = "training.requested"
@@ -129,6 +129,33 @@ class CancelRequested(Envelope):
     type: Literal["task.cancel_requested"] = "task.cancel_requested"
 
 
+class WebhookDelivery(Envelope):
+    """What became of a webhook delivery, for the task's status. Topic: `acefarm.task.events`.
+
+    Published by the webhook service when a delivery fails (`retrying`, then `failed` once it gives up),
+    and when one succeeds if it is a `completed` delivery or an earlier attempt had failed."""
+
+    type: Literal["webhook.delivery"] = "webhook.delivery"
+    delivery_id: Annotated[str, Field(min_length=1, max_length=MAX_ATTEMPT)]
+    event: WebhookEvent
+    state: WebhookState
+    attempts: Annotated[int, Field(ge=1)]
+    last_error: Annotated[str, Field(max_length=MAX_MESSAGE)] | None = None
+
+
+class WebhookRetry(Envelope):
+    """A webhook delivery to try again once `due_at` has passed. Topic: `acefarm.webhooks.retries`."""
+
+    type: Literal["webhook.retry"] = "webhook.retry"
+    delivery_id: Annotated[str, Field(min_length=1, max_length=MAX_ATTEMPT)]
+    event: WebhookEvent
+    url: Annotated[str, Field(max_length=MAX_WEBHOOK_URL)]
+    body: Annotated[str, Field(max_length=MAX_DEAD_VALUE, description="The exact JSON body every attempt sends.")]
+    attempt: Annotated[int, Field(ge=2, description="The number of the attempt to make.")]
+    first_attempt_at: datetime
+    due_at: datetime
+
+
 class TaskStatusRecord(Envelope):
     """A folded status snapshot published by `streams`. Topic: `acefarm.task.status`."""
 
@@ -191,6 +218,8 @@ AnyEvent = Annotated[
     | TaskFailed
     | TaskCancelled
     | CancelRequested
+    | WebhookDelivery
+    | WebhookRetry
     | TaskStatusRecord
     | DeadLetter,
     Field(discriminator="type"),
@@ -208,6 +237,8 @@ EVENT_MODELS: tuple[type[Envelope], ...] = (
     TaskFailed,
     TaskCancelled,
     CancelRequested,
+    WebhookDelivery,
+    WebhookRetry,
     TaskStatusRecord,
     DeadLetter,
 )

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from schemas.events import EVENT_MODELS
 from schemas.generation import GenerateRequest
 from schemas.keys import ApiKeyRecord
-from schemas.status import TaskAccepted, TaskStatusResponse
+from schemas.status import TaskAccepted, TaskStatusResponse, WebhookPayload
 from schemas.training import LoraManifest, TrainingOptions
 
 DEFAULT_DIR = Path(__file__).parent / "jsonschema"
@@ -22,6 +22,7 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     TaskStatusResponse,
     TrainingOptions,
     LoraManifest,
+    WebhookPayload,
 )
 
 RECORD_MODELS: tuple[type[BaseModel], ...] = (ApiKeyRecord,)

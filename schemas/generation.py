@@ -8,6 +8,8 @@ from typing import Annotated, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.webhooks import WebhookRequest
+
 MAX_DURATION_S = 600.0
 MIN_DURATION_S = 1.0
 
@@ -158,8 +160,8 @@ class GenerationParams(BaseModel):
         return self.lyrics
 
 
-class GenerateRequest(GenerationParams):
-    """Body of `POST /generate`: generation parameters plus optional inline base64 audio."""
+class GenerateRequest(GenerationParams, WebhookRequest):
+    """Body of `POST /generate`: generation parameters, optional inline base64 audio and an optional webhook."""
 
     reference_audio: Annotated[
         str | None, Field(description="Base64 audio (wav/flac/mp3/ogg) used as a timbre reference.")
@@ -178,7 +180,9 @@ class GenerateRequest(GenerationParams):
 
     def to_params(self, *, src_audio_key: str | None, reference_audio_key: str | None) -> GenerationParams:
         """The event-ready parameters, with inline audio replaced by storage keys."""
-        data = self.model_dump(exclude={"reference_audio", "src_audio", "src_audio_key", "reference_audio_key"})
+        data = self.model_dump(
+            exclude={"reference_audio", "src_audio", "src_audio_key", "reference_audio_key", "webhook", "webhook_events"}
+        )
         return GenerationParams(
             **data,
             src_audio_key=src_audio_key or self.src_audio_key,

@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.webhooks import WebhookEvent, WebhookStatus, WebhookTarget
+
 
 class TaskState(StrEnum):
     """Lifecycle states; success, failed and cancelled are final."""
@@ -78,6 +80,8 @@ class TaskStatus(BaseModel):
     lora_id: str | None = None
     worker: str | None = None
     attempt: str | None = None
+    webhook: WebhookTarget | None = None
+    webhook_status: WebhookStatus | None = None
     created_at: datetime
     updated_at: datetime
     version: Annotated[int, Field(ge=0, description="Increases by one with every change; the SSE event id.")] = 0
@@ -100,9 +104,21 @@ class TaskStatusResponse(BaseModel):
     file_urls: list[str] = Field(default_factory=list)
     error: str | None = None
     lora_id: str | None = None
+    webhook_status: Annotated[
+        WebhookStatus | None, Field(description="The latest recorded webhook delivery, when the job has a webhook.")
+    ] = None
     created_at: datetime
     updated_at: datetime
     version: int
+
+
+class WebhookPayload(BaseModel):
+    """Body of every webhook POST (see `schemas.webhooks` and docs/webhooks.md)."""
+
+    delivery_id: Annotated[str, Field(description="Idempotency id: the same on every retry of this delivery.")]
+    event: WebhookEvent
+    task_id: str
+    status: Annotated[TaskStatusResponse, Field(description="The task as `GET /status/{task_id}` shows it.")]
 
 
 class TaskAccepted(BaseModel):

@@ -20,6 +20,9 @@ TASK_STATUS: Final = "acefarm.task.status"
 DEAD_LETTER: Final = "acefarm.deadletter"
 """Records that failed validation (`DeadLetter`), with the reason and the raw bytes."""
 
+WEBHOOK_RETRIES: Final = "acefarm.webhooks.retries"
+"""Webhook deliveries waiting for their next attempt (`WebhookRetry`), keyed by task id; read by the webhook service."""
+
 API_KEYS: Final = "acefarm.api.keys"
 """API key records (`ApiKeyRecord`, hashes only), keyed by key id; compacted, read whole by every gateway."""
 
@@ -30,8 +33,13 @@ ALL: Final = (
     TASK_CONTROL,
     TASK_STATUS,
     DEAD_LETTER,
+    WEBHOOK_RETRIES,
     API_KEYS,
 )
 
 GPU_WORKERS_GROUP: Final = "gpu-workers"
 TRAINERS_GROUP: Final = "lora-trainers"
+WEBHOOKS_GROUP: Final = "webhooks"
+"""Follows `TASK_STATUS` and makes each delivery's first attempt."""
+WEBHOOK_RETRIES_GROUP: Final = "webhooks-retries"
+"""Reads `WEBHOOK_RETRIES` and makes the later attempts when they are due."""
