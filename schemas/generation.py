@@ -180,9 +180,8 @@ class GenerateRequest(GenerationParams, WebhookRequest):
 
     def to_params(self, *, src_audio_key: str | None, reference_audio_key: str | None) -> GenerationParams:
         """The event-ready parameters, with inline audio replaced by storage keys."""
-        data = self.model_dump(
-            exclude={"reference_audio", "src_audio", "src_audio_key", "reference_audio_key", "webhook", "webhook_events"}
-        )
+        audio = {"reference_audio", "src_audio", "src_audio_key", "reference_audio_key"}
+        data = self.model_dump(exclude=audio | set(WebhookRequest.model_fields))
         return GenerationParams(
             **data,
             src_audio_key=src_audio_key or self.src_audio_key,

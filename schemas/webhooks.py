@@ -97,9 +97,7 @@ class WebhookStatus(BaseModel):
 
     delivery_id: str
     event: WebhookEvent
-    state: Annotated[
-        WebhookState, Field(description="delivered; retrying (a retry is scheduled); failed (gave up).")
-    ]
+    state: Annotated[WebhookState, Field(description="delivered; retrying (a retry is scheduled); failed (gave up).")]
     attempts: Annotated[int, Field(ge=1)]
     last_error: str | None = None
     updated_at: datetime

@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     lora_min_track_seconds: float = Field(default=5.0, gt=0)
     lora_max_track_seconds: float = Field(default=600.0, gt=0)
 
+    # Webhooks
+    webhook_secret: SecretStr | None = None
+    webhook_allow_private: bool = False
+    webhook_connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    webhook_retry_for_s: float = Field(default=24 * 3600.0, ge=0)
+    webhook_backoff_s: float = Field(default=5.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
+
     # Logging
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -96,6 +105,13 @@ class Settings(BaseSettings):
         unknown = [name.strip() for name in value.split(",") if name.strip() and name.strip() not in known]
         if unknown:
             raise ValueError(f"unknown task types {unknown}; known: {sorted(known)} or 'auto'")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("WEBHOOK_SECRET must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         return value
 
     @field_validator("link_signing_secret")
