@@ -67,6 +67,7 @@ _MEANINGS = {
     409: "Conflicts with the task's current state.",
     413: "Too large.",
     415: "Wrong Content-Type.",
+    422: "Refused: e.g. a webhook target the farm may not call.",
     503: "Not ready.",
 }
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
 from gateway.errors import FieldError, error_responses
-from gateway.inputs import check_audio, check_input_key, decode_base64, store_input
+from gateway.inputs import check_audio, check_input_key, check_webhook, decode_base64, store_input
 from gateway.loras import check_lora_id
 from gateway.state import GatewayState
 from gateway.task_types import accepted_task_types, check_task_type
@@ -106,7 +106,7 @@ class GenerationController(Controller):
         before_request=require_json,
         status_code=HTTP_202_ACCEPTED,
         summary="Submit a generation job",
-        responses=error_responses(400, 409, 413, 415),
+        responses=error_responses(400, 409, 413, 415, 422),
     )
     async def generate(
         self,
@@ -138,12 +138,15 @@ class GenerationController(Controller):
             )
         settings = gateway.settings
         check_task_type(data.task_type, accepted_task_types(settings), str(settings.model_path or settings.model_id))
+        await check_webhook(data.webhook, settings)
         gateway.in_flight.add(task_id)
         try:
             await check_lora_id(gateway.storage, data.lora_id)
             keys = await _stored_inputs(gateway, data, task_id)
             params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
-            event = GenerationRequested(task_id=task_id, params=params)
+            event = GenerationRequested(
+                task_id=task_id, params=params, webhook=data.webhook, webhook_events=data.webhook_events
+            )
             await publish(gateway.producer, topics.GENERATION_REQUESTS, event)
             store.record_submitted(event, TaskKind.GENERATION, params.lora_id)
         finally:

@@ -21,7 +21,8 @@ class TargetRefused(ValueError):
 
 
 def refused_address(address: str) -> str | None:
-    """Why `address` (an IP literal) may not be called, or None when it is a public address."""
+    """What kind of non-public address `address` (an IP literal) is, e.g. 'a loopback address', or None
+    when it is a public address."""
     ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
@@ -34,8 +35,8 @@ def refused_address(address: str) -> str | None:
         ("reserved", ip.is_reserved),
     ):
         if hit:
-            return f"{address} is a {kind} address"
-    return None if ip.is_global else f"{address} is not a public address"
+            return f"a {kind} address"
+    return None if ip.is_global else "not a public address"
 
 
 def check_addresses(host: str, addresses: list[str], allow_private: bool) -> None:
@@ -45,11 +46,10 @@ def check_addresses(host: str, addresses: list[str], allow_private: bool) -> Non
     if allow_private:
         return
     for address in addresses:
-        why = refused_address(address)
-        if why is not None:
-            raise TargetRefused(
-                f"{host} resolves to {why}; webhooks must reach a public address (WEBHOOK_ALLOW_PRIVATE)"
-            )
+        kind = refused_address(address)
+        if kind is not None:
+            what = f"{host} is {kind}" if host.strip("[]") == address else f"{host} resolves to {address}, {kind}"
+            raise TargetRefused(f"{what}; webhooks must reach public addresses (unless WEBHOOK_ALLOW_PRIVATE=true)")
 
 
 async def resolve(host: str, port: int) -> list[str]:
