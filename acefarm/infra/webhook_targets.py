@@ -27,15 +27,15 @@ def refused_address(address: str) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     for kind, hit in (
-        ("loopback", ip.is_loopback),
-        ("link-local", ip.is_link_local),
-        ("multicast", ip.is_multicast),
-        ("unspecified", ip.is_unspecified),
-        ("private", ip.is_private),
-        ("reserved", ip.is_reserved),
+        ("a loopback address", ip.is_loopback),
+        ("a link-local address", ip.is_link_local),
+        ("a multicast address", ip.is_multicast),
+        ("an unspecified address", ip.is_unspecified),
+        ("a private address", ip.is_private),
+        ("a reserved address", ip.is_reserved),
     ):
         if hit:
-            return f"a {kind} address"
+            return kind
     return None if ip.is_global else "not a public address"
 
 
