@@ -71,11 +71,11 @@ class Attempts:
         outcome = await self._sender.post(delivery.url, delivery.body, self.headers(delivery))
         fields = {"task_id": delivery.task_id, "delivery_id": delivery.delivery_id, "attempt": delivery.attempt}
         if outcome.ok:
-            log.info("webhooks.delivered", event=delivery.event, status_code=outcome.status_code, **fields)
+            log.info("webhooks.delivered", webhook_event=delivery.event, status_code=outcome.status_code, **fields)
             if delivery.event == "completed" or delivery.attempt > 1:
                 await self._report(delivery, "delivered", None)
             return outcome
-        log.warning("webhooks.attempt_failed", event=delivery.event, error=outcome.error, **fields)
+        log.warning("webhooks.attempt_failed", webhook_event=delivery.event, error=outcome.error, **fields)
         if delivery.event == "progress":
             return outcome
         now = utcnow()
@@ -85,7 +85,7 @@ class Attempts:
             log.info("webhooks.retry_scheduled", due_at=due.isoformat(), **fields)
             await self._report(delivery, "retrying", outcome.error)
         else:
-            log.error("webhooks.gave_up", event=delivery.event, error=outcome.error, **fields)
+            log.error("webhooks.gave_up", webhook_event=delivery.event, error=outcome.error, **fields)
             await self._report(delivery, "failed", outcome.error)
         return outcome
 
