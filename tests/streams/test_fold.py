@@ -358,8 +358,8 @@ def webhook_report(
     return WebhookDelivery(
         task_id=TID,
         delivery_id=delivery,
-        event=event,  # type: ignore[arg-type]
-        state=state,  # type: ignore[arg-type]
+        event=event,
+        state=state,
         attempts=attempts,
         last_error="HTTP 500" if state != "delivered" else None,
         occurred_at=at(t),

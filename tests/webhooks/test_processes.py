@@ -12,14 +12,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from acefarm.infra.kafka import make_consumer, publish
-from acefarm.infra.settings import Settings
 from schemas import topics
 from schemas.events import GenerationRequested, TaskStarted, TaskStatusRecord, TaskSucceeded
 from schemas.generation import GenerationParams
 from schemas.status import TaskState, TaskStatus
 from schemas.webhooks import verify_signature
 from tests.support.processes import Service, start_service
-from tests.webhooks.conftest import SECRET, PublishStatus, Receiver, until
+from tests.webhooks.conftest import SECRET, PublishStatus, Receiver, until, webhook_settings
 
 ENV = {
     "WEBHOOK_SECRET": SECRET,
@@ -73,7 +72,7 @@ async def test_a_pending_retry_survives_sigkill_of_the_service(
 
 @pytest.fixture
 async def status_watch(kafka_env: dict[str, str]) -> AsyncIterator[Callable[[str], AsyncIterator[TaskStatus]]]:
-    settings = Settings(**{k.lower(): v for k, v in kafka_env.items()})
+    settings = webhook_settings(kafka_env)
     consumer = make_consumer(settings, topics.TASK_STATUS, group_id=None)
     await consumer.start()
 

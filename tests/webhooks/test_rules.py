@@ -78,7 +78,7 @@ def test_every_address_of_a_name_is_checked_unless_private_ones_are_allowed() ->
 
 
 def snapshot(state: TaskState, version: int, events: list[str] | None = None, **fields: object) -> TaskStatus:
-    target = None if events is None else WebhookTarget(url="https://hooks.example/x", events=events)  # type: ignore[arg-type]
+    target = None if events is None else WebhookTarget(url="https://hooks.example/x", events=events)
     return TaskStatus(
         task_id="t1", status=state, created_at=NOW, updated_at=NOW, version=version, webhook=target, **fields
     )
