@@ -35,7 +35,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
             await member.start()
             stack.push_async_callback(member.stop, settings.webhook_timeout_s + 1)
         log.info("webhooks.started", allow_private=settings.webhook_allow_private)
-        await asyncio.gather(follower.run(), reader.run())
+        async with asyncio.TaskGroup() as group:  # one failing stops the other: the process exits and restarts
+            group.create_task(follower.run())
+            group.create_task(reader.run())
     log.info("webhooks.stopped")
 
 
