@@ -2,7 +2,7 @@
 #
 # One image for every acefarm service. The default command is the GPU consumer; the same image runs
 # the others by command:
-#   docker run IMAGE acefarm gateway | acefarm streams | acefarm scheduler | acefarm trainer | acefarm models download
+#   docker run IMAGE acefarm gateway | acefarm streams | acefarm scheduler | acefarm webhooks | acefarm trainer | acefarm models download
 #
 # Base image: CUDA 13.0 runtime, because the lock file pins torch==2.13.0 from PyPI, whose Linux x86_64
 # wheel is the CUDA 13.0 build (torch.version.cuda == "13.0"; the nvidia-*-cu13 / cuda-toolkit 13.0.x
@@ -55,6 +55,7 @@ COPY streams ./streams
 COPY gpu_consumer ./gpu_consumer
 COPY trainer ./trainer
 COPY scheduler ./scheduler
+COPY webhooks ./webhooks
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev
 

@@ -68,7 +68,7 @@ _MEANINGS = {
     409: "Conflicts with the task's current state.",
     413: "Too large.",
     415: "Wrong Content-Type.",
-    422: "The Idempotency-Key was already used with a different request body.",
+    422: "Refused: an Idempotency-Key already used with a different body, or a webhook the farm may not call.",
     503: "Not ready.",
 }
 

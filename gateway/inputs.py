@@ -1,4 +1,4 @@
-"""Input audio: decode and check what users send, store it, and check keys they pass back.
+"""Inputs: decode and check the audio users send, store it, check keys they pass back and webhook targets.
 
 Uploads are stored under `inputs/uploads/{owner hash}/`, so a key names its owner: a user may pass back
 only keys under its own prefix (admins: any input key); anyone else's answers like an unknown key.
@@ -12,14 +12,17 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
-from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_413_REQUEST_ENTITY_TOO_LARGE
+from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_413_REQUEST_ENTITY_TOO_LARGE, HTTP_422_UNPROCESSABLE_ENTITY
+from pydantic import ValidationError
 
 from acefarm.infra.audio import AudioInputError, decode_audio
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import InvalidKey, ObjectInfo, Storage, validate_key
+from acefarm.infra.webhook_targets import TargetRefused, check_target
 from gateway.auth import Principal
 from gateway.errors import FieldError
 from schemas import storage_keys
+from schemas.webhooks import WebhookRequest
 
 
 @dataclass(frozen=True)
@@ -95,3 +98,26 @@ async def check_input_key(field: str, key: str, storage: Storage, principal: Pri
     if not mine or await storage.stat(key) is None:
         raise FieldError(field, f"no uploaded audio has the key {key!r}; upload it first with POST /uploads")
     return key
+
+
+async def check_webhook(url: str | None, settings: Settings) -> None:
+    """422 unless `url` is None or a target the farm may call: every address public, unless WEBHOOK_ALLOW_PRIVATE."""
+    if url is None:
+        return
+    try:
+        await check_target(url, settings.webhook_allow_private)
+    except TargetRefused as refused:
+        raise FieldError("webhook", str(refused), HTTP_422_UNPROCESSABLE_ENTITY) from None
+
+
+def webhook_form_fields(webhook: str | None, webhook_events: str | None) -> WebhookRequest:
+    """The webhook fields of a multipart form (`webhook_events` comma-separated); `FieldError` when invalid."""
+    events = [name.strip() for name in (webhook_events or "").split(",") if name.strip()]
+    given: dict[str, object] = {"webhook": webhook or None}
+    if events:
+        given["webhook_events"] = events
+    try:
+        return WebhookRequest.model_validate(given)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise FieldError(str(first["loc"][0]), first["msg"].removeprefix("Value error, ")) from None

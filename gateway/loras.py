@@ -45,6 +45,7 @@ from acefarm.model.loras import (
 )
 from gateway.auth import Principal
 from gateway.errors import FieldError, error_responses
+from gateway.inputs import check_webhook, webhook_form_fields
 from gateway.state import GatewayState
 from schemas import topics
 from schemas.events import TrainingRequested
@@ -64,6 +65,10 @@ class DatasetUpload:
     file: UploadFile
     """A zip of 3-50 tracks (wav, flac, mp3, ogg), optional `<track>.txt` lyrics and metadata.csv/json."""
     style_name: str
+    webhook: str | None = None
+    """URL called with signed POSTs as the training job moves (see docs/webhooks.md)."""
+    webhook_events: str | None = None
+    """Comma-separated events to deliver: start, progress, completed (default: completed)."""
 
 
 if TYPE_CHECKING:  # type checkers see the fixed fields; `training_options` reads the options by name
@@ -168,7 +173,7 @@ class LorasController(Controller):
         "/train/lora",
         status_code=HTTP_202_ACCEPTED,
         summary="Train a LoRA style from a zip of tracks",
-        responses=error_responses(400, 401, 413, 415),
+        responses=error_responses(400, 401, 413, 415, 422),
     )
     async def train_lora(
         self,
@@ -190,6 +195,8 @@ class LorasController(Controller):
         if not isinstance(data.file, UploadFile):
             raise FieldError("file", "attach the dataset as a file field named 'file' (a .zip of your tracks)")
         options = training_options(data)
+        hook = webhook_form_fields(data.webhook, data.webhook_events)
+        await check_webhook(hook.webhook, settings)
         task_id = uuid.uuid4().hex
         lora_id = new_lora_id(style_name)
         work = Path(tempfile.mkdtemp(prefix="acefarm-upload-"))
@@ -212,6 +219,8 @@ class LorasController(Controller):
             dataset_key=key,
             options=options,
             owner=principal.owner,
+            webhook=hook.webhook,
+            webhook_events=hook.webhook_events,
         )
         await publish(gateway.producer, topics.TRAINING_REQUESTS, event)
         gateway.view.store.record_submitted(event)

@@ -27,7 +27,7 @@ from acefarm.infra.logging import get_logger
 from acefarm.infra.metrics import TASKS_SUBMITTED
 from gateway.auth import Principal
 from gateway.errors import FieldError, error_responses
-from gateway.inputs import check_audio, check_input_key, decode_base64, store_input, upload_prefix
+from gateway.inputs import check_audio, check_input_key, check_webhook, decode_base64, store_input, upload_prefix
 from gateway.loras import check_lora_id
 from gateway.state import GatewayState
 from gateway.task_types import accepted_task_types, check_task_type
@@ -170,12 +170,20 @@ class GenerationController(Controller):
             )
         settings = gateway.settings
         check_task_type(data.task_type, accepted_task_types(settings), str(settings.model_path or settings.model_id))
+        await check_webhook(data.webhook, settings)
         gateway.in_flight.add(task_id)
         try:
             await check_lora_id(gateway.storage, data.lora_id, principal)
             keys = await _stored_inputs(gateway, principal, data, task_id)
             params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
-            event = GenerationRequested(task_id=task_id, params=params, owner=principal.owner, request_hash=body_hash)
+            event = GenerationRequested(
+                task_id=task_id,
+                params=params,
+                owner=principal.owner,
+                request_hash=body_hash,
+                webhook=data.webhook,
+                webhook_events=data.webhook_events,
+            )
             await publish(gateway.producer, topics.GENERATION_REQUESTS, event)
             store.record_submitted(event)
             TASKS_SUBMITTED.labels(TaskKind.GENERATION.value).inc()

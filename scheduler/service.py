@@ -21,12 +21,13 @@ from aiokafka.errors import KafkaError
 
 from acefarm.infra.kafka import ensure_topics, make_consumer, make_producer
 from acefarm.infra.logging import configure_logging, get_logger
+from acefarm.infra.metrics import ADMISSIONS, WAITING, serving_metrics
 from acefarm.infra.settings import Settings
 from acefarm.runtime.events import parse_request
 from scheduler.fair_queue import FairQueue
 from scheduler.gauge import ReadyGauge
 from scheduler.ledger import OffsetLedger
-from scheduler.recovery import already_admitted, intake_header
+from scheduler.recovery import INTAKE_HEADER, already_admitted, intake_header
 from schemas import topics
 from schemas.events import GenerationRequested
 from schemas.queues import LaneSnapshot, QueuedTask, QueueSnapshot
@@ -47,6 +48,9 @@ class Waiting:
     partition: int
     offset: int
     value: bytes
+    priority: Priority
+    headers: tuple[tuple[str, bytes], ...]
+    """The intake record's headers (trace context), carried to the ready record."""
 
 
 def scheduler_name(settings: Settings) -> str:
@@ -197,7 +201,8 @@ class Scheduler:
         if event is None:
             self._ledger.settled(*position)
             return
-        item = Waiting(event.task_id, record.partition, record.offset, record.value or b"")
+        headers = tuple((name, value) for name, value in record.headers or () if name != INTAKE_HEADER)
+        item = Waiting(event.task_id, record.partition, record.offset, record.value or b"", event.priority, headers)
         self.queue.push(event.owner or ANONYMOUS, event.priority, item)
         self._dirty = True
 
@@ -215,13 +220,15 @@ class Scheduler:
                 topics.GENERATION_READY,
                 item.value,
                 key=item.task_id.encode(),
-                headers=[intake_header(item.partition, item.offset)],
+                headers=[*item.headers, intake_header(item.partition, item.offset)],
             )
+            ADMISSIONS.labels(item.priority.value).inc()
             self._gauge.admitted()
             self._ledger.settled(item.partition, item.offset)
             self._rate.note()
             self._dirty = True
             log.debug("scheduler.admitted", task_id=item.task_id, waiting=len(self.queue))
+        WAITING.set(len(self.queue))
 
     def _wait_ms(self) -> int:
         """Long when idle; the refresh interval while jobs wait; sooner when a snapshot is due."""
@@ -326,7 +333,8 @@ def run_scheduler(settings: Settings) -> None:
     """Run the scheduler until SIGTERM/SIGINT (blocking). See docs/scheduling.md."""
     configure_logging("scheduler", settings.log_level, settings.log_format)
     try:
-        asyncio.run(serve(settings))
+        with serving_metrics(settings.metrics_port, settings.metrics_host):
+            asyncio.run(serve(settings))
     except Exception:
         log.exception("scheduler.crashed")  # unsettled intake records are re-read by the next owner
         raise SystemExit(1) from None

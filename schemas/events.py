@@ -18,6 +18,7 @@ from schemas.ids import LORA_ID_PATTERN, OWNER_PATTERN, TASK_ID_PATTERN
 from schemas.status import Stage, StoredFile, TaskStatus
 from schemas.tenancy import Priority
 from schemas.training import TrainingOptions
+from schemas.webhooks import MAX_WEBHOOK_URL, WebhookEvent, WebhookRequest, WebhookState
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_ATTEMPT = 64
@@ -84,12 +85,11 @@ _OWNER_DOC = "Who submitted it (the gateway stamps the key's owner); names its f
 _PRIORITY_DOC = "Queue priority: `high`, `normal` or `batch` (weights of the fair scheduler, docs/scheduling.md)."
 
 
-class GenerationRequested(Envelope):
+class GenerationRequested(Envelope, WebhookRequest):
     """A generation job. Topics: `acefarm.generation.requests` (intake), `acefarm.generation.ready` (admitted)."""
 
     type: Literal["generation.requested"] = "generation.requested"
     params: GenerationParams
-    callback_url: Annotated[str, Field(max_length=2048)] | None = None
     owner: Annotated[str | None, Field(pattern=OWNER_PATTERN, description=_OWNER_DOC)] = None
     request_hash: Annotated[
         str | None,
@@ -102,7 +102,7 @@ class GenerationRequested(Envelope):
     priority: Priority = Field(default=Priority.NORMAL, description=_PRIORITY_DOC)
 
 
-class TrainingRequested(Envelope):
+class TrainingRequested(Envelope, WebhookRequest):
     """A LoRA training job. Topic: `acefarm.training.requests`."""
 
     type: Literal["training.requested"] = "training.requested"
@@ -170,6 +170,33 @@ class CancelRequested(Envelope):
     type: Literal["task.cancel_requested"] = "task.cancel_requested"
 
 
+class WebhookDelivery(Envelope):
+    """What became of a webhook delivery, for the task's status. Topic: `acefarm.task.events`.
+
+    Published by the webhook service when a delivery fails (`retrying`, then `failed` once it gives up),
+    and when one succeeds if it is a `completed` delivery or an earlier attempt had failed."""
+
+    type: Literal["webhook.delivery"] = "webhook.delivery"
+    delivery_id: Annotated[str, Field(min_length=1, max_length=MAX_ATTEMPT)]
+    event: WebhookEvent
+    state: WebhookState
+    attempts: Annotated[int, Field(ge=1)]
+    last_error: Annotated[str, Field(max_length=MAX_MESSAGE)] | None = None
+
+
+class WebhookRetry(Envelope):
+    """A webhook delivery to try again once `due_at` has passed. Topic: `acefarm.webhooks.retries`."""
+
+    type: Literal["webhook.retry"] = "webhook.retry"
+    delivery_id: Annotated[str, Field(min_length=1, max_length=MAX_ATTEMPT)]
+    event: WebhookEvent
+    url: Annotated[str, Field(max_length=MAX_WEBHOOK_URL)]
+    body: Annotated[str, Field(max_length=MAX_DEAD_VALUE, description="The exact JSON body every attempt sends.")]
+    attempt: Annotated[int, Field(ge=2, description="The number of the attempt to make.")]
+    first_attempt_at: datetime
+    due_at: datetime
+
+
 class TaskStatusRecord(Envelope):
     """A folded status snapshot published by `streams`. Topic: `acefarm.task.status`."""
 
@@ -223,6 +250,8 @@ AnyEvent = Annotated[
     | TaskFailed
     | TaskCancelled
     | CancelRequested
+    | WebhookDelivery
+    | WebhookRetry
     | TaskStatusRecord
     | DeadLetter,
     Field(discriminator="type"),
@@ -240,6 +269,8 @@ EVENT_MODELS: tuple[type[Envelope], ...] = (
     TaskFailed,
     TaskCancelled,
     CancelRequested,
+    WebhookDelivery,
+    WebhookRetry,
     TaskStatusRecord,
     DeadLetter,
 )
@@ -248,8 +279,9 @@ EVENT_MODELS: tuple[type[Envelope], ...] = (
 EVENTS_BY_TOPIC: dict[str, tuple[type[Envelope], ...]] = {
     topics.GENERATION_REQUESTS: (GenerationRequested,),
     topics.TRAINING_REQUESTS: (TrainingRequested,),
-    topics.TASK_EVENTS: (TaskStarted, TaskProgress, TaskSucceeded, TaskFailed, TaskCancelled),
+    topics.TASK_EVENTS: (TaskStarted, TaskProgress, TaskSucceeded, TaskFailed, TaskCancelled, WebhookDelivery),
     topics.TASK_CONTROL: (CancelRequested,),
+    topics.WEBHOOK_RETRIES: (WebhookRetry,),
     topics.TASK_STATUS: (TaskStatusRecord,),
     topics.DEAD_LETTER: (DeadLetter,),
 }

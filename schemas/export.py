@@ -12,7 +12,7 @@ from schemas.events import EVENT_MODELS
 from schemas.generation import GenerateRequest
 from schemas.keys import ApiKeyRecord
 from schemas.queues import QueueSnapshot
-from schemas.status import TaskAccepted, TaskStatusResponse
+from schemas.status import TaskAccepted, TaskStatusResponse, WebhookPayload
 from schemas.training import LoraManifest, TrainingOptions
 from schemas.workers import WorkerHeartbeat
 
@@ -25,6 +25,7 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     TrainingOptions,
     LoraManifest,
     QueueSnapshot,
+    WebhookPayload,
 )
 
 RECORD_MODELS: tuple[type[BaseModel], ...] = (ApiKeyRecord, WorkerHeartbeat)

@@ -9,6 +9,7 @@ from typing import Annotated, Self
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.ids import LORA_ID_PATTERN
+from schemas.webhooks import WebhookRequest
 
 MAX_DURATION_S = 600.0
 MIN_DURATION_S = 1.0
@@ -163,8 +164,8 @@ class GenerationParams(BaseModel):
         return self.lyrics
 
 
-class GenerateRequest(GenerationParams):
-    """Body of `POST /generate`: generation parameters plus optional inline base64 audio."""
+class GenerateRequest(GenerationParams, WebhookRequest):
+    """Body of `POST /generate`: generation parameters, optional inline base64 audio and an optional webhook."""
 
     reference_audio: Annotated[
         str | None, Field(description="Base64 audio (wav/flac/mp3/ogg) used as a timbre reference.")
@@ -183,7 +184,8 @@ class GenerateRequest(GenerationParams):
 
     def to_params(self, *, src_audio_key: str | None, reference_audio_key: str | None) -> GenerationParams:
         """The event-ready parameters, with inline audio replaced by storage keys."""
-        data = self.model_dump(exclude={"reference_audio", "src_audio", "src_audio_key", "reference_audio_key"})
+        audio = {"reference_audio", "src_audio", "src_audio_key", "reference_audio_key"}
+        data = self.model_dump(exclude=audio | set(WebhookRequest.model_fields))
         return GenerationParams(
             **data,
             src_audio_key=src_audio_key or self.src_audio_key,

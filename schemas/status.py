@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.webhooks import WebhookEvent, WebhookStatus, WebhookTarget
+
 
 class TaskState(StrEnum):
     """Lifecycle states; success, failed and cancelled are final."""
@@ -82,6 +84,8 @@ class TaskStatus(BaseModel):
     request_hash: Annotated[
         str | None, Field(description="SHA-256 of the submitted body (the request event's), for idempotent retries.")
     ] = None
+    webhook: WebhookTarget | None = None
+    webhook_status: WebhookStatus | None = None
     created_at: datetime
     updated_at: datetime
     version: Annotated[int, Field(ge=0, description="Increases by one with every change; the SSE event id.")] = 0
@@ -111,9 +115,21 @@ class TaskStatusResponse(BaseModel):
     error: str | None = None
     lora_id: str | None = None
     owner: str | None = Field(default=None, description="Who submitted the task.")
+    webhook_status: Annotated[
+        WebhookStatus | None, Field(description="The latest recorded webhook delivery, when the job has a webhook.")
+    ] = None
     created_at: datetime
     updated_at: datetime
     version: int
+
+
+class WebhookPayload(BaseModel):
+    """Body of every webhook POST (see `schemas.webhooks` and docs/webhooks.md)."""
+
+    delivery_id: Annotated[str, Field(description="Idempotency id: the same on every retry of this delivery.")]
+    event: WebhookEvent
+    task_id: str
+    status: Annotated[TaskStatusResponse, Field(description="The task as `GET /status/{task_id}` shows it.")]
 
 
 class TaskAccepted(BaseModel):

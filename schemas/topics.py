@@ -28,6 +28,9 @@ SCHEDULER_QUEUES: Final = "acefarm.scheduler.queues"
 DEAD_LETTER: Final = "acefarm.deadletter"
 """Records that failed validation (`DeadLetter`), with the reason and the raw bytes."""
 
+WEBHOOK_RETRIES: Final = "acefarm.webhooks.retries"
+"""Webhook deliveries waiting for their next attempt (`WebhookRetry`), keyed by task id; read by the webhook service."""
+
 API_KEYS: Final = "acefarm.api.keys"
 """API key records (`ApiKeyRecord`, hashes only), keyed by key id; compacted, read whole by every gateway."""
 
@@ -43,6 +46,7 @@ ALL: Final = (
     TASK_STATUS,
     SCHEDULER_QUEUES,
     DEAD_LETTER,
+    WEBHOOK_RETRIES,
     API_KEYS,
     WORKERS,
 )
@@ -50,3 +54,7 @@ ALL: Final = (
 GPU_WORKERS_GROUP: Final = "gpu-workers"
 TRAINERS_GROUP: Final = "lora-trainers"
 SCHEDULERS_GROUP: Final = "generation-schedulers"
+WEBHOOKS_GROUP: Final = "webhooks"
+"""Follows `TASK_STATUS` and makes each delivery's first attempt."""
+WEBHOOK_RETRIES_GROUP: Final = "webhooks-retries"
+"""Reads `WEBHOOK_RETRIES` and makes the later attempts when they are due."""

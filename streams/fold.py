@@ -14,6 +14,10 @@ Rules (`apply`):
 - a cancel request cancels a pending task at once and leaves a running one to its worker, which
   reports `TaskCancelled`; a cancel for a task nobody submitted is ignored, so it cannot cancel a
   task submitted later under that id;
+- a webhook delivery report (`WebhookDelivery`, from the webhook service) sets `webhook_status`, final or
+  not, unless it is older than the recorded one or would replace a `completed` delivery's record with an
+  earlier event's; its `status_version` is the version it creates, so the webhook service can tell the
+  snapshots it caused from the task's own changes; a report about an unknown task is ignored;
 - any other event for an unknown task creates it (topics are not ordered relative to each other).
 Every change bumps `version` by one; `apply` returns None when nothing changes.
 
@@ -33,18 +37,18 @@ from schemas import topics
 from schemas.events import (
     EVENTS_BY_TOPIC,
     CancelRequested,
-    DeadLetter,
     GenerationRequested,
     TaskCancelled,
     TaskFailed,
     TaskProgress,
     TaskStarted,
-    TaskStatusRecord,
     TaskSucceeded,
     TrainingRequested,
+    WebhookDelivery,
     parse_event,
 )
 from schemas.status import TaskKind, TaskState, TaskStatus
+from schemas.webhooks import WebhookStatus
 
 FoldEvent = (
     GenerationRequested
@@ -55,6 +59,7 @@ FoldEvent = (
     | TaskFailed
     | TaskCancelled
     | CancelRequested
+    | WebhookDelivery
 )
 
 SOURCE_TOPICS: tuple[str, ...] = (
@@ -79,7 +84,7 @@ def decode(topic: str, key: bytes | None, value: bytes | None) -> FoldEvent:
     except ValueError as exc:  # pydantic.ValidationError is a ValueError
         raise MalformedRecord(str(exc)) from exc
     allowed = EVENTS_BY_TOPIC.get(topic, ()) if topic in SOURCE_TOPICS else ()
-    if not isinstance(event, allowed) or isinstance(event, TaskStatusRecord | DeadLetter):
+    if not isinstance(event, allowed) or not isinstance(event, FoldEvent):
         raise MalformedRecord(f"event type {event.type!r} does not belong on topic {topic!r}")
     if key is None or key.decode(errors="replace") != event.task_id:
         raise MalformedRecord(f"record key {key!r} must equal the task id {event.task_id!r}")
@@ -92,7 +97,7 @@ def apply(status: TaskStatus | None, event: FoldEvent, past_attempts: Collection
     `past_attempts` are the attempts the task has moved on from; their events are ignored.
     """
     if status is None:
-        return None if isinstance(event, CancelRequested) else _create(event)
+        return None if isinstance(event, CancelRequested | WebhookDelivery) else _create(event)
     if getattr(event, "attempt", None) in past_attempts:
         return None
     changes = _changes(status, event)
@@ -172,6 +177,8 @@ def _changes(status: TaskStatus, event: FoldEvent) -> dict[str, Any]:
                 "eta_s": None,
                 "message": event.reason,
             }
+        case WebhookDelivery():
+            return _webhook_delivery(status, event)
     raise TypeError(f"not a folded event: {type(event).__name__}")  # pragma: no cover
 
 
@@ -191,11 +198,31 @@ def _request(status: TaskStatus, event: GenerationRequested | TrainingRequested)
     if status.version > 0 and event.occurred_at >= status.created_at:
         return {}
     update: dict[str, Any] = {"created_at": min(status.created_at, event.occurred_at), "owner": event.owner}
+    update["webhook"] = event.webhook_target()
     if isinstance(event, TrainingRequested):
         update |= {"kind": TaskKind.TRAINING, "lora_id": status.lora_id or event.lora_id}
     else:
         update |= {"kind": TaskKind.GENERATION, "request_hash": event.request_hash}
     return update
+
+
+def _webhook_delivery(status: TaskStatus, event: WebhookDelivery) -> dict[str, Any]:
+    """A delivery report replaces the recorded one unless it is older or about an earlier event than `completed`."""
+    current = status.webhook_status
+    if current is not None and (
+        event.occurred_at < current.updated_at or (current.event == "completed" and event.event != "completed")
+    ):
+        return {}
+    recorded = WebhookStatus(
+        delivery_id=event.delivery_id,
+        event=event.event,
+        state=event.state,
+        attempts=event.attempts,
+        last_error=event.last_error,
+        updated_at=event.occurred_at,
+        status_version=status.version + 1,
+    )
+    return {"webhook_status": recorded}
 
 
 MAX_PAST_ATTEMPTS = 32

@@ -58,6 +58,14 @@ def streams(ctx: typer.Context) -> None:
     run_streams(_settings(ctx))
 
 
+@app.command()
+def webhooks(ctx: typer.Context) -> None:
+    """Run the webhook service (signed deliveries with durable retries) until SIGINT/SIGTERM."""
+    from webhooks.service import run_webhooks
+
+    run_webhooks(_settings(ctx))
+
+
 _DEVICE_HELP = "Device for the model, e.g. cuda:0 or cpu (overrides DEVICE)."
 _STATIC_HELP = "Join with group.instance.id = WORKER_ID: quick restarts cause no rebalance."
 

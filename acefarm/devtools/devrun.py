@@ -25,6 +25,12 @@ DEV_GROUP_TIMEOUTS = {
     "KAFKA_REBALANCE_TIMEOUT_MS": "3000",
     "KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
 }
+DEV_WEBHOOKS = {
+    # Local receivers (a script on this machine) are the usual webhook targets while developing.
+    "webhook_allow_private": "true",
+    "webhook_secret": "acefarm-dev-webhook-secret-not-for-production",
+}
+"""Webhook settings `acefarm dev` uses unless the environment or .env sets them."""
 STOP_GRACE_S = 15.0
 READY_POLL_S = 1.0
 DEV_METRICS_PORTS = {"streams": 1, "gpu-consumer": 2, "trainer": 3}
@@ -119,6 +125,9 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
     settings = Settings()
     configure_logging("dev", settings.log_level, settings.log_format)
     env = dict(os.environ)
+    for name, value in DEV_WEBHOOKS.items():
+        if name not in settings.model_fields_set:
+            env[name.upper()] = value
     broker: EmbeddedBroker | None = None
     if "kafka_bootstrap_servers" not in settings.model_fields_set:  # neither the environment nor .env sets it
         broker = EmbeddedBroker().start()
@@ -148,6 +157,7 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
         resolve_model(settings, env)
         children.append(_start("streams", ["streams"], env))
         children.append(_start("scheduler", ["scheduler"], env))
+        children.append(_start("webhooks", ["webhooks"], env))
         children.append(_start("gpu-consumer", ["gpu-consumer"], env))
         if with_trainer:
             children.append(_start("trainer", ["trainer"], env))

@@ -100,6 +100,7 @@ def topic_plan(settings: Settings) -> list[NewTopic]:
         NewTopic(topics.TASK_STATUS, n, rf, topic_configs=compact),
         NewTopic(topics.SCHEDULER_QUEUES, 1, rf, topic_configs=compact),
         NewTopic(topics.DEAD_LETTER, 1, rf),
+        NewTopic(topics.WEBHOOK_RETRIES, n, rf),
         NewTopic(topics.API_KEYS, 1, rf, topic_configs=compact),
         NewTopic(topics.WORKERS, 1, rf, topic_configs=compact),
     ]

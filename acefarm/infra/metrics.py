@@ -79,6 +79,19 @@ FOLDS = Counter(
     "acefarm_stream_folds", "Status changes folded and published by streams, by event type.", ["event_type"]
 )
 
+# Scheduler
+ADMISSIONS = Counter("acefarm_scheduler_admissions", "Jobs admitted to the ready topic, by priority.", ["priority"])
+WAITING = Gauge("acefarm_scheduler_waiting", "Jobs the scheduler holds back, waiting for admission.")
+
+# Webhooks
+WEBHOOK_ATTEMPTS = Counter(
+    "acefarm_webhook_attempts",
+    "Webhook delivery attempts by event and result (delivered, failed).",
+    ["event", "result"],
+)
+WEBHOOK_RETRIES = Counter("acefarm_webhook_retries", "Webhook deliveries scheduled for a later attempt.")
+WEBHOOK_GAVE_UP = Counter("acefarm_webhook_gave_up", "Webhook deliveries recorded as failed after the retry window.")
+
 
 @contextmanager
 def serving_metrics(port: int | None, host: str) -> Iterator[None]:

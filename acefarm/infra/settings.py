@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     backlog_refresh_s: float = Field(default=5.0, ge=1.0)
     otel_exporter_otlp_endpoint: str | None = None
+    # Webhooks
+    webhook_secret: SecretStr | None = None
+    webhook_allow_private: bool = False
+    webhook_connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    webhook_retry_for_s: float = Field(default=24 * 3600.0, ge=0)
+    webhook_backoff_s: float = Field(default=5.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
 
     # Logging
     log_level: str = "INFO"
@@ -113,6 +121,13 @@ class Settings(BaseSettings):
         unknown = [name.strip() for name in value.split(",") if name.strip() and name.strip() not in known]
         if unknown:
             raise ValueError(f"unknown task types {unknown}; known: {sorted(known)} or 'auto'")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("WEBHOOK_SECRET must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         return value
 
     @field_validator("link_signing_secret")

@@ -1,14 +1,16 @@
-"""End to end on real parts: embedded broker, `acefarm dev` (gateway, streams, one GPU consumer running the
-real ACE-Step pipeline on the tiny checkpoint), HTTP, SSE, Kafka and stored audio."""
+"""End to end on real parts: embedded broker, `acefarm dev` (gateway, streams, webhooks, one GPU consumer running
+the real ACE-Step pipeline on the tiny checkpoint), HTTP, SSE, Kafka and stored audio."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,11 @@ import soundfile as sf
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from acefarm.devtools.broker import EmbeddedBroker, free_port
+from acefarm.devtools.devrun import DEV_WEBHOOKS
 from schemas import topics
 from schemas.events import DeadLetter, GenerationRequested, parse_event
 from schemas.generation import GenerationParams
+from schemas.webhooks import EVENT_HEADER, verify_signature
 from tests.support.processes import start_service, wait_until_ready
 
 pytestmark = pytest.mark.timeout(600)
@@ -154,3 +158,39 @@ def test_a_malformed_event_goes_to_the_dead_letter_topic_and_jobs_keep_flowing(
     assert letters, "the malformed record never reached the dead-letter topic"
     assert letters[0].source_topic == topics.GENERATION_REQUESTS
     assert letters[0].error
+
+
+def test_a_job_with_a_webhook_calls_it_signed_and_shows_the_delivery(dev_stack: str) -> None:
+    calls: list[tuple[dict[str, str], bytes]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            calls.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hook = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        body = {"prompt": "x", "duration": 2.0, "webhook": hook, "webhook_events": ["start", "completed"]}
+        accepted = httpx.post(f"{dev_stack}/generate", json=body)
+        assert accepted.status_code == 202, accepted.text
+        task_id = accepted.json()["task_id"]
+        assert wait_final(dev_stack, task_id)["status"] == "success"
+        deadline = time.monotonic() + 60
+        while len(calls) < 2 or wait_final(dev_stack, task_id).get("webhook_status") is None:
+            assert time.monotonic() < deadline, calls
+            time.sleep(0.2)
+    finally:
+        server.shutdown()
+    secret = DEV_WEBHOOKS["webhook_secret"]
+    for headers, raw in calls:
+        verify_signature(secret, headers, raw)
+    assert [headers[EVENT_HEADER] for headers, _ in calls] == ["start", "completed"]
+    assert json.loads(calls[1][1])["status"]["status"] == "success"
+    recorded = wait_final(dev_stack, task_id)["webhook_status"]
+    assert (recorded["event"], recorded["state"], recorded["attempts"]) == ("completed", "delivered", 1)

@@ -38,6 +38,8 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
     ("task type", {**GOOD, "task_type": "remix"}, 400, "task_type: Input should be 'text2music'"),
     ("batch", {**GOOD, "batch_size": 9}, 400, "batch_size: Input should be less than or equal to 8"),
     ("seed", {**GOOD, "seed": -1}, 400, "seed: Input should be greater than or equal to 0"),
+    ("webhook scheme", {**GOOD, "webhook": "ftp://example.com/x"}, 400, "webhook: the webhook must be an http://"),
+    ("webhook events", {**GOOD, "webhook": "https://8.8.8.8/", "webhook_events": ["done"]}, 400, "webhook_events.0"),
     ("steps", {**GOOD, "inference_steps": 0}, 400, "inference_steps: Input should be greater than or equal to 1"),
     ("repaint without source", {**GOOD, "task_type": "repaint"}, 400, "task_type 'repaint' needs source audio"),
     (
@@ -228,3 +230,31 @@ async def test_generation_with_a_finished_lora(
     task_id = response.json()["task_id"]
     [(_, event)] = await events_for(kafka_env["KAFKA_BOOTSTRAP_SERVERS"], topics.GENERATION_REQUESTS, task_id)
     assert (event.params.lora_id, event.params.lora_scale) == ("lofi-keys", 0.5)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:9/hook", "127.0.0.1 is a loopback address"),
+        ("http://localhost:9/hook", "localhost resolves to"),
+        ("https://10.1.2.3/hook", "10.1.2.3 is a private address"),
+        ("http://169.254.169.254/latest/meta-data", "169.254.169.254 is a link-local address"),
+        ("http://[::1]:9/", "::1 is a loopback address"),
+        ("http://[::ffff:192.168.0.1]/", "a private address"),
+    ],
+)
+async def test_a_private_webhook_target_is_refused_with_422(client: httpx.AsyncClient, url: str, why: str) -> None:
+    response = await client.post("/generate", json={**GOOD, "webhook": url})
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith("webhook: ") and why in detail and "WEBHOOK_ALLOW_PRIVATE" in detail
+
+
+async def test_the_webhook_travels_on_the_request_event(client: httpx.AsyncClient, kafka_env: dict[str, str]) -> None:
+    body = {**GOOD, "webhook": "https://93.184.215.14/acefarm", "webhook_events": ["completed", "start"]}
+    response = await client.post("/generate", json=body)
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    [(_, event)] = await events_for(kafka_env["KAFKA_BOOTSTRAP_SERVERS"], topics.GENERATION_REQUESTS, task_id)
+    assert isinstance(event, GenerationRequested)
+    assert (event.webhook, event.webhook_events) == ("https://93.184.215.14/acefarm", ["start", "completed"])

@@ -10,9 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from schemas import topics
+from schemas.events import TrainingRequested
 from schemas.storage_keys import manifest_key
 from schemas.training import LoraManifest, TrackInfo, TrainingOptions
-from tests.gateway.conftest import gateway_settings, serve
+from tests.gateway.conftest import events_for, gateway_settings, serve
 from tests.lora.conftest import TEST_LIMITS_ENV
 from tests.lora.zips import tone, tone_dataset, write_zip
 
@@ -143,3 +145,29 @@ def test_zip_limits_come_from_the_settings_the_app_was_built_with(kafka_env: dic
         assert refused.json()["detail"].startswith("body: the request is too large")
     finally:
         running.close()
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "start"),
+    [
+        ({"webhook": "http://127.0.0.1:9/x"}, 422, "webhook: 127.0.0.1 is a loopback address"),
+        ({"webhook": "gopher://example.com/"}, 400, "webhook: the webhook must be an http://"),
+        ({"webhook": "https://93.184.215.14/x", "webhook_events": "start,finished"}, 400, "webhook_events"),
+    ],
+)
+def test_bad_webhook_fields_are_rejected(
+    url: str, tmp_path: Path, fields: dict[str, str], code: int, start: str
+) -> None:
+    response = post_zip(url, tone_dataset(tmp_path / "ok.zip"), **fields)
+    assert response.status_code == code, response.text
+    assert response.json()["detail"].startswith(start)
+
+
+async def test_the_webhook_travels_on_the_training_request(url: str, tmp_path: Path, kafka_env: dict[str, str]) -> None:
+    hook = {"webhook": "https://93.184.215.14/x", "webhook_events": "progress, completed"}
+    response = post_zip(url, tone_dataset(tmp_path / "ok.zip"), **hook)
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    [(_, event)] = await events_for(kafka_env["KAFKA_BOOTSTRAP_SERVERS"], topics.TRAINING_REQUESTS, task_id)
+    assert isinstance(event, TrainingRequested)
+    assert (event.webhook, event.webhook_events) == ("https://93.184.215.14/x", ["progress", "completed"])

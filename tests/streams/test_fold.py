@@ -17,6 +17,7 @@ from schemas.events import (
     TaskStatusRecord,
     TaskSucceeded,
     TrainingRequested,
+    WebhookDelivery,
 )
 from schemas.generation import GenerationParams
 from schemas.status import Stage, StoredFile, TaskKind, TaskState, TaskStatus
@@ -349,3 +350,48 @@ def test_rows_from_before_past_attempts_were_kept_still_load() -> None:
     assert status is not None
     row = loads(f'{{"status": {status.model_dump_json()}, "marks": {{"t:0": 3}}}}')
     assert row == FoldedRow(status=status, marks={"t:0": 3})
+
+
+def webhook_report(
+    event: str = "completed", state: str = "retrying", attempts: int = 1, t: float = 4, delivery: str = "d1"
+) -> WebhookDelivery:
+    return WebhookDelivery(
+        task_id=TID,
+        delivery_id=delivery,
+        event=event,
+        state=state,
+        attempts=attempts,
+        last_error="HTTP 500" if state != "delivered" else None,
+        occurred_at=at(t),
+    )
+
+
+def test_request_carries_its_webhook_target_onto_the_status() -> None:
+    event = requested().model_copy(update={"webhook": "https://example.com/hook", "webhook_events": ["start"]})
+    status, _ = fold(event)
+    assert status is not None and status.webhook is not None
+    assert (status.webhook.url, status.webhook.events) == ("https://example.com/hook", ["start"])
+    assert fold(requested())[0].webhook is None  # type: ignore[union-attr]
+
+
+def test_webhook_reports_show_on_a_final_task_and_name_the_version_they_made() -> None:
+    status, emitted = fold(requested(), started(), succeeded(), webhook_report(), webhook_report(state="failed", t=9))
+    assert status is not None and status.status is TaskState.SUCCESS
+    assert status.webhook_status is not None
+    assert (status.webhook_status.state, status.webhook_status.status_version) == ("failed", status.version)
+    assert emitted[-2].webhook_status is not None and emitted[-2].webhook_status.status_version == emitted[-2].version
+
+
+def test_an_older_or_earlier_event_report_does_not_replace_a_completed_one() -> None:
+    base, _ = fold(requested(), started(), succeeded(), webhook_report(state="delivered", t=5))
+    assert base is not None
+    assert apply(base, webhook_report(t=4.5)) is None
+    assert apply(base, webhook_report(event="start", delivery="d0", t=6)) is None
+    later = apply(base, webhook_report(state="delivered", attempts=2, t=6))
+    assert later is not None and later.webhook_status is not None and later.webhook_status.attempts == 2
+
+
+def test_a_webhook_report_for_an_unknown_task_is_ignored() -> None:
+    report = webhook_report()
+    assert apply(None, report) is None
+    assert decode(topics.TASK_EVENTS, TID.encode(), report.to_bytes()) == report
