@@ -78,6 +78,7 @@ class TaskStatus(BaseModel):
     lora_id: str | None = None
     worker: str | None = None
     attempt: str | None = None
+    attempts: Annotated[int, Field(ge=0, description="How many times a worker started the task.")] = 0
     created_at: datetime
     updated_at: datetime
     version: Annotated[int, Field(ge=0, description="Increases by one with every change; the SSE event id.")] = 0
@@ -100,6 +101,7 @@ class TaskStatusResponse(BaseModel):
     file_urls: list[str] = Field(default_factory=list)
     error: str | None = None
     lora_id: str | None = None
+    attempts: int = Field(default=0, description="How many times a worker started the task.")
     created_at: datetime
     updated_at: datetime
     version: int

@@ -4,7 +4,9 @@ Rules (`apply`):
 - a request creates a pending task; a request for a known task only fills in what only the request
   knows (kind, LoRA id, creation time) when it is older than what created the task, otherwise it is
   a duplicate and ignored;
-- started → running with that attempt; progress counts only for the current attempt;
+- started → running with that attempt; `attempts` is the highest `attempt_number` seen (the worker
+  counts starts durably, so a lost or repeated `started` event cannot skew it); progress counts
+  only for the current attempt;
 - once a task moves to another attempt, the events of the attempts before it are ignored: a worker
   that lost the job (a redelivery went to another worker) cannot overwrite the current attempt;
 - succeeded / failed / cancelled are final and sticky: the first one wins, later ones are ignored.
@@ -126,6 +128,7 @@ def _changes(status: TaskStatus, event: FoldEvent) -> dict[str, Any]:
                 "status": TaskState.RUNNING,
                 "attempt": event.attempt,
                 "worker": event.worker,
+                "attempts": max(status.attempts, event.attempt_number),
             }
         case TaskProgress():
             if final or (status.attempt is not None and status.attempt != event.attempt):
