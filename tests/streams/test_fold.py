@@ -349,3 +349,17 @@ def test_rows_from_before_past_attempts_were_kept_still_load() -> None:
     assert status is not None
     row = loads(f'{{"status": {status.model_dump_json()}, "marks": {{"t:0": 3}}}}')
     assert row == FoldedRow(status=status, marks={"t:0": 3})
+
+
+def test_attempts_is_the_highest_attempt_number_started() -> None:
+    def numbered(attempt: str, number: int, t: float) -> TaskStarted:
+        return TaskStarted(task_id=TID, attempt=attempt, worker="gpu-0", attempt_number=number, occurred_at=at(t))
+
+    poison = TaskFailed(task_id=TID, error="not retried", reason="poison", occurred_at=at(9))
+    final, _ = fold(requested(), numbered("a1", 1, 1), numbered("a2", 2, 2), numbered("a3", 3, 3), poison)
+    assert final is not None and (final.status, final.message, final.attempts) == (TaskState.FAILED, "poison", 3)
+    # the first `started` was lost: the count comes from the worker's durable record, not from counting events
+    lost_first, _ = fold(requested(), numbered("a2", 2, 2))
+    assert lost_first is not None and lost_first.attempts == 2
+    fresh, _ = fold(requested())
+    assert fresh is not None and fresh.attempts == 0
