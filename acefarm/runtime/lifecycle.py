@@ -259,7 +259,7 @@ class JobRunner(Generic[R]):
         attempt = job.attempt = uuid.uuid4().hex
         number = await self._record_start(task_id, attempt, history)
         worker = self._clients.worker
-        await self._events.emit(TaskStarted(task_id=task_id, attempt=attempt, worker=worker, attempt_number=number))
+        await self._events.publish(TaskStarted(task_id=task_id, attempt=attempt, worker=worker, attempt_number=number))
         log.info(
             "job.started",
             attempt=attempt,
