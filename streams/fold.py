@@ -12,7 +12,7 @@ Rules (`apply`):
 - succeeded / failed / cancelled are final and sticky: the first one wins, later ones are ignored.
   A final with no attempt (a delivery that was never run, e.g. "cancelled before it started") ends
   the task whatever ran before; a final from an attempt the fold never saw start applies too (the
-  `started` event is not awaited by the worker and may be lost);
+  `started` event may be missing: one sent before workers awaited it, or a lost send);
 - a cancel request cancels a pending task at once and leaves a running one to its worker, which
   reports `TaskCancelled`; a cancel for a task nobody submitted is ignored, so it cannot cancel a
   task submitted later under that id;

@@ -287,7 +287,7 @@ def test_started_and_progress_of_a_superseded_attempt_are_ignored() -> None:
 
 
 def test_final_of_an_attempt_whose_start_was_lost_applies() -> None:
-    """`started` is not awaited by the worker: a final from an attempt never seen is the newer delivery's."""
+    """A `started` event may be missing: a final from an attempt never seen is the newer delivery's."""
     final, _ = fold(requested(), started("a1"), succeeded("a2", t=6))
     assert final is not None and (final.status, final.attempt) == (TaskState.SUCCESS, "a2")
 
