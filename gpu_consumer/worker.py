@@ -14,6 +14,7 @@ from acefarm.infra.settings import Settings
 from acefarm.runtime.lifecycle import FAILURE_REASONS, Cancelled, Failed, FinalEvent, JobContext, JobWorker, Verdict
 from acefarm.runtime.progress import Eta, ProgressEta, Report
 from acefarm.runtime.service import WorkerKind
+from acefarm.runtime.watchdog import job_deadline_s
 from gpu_consumer.audio_io import load_inputs, store_takes
 from gpu_consumer.engine.base import Engine, EngineError, Job, JobCancelled
 from gpu_consumer.gpu_metrics import register_gpu_metrics
@@ -72,6 +73,12 @@ class GenerationWorker(JobWorker[GenerationRequested]):
     def progress_eta(self) -> Eta:
         """Time left from the diffusion steps' pace."""
         return ProgressEta(Stage.DIFFUSION)
+
+    def deadline_s(self, request: GenerationRequested, settings: Settings) -> float:
+        """The base deadline plus `GENERATION_DEADLINE_PER_UNIT_S` per second of audio × take × step."""
+        params = request.params
+        units = params.duration * params.batch_size * params.inference_steps
+        return job_deadline_s(settings, units, settings.generation_deadline_per_unit_s)
 
 
 def load_engine_timed(settings: Settings) -> Engine:

@@ -29,6 +29,7 @@ MAX_REASON = 200
 MAX_KEY = 1024
 """Storage keys: S3's limit."""
 MAX_DEAD_VALUE = 100_000
+MAX_ATTEMPT_NUMBER = 1000
 Attempt = Annotated[str, Field(min_length=1, max_length=MAX_ATTEMPT, description="Unique per delivery of the job.")]
 
 
@@ -119,6 +120,9 @@ class TaskStarted(Envelope):
     type: Literal["task.started"] = "task.started"
     attempt: Attempt
     worker: Annotated[str, Field(max_length=MAX_WORKER)]
+    attempt_number: Annotated[
+        int, Field(ge=1, le=MAX_ATTEMPT_NUMBER, description="How many times the job was started, this one included.")
+    ] = 1
 
 
 class TaskProgress(Envelope):
@@ -151,9 +155,15 @@ class TaskFailed(Envelope):
     type: Literal["task.failed"] = "task.failed"
     attempt: Attempt | None = None
     error: Annotated[str, Field(max_length=MAX_ERROR)]
-    reason: Literal["invalid_input", "out_of_memory", "unsupported", "engine_error", "timeout", "internal"] = (
-        "engine_error"
-    )
+    reason: Annotated[
+        Literal[
+            "invalid_input", "out_of_memory", "unsupported", "engine_error", "timeout", "expired", "poison", "internal"
+        ],
+        Field(
+            description="timeout: passed its deadline; expired: not started within its queue lifetime; "
+            "poison: its attempts ended their workers too often (crash or hang)."
+        ),
+    ] = "engine_error"
 
 
 class TaskCancelled(Envelope):

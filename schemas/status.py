@@ -86,6 +86,7 @@ class TaskStatus(BaseModel):
     ] = None
     webhook: WebhookTarget | None = None
     webhook_status: WebhookStatus | None = None
+    attempts: Annotated[int, Field(ge=0, description="How many times a worker started the task.")] = 0
     created_at: datetime
     updated_at: datetime
     version: Annotated[int, Field(ge=0, description="Increases by one with every change; the SSE event id.")] = 0
@@ -118,6 +119,7 @@ class TaskStatusResponse(BaseModel):
     webhook_status: Annotated[
         WebhookStatus | None, Field(description="The latest recorded webhook delivery, when the job has a webhook.")
     ] = None
+    attempts: int = Field(default=0, description="How many times a worker started the task.")
     created_at: datetime
     updated_at: datetime
     version: int

@@ -10,6 +10,7 @@ names. Layout:
     checkpoints/{task_id}/state.pt       a training job's latest checkpoint
     checkpoints/{task_id}/outcome.json   a training job's final event, republished on redelivery
     loras/{lora_id}/...                  trained adapters; manifest.json written last
+    attempts/{task_id}.json              a job's attempts (poison-job detection)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ OUTPUTS: Final = "outputs/"
 DATASETS: Final = "datasets/"
 CHECKPOINTS: Final = "checkpoints/"
 LORAS: Final = "loras/"
+ATTEMPTS: Final = "attempts/"
 
 MANIFEST: Final = "manifest.json"
 """File name of an adapter's manifest; its presence means the adapter is complete."""
@@ -76,3 +78,8 @@ def lora_file_key(lora_id: str, name: str) -> str:
 def manifest_key(lora_id: str) -> str:
     """Key of an adapter's manifest."""
     return lora_file_key(lora_id, MANIFEST)
+
+
+def attempts_key(task_id: str) -> str:
+    """Key of a task's attempt record (each start of the job, how it ended)."""
+    return f"{ATTEMPTS}{task_id}.json"

@@ -4,13 +4,15 @@ Rules (`apply`):
 - a request creates a pending task; a request for a known task only fills in what only the request
   knows (kind, LoRA id, owner, request hash, creation time) when it is older than what created the
   task, otherwise it is a duplicate and ignored;
-- started → running with that attempt; progress counts only for the current attempt;
+- started → running with that attempt; `attempts` is the highest `attempt_number` seen (the worker
+  counts starts durably, so a lost or repeated `started` event cannot skew it); progress counts
+  only for the current attempt;
 - once a task moves to another attempt, the events of the attempts before it are ignored: a worker
   that lost the job (a redelivery went to another worker) cannot overwrite the current attempt;
 - succeeded / failed / cancelled are final and sticky: the first one wins, later ones are ignored.
   A final with no attempt (a delivery that was never run, e.g. "cancelled before it started") ends
   the task whatever ran before; a final from an attempt the fold never saw start applies too (the
-  `started` event is not awaited by the worker and may be lost);
+  `started` event may be missing: one sent before workers awaited it, or a lost send);
 - a cancel request cancels a pending task at once and leaves a running one to its worker, which
   reports `TaskCancelled`; a cancel for a task nobody submitted is ignored, so it cannot cancel a
   task submitted later under that id;
@@ -132,6 +134,7 @@ def _changes(status: TaskStatus, event: FoldEvent) -> dict[str, Any]:
                 "status": TaskState.RUNNING,
                 "attempt": event.attempt,
                 "worker": event.worker,
+                "attempts": max(status.attempts, event.attempt_number),
             }
         case TaskProgress():
             if final or (status.attempt is not None and status.attempt != event.attempt):

@@ -26,6 +26,7 @@ from acefarm.model.datasets import DatasetError, DatasetLimits
 from acefarm.runtime.lifecycle import Cancelled, Failed, FinalEvent, Interrupted, JobContext, JobWorker, Verdict
 from acefarm.runtime.progress import Eta, Report, StepRateEta
 from acefarm.runtime.service import WorkerKind
+from acefarm.runtime.watchdog import job_deadline_s
 from schemas import topics
 from schemas.events import TaskCancelled, TaskFailed, TaskSucceeded, TrainingRequested, parse_lifecycle
 from schemas.status import Stage
@@ -122,6 +123,10 @@ class TrainingWorker(JobWorker[TrainingRequested]):
     def progress_eta(self) -> Eta:
         """Time left from the training steps' rate."""
         return StepRateEta(Stage.TRAINING)
+
+    def deadline_s(self, request: TrainingRequested, settings: Settings) -> float:
+        """The base deadline plus `TRAINING_DEADLINE_PER_STEP_S` per optimizer step."""
+        return job_deadline_s(settings, request.options.steps, settings.training_deadline_per_step_s)
 
     async def replay(self, request: TrainingRequested, storage: Storage) -> FinalEvent | None:
         """The final event stored by an earlier attempt, if any."""

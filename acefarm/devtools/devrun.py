@@ -1,4 +1,4 @@
-"""`acefarm dev`: supervise an embedded broker and one process per service in this terminal."""
+"""`acefarm dev`: an embedded broker and one process per service in this terminal, each restarted when it exits."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 from urllib.error import URLError
 from urllib.request import urlopen
@@ -16,6 +16,7 @@ from urllib.request import urlopen
 from acefarm.devtools.broker import EmbeddedBroker
 from acefarm.infra.logging import configure_logging, get_logger
 from acefarm.infra.settings import Settings
+from acefarm.runtime.service import EXIT_WEDGED
 
 log = get_logger("acefarm.dev")
 
@@ -33,8 +34,19 @@ DEV_WEBHOOKS = {
 """Webhook settings `acefarm dev` uses unless the environment or .env sets them."""
 STOP_GRACE_S = 15.0
 READY_POLL_S = 1.0
-DEV_METRICS_PORTS = {"streams": 1, "gpu-consumer": 2, "trainer": 3}
+DEV_METRICS_PORTS = {"streams": 1, "gpu-consumer": 2, "trainer": 3, "scheduler": 4, "webhooks": 5}
 """With METRICS_PORT set, each worker serves metrics on METRICS_PORT + its offset (the gateway: /metrics)."""
+
+
+RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+"""Waits before restarting a service that exited, one more step for each exit in a row."""
+STABLE_AFTER_S = 60.0
+"""A service that ran this long before exiting is restarted after the first wait again."""
+EXIT_REASONS = {
+    EXIT_WEDGED: "a job passed its deadline (the worker restarts to shed it)",
+    1: "crashed (see its log above)",
+    -signal.SIGKILL: "killed (SIGKILL: out of memory?)",
+}
 
 
 @dataclass
@@ -42,7 +54,69 @@ class Child:
     """One supervised service process."""
 
     name: str
+    args: list[str]
     process: subprocess.Popen[bytes]
+    started_at: float = field(default_factory=time.monotonic)
+    exits_in_a_row: int = 0
+    restart_at: float | None = None
+    """When an exited service is due to start again (None while it runs)."""
+
+
+class Supervisor:
+    """Starts `acefarm <args>` per service and restarts any that exits, with backoff, logging why."""
+
+    def __init__(self, env: dict[str, str], command: tuple[str, ...] = (sys.executable, "-m", "acefarm")) -> None:
+        self._env = env
+        self._command = command
+        self.children: list[Child] = []
+
+    def start(self, name: str, args: list[str]) -> Child:
+        """Start the service `name` as `<command> <args>` (`acefarm <args>` by default)."""
+        child = Child(name, args, self._spawn(name, args))
+        self.children.append(child)
+        return child
+
+    def check(self) -> None:
+        """Notice services that exited (schedule their restart) and restart those that are due."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.restart_at is None:
+                code = child.process.poll()
+                if code is None:
+                    continue
+                ran_s = now - child.started_at
+                child.exits_in_a_row = 1 if ran_s >= STABLE_AFTER_S else child.exits_in_a_row + 1
+                wait_s = RESTART_BACKOFF_S[min(child.exits_in_a_row, len(RESTART_BACKOFF_S)) - 1]
+                child.restart_at = now + wait_s
+                reason = EXIT_REASONS.get(code, "exited")
+                log.error("dev.service_exited", service=child.name, code=code, reason=reason, ran_s=round(ran_s, 1))
+                log.info("dev.restarting", service=child.name, in_s=wait_s, exits_in_a_row=child.exits_in_a_row)
+            elif now >= child.restart_at:
+                child.process = self._spawn(child.name, child.args)
+                child.started_at, child.restart_at = now, None
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log.info("dev.start", service=name)
+        env = self._env
+        if env.get("METRICS_PORT") and name in DEV_METRICS_PORTS:  # each service on a port of its own
+            env = {**env, "METRICS_PORT": str(int(env["METRICS_PORT"]) + DEV_METRICS_PORTS[name])}
+        # A session of its own: Ctrl-C reaches only this supervisor, which stops services before the broker.
+        return subprocess.Popen([*self._command, *args], env=env, start_new_session=True)
+
+    def stop_all(self) -> None:
+        """SIGTERM every running service (last started first), SIGKILL those still up after `STOP_GRACE_S`."""
+        running = [c for c in reversed(self.children) if c.process.poll() is None]
+        for child in running:
+            child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in running:
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                child.process.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                log.warning("dev.kill", service=child.name)
+                child.process.kill()
+                child.process.wait()
 
 
 def _has_cached_weights(settings: Settings) -> bool:
@@ -90,34 +164,9 @@ def consumer_joined(url: str) -> bool:
     return any(w.get("kind") == "gpu-consumer" and w.get("joined") for w in body.get("workers", []))
 
 
-def _start(name: str, args: list[str], env: dict[str, str]) -> Child:
-    """Start `acefarm <args>` as the service `name` (metrics on its own port when METRICS_PORT is set)."""
-    log.info("dev.start", service=name)
-    if env.get("METRICS_PORT") and name in DEV_METRICS_PORTS:
-        env = {**env, "METRICS_PORT": str(int(env["METRICS_PORT"]) + DEV_METRICS_PORTS[name])}
-    # A session of its own: Ctrl-C reaches only this supervisor, which stops services before the broker.
-    command = [sys.executable, "-m", "acefarm", *args]
-    return Child(name, subprocess.Popen(command, env=env, start_new_session=True))
-
-
-def _stop_all(children: list[Child]) -> None:
-    for child in reversed(children):
-        if child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for child in reversed(children):
-        remaining = max(0.1, deadline - time.monotonic())
-        try:
-            child.process.wait(timeout=remaining)
-        except subprocess.TimeoutExpired:
-            log.warning("dev.kill", service=child.name)
-            child.process.kill()
-            child.process.wait()
-
-
 def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
-    """Run the local stack (broker, streams, scheduler, GPU consumer, trainer, gateway) until Ctrl-C or a service
-    exits; returns the exit code.
+    """Run the local stack (broker, streams, scheduler, webhooks, GPU consumer, trainer, gateway) until Ctrl-C,
+    restarting any service that exits (`Supervisor`); returns 0.
 
     "ready" is logged once the gateway lists a GPU consumer that has joined its group, so the first
     job does not wait for the consumer to join.
@@ -144,7 +193,7 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
             "everything; keep the port private",
             hint="turn keys on: AUTH_MODE=keys uv run acefarm dev, then `uv run acefarm keys create --owner NAME`",
         )
-    children: list[Child] = []
+    supervisor = Supervisor(env)
     stopping = False
 
     def on_signal(signum: int, _: FrameType | None) -> None:
@@ -155,22 +204,18 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         resolve_model(settings, env)
-        children.append(_start("streams", ["streams"], env))
-        children.append(_start("scheduler", ["scheduler"], env))
-        children.append(_start("webhooks", ["webhooks"], env))
-        children.append(_start("gpu-consumer", ["gpu-consumer"], env))
+        supervisor.start("streams", ["streams"])
+        supervisor.start("scheduler", ["scheduler"])
+        supervisor.start("webhooks", ["webhooks"])
+        supervisor.start("gpu-consumer", ["gpu-consumer"])
         if with_trainer:
-            children.append(_start("trainer", ["trainer"], env))
-        children.append(_start("gateway", ["gateway", "--host", host, "--port", str(port)], env))
+            supervisor.start("trainer", ["trainer"])
+        supervisor.start("gateway", ["gateway", "--host", host, "--port", str(port)])
         probe = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         log.info("dev.waiting_for_consumer", hint="the model loads and the GPU consumer joins its group")
         ready, next_probe = False, 0.0
         while not stopping:
-            for child in children:
-                code = child.process.poll()
-                if code is not None:
-                    log.error("dev.service_exited", service=child.name, code=code)
-                    return code or 1
+            supervisor.check()
             if not ready and time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + READY_POLL_S
                 if consumer_joined(probe):
@@ -180,7 +225,7 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
         return 0
     finally:
         log.info("dev.stopping")
-        _stop_all(children)
+        supervisor.stop_all()
         if broker is not None:
             broker.stop()
         log.info("dev.stopped")

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     progress_max_hz: float = Field(default=10.0, gt=0)
     worker_id: str | None = None
 
+    # Job deadlines, queue lifetime and attempts (GPU consumer and trainer)
+    job_deadline_base_s: float = Field(default=600.0, gt=0)
+    generation_deadline_per_unit_s: float = Field(default=0.05, ge=0)
+    training_deadline_per_step_s: float = Field(default=10.0, ge=0)
+    job_queue_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+
     # LoRA datasets (checked by the gateway before queuing, and again by the trainer)
     lora_max_zip_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     lora_max_uncompressed_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1024)

@@ -37,13 +37,14 @@ async def parse_request(
 class JobEvents:
     """Publishes a job's lifecycle events on `TASK_EVENTS`.
 
-    `emit` enqueues a non-final event (started, progress) without waiting for its acknowledgement:
-    waiting for each would cost a broker round trip per event, and it is not needed. Every event of
-    a task has the task id as key, so they share one partition, and the producer writes one
+    `emit` enqueues a progress event without waiting for its acknowledgement: waiting for each would
+    cost a broker round trip per event, and it is not needed. `TaskStarted` goes through `publish`
+    before the work begins, so a job that kills its process at once still shows its attempts. Every
+    event of a task has the task id as key, so they share one partition, and the producer writes one
     partition in send order (one request in flight per partition, retries at the head of the
     queue). The final event goes through `publish`, after these, and is awaited; the offset is
     committed only after that ack, so by then each earlier event has settled too (`settle` logs any
-    that failed). A lost non-final event only hides an intermediate state; the final one carries
+    that failed). A lost progress event only hides an intermediate state; the final one carries
     the outcome.
     """
 

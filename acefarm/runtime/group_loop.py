@@ -140,11 +140,13 @@ async def consume_one_at_a_time(
     *,
     grace_s: float,
     on_shutdown: Callable[[], None] | None = None,
+    until: Callable[[], bool] | None = None,
 ) -> None:
     """Fetch one record at a time and run `handle` on it with every partition paused, polling meanwhile.
 
     On shutdown during a job, `on_shutdown` is called once (e.g. to checkpoint and stop early); the job
     gets `grace_s` to return, else it is cancelled and its offset stays uncommitted (redelivered).
+    `until` is asked after each job (after its commit): True returns at once (e.g. the job was wedged).
     """
     while not shutdown.requested.is_set():
         batch = await consumer.getmany(timeout_ms=1000, max_records=1)
@@ -153,6 +155,8 @@ async def consume_one_at_a_time(
                 if shutdown.requested.is_set():
                     return  # not started, not committed: the next owner takes it
                 await _run_in_group(consumer, listener, handle, record, shutdown, grace_s, on_shutdown)
+                if until is not None and until():
+                    return
 
 
 async def _run_in_group(

@@ -4,11 +4,15 @@ A worker supplies only what its job does (`JobWorker`); `JobRunner.handle` does 
 request (malformed → dead letter), bind `task_id` to every log line, republish a stored outcome,
 catch up on cancels (skip a cancelled job), mint an attempt id, publish `TaskStarted`, throttle
 progress, run the work, map exceptions to the final event, publish it (awaited) and settle.
+Around all of it: the job's deadline (`watchdog`), its attempts recorded in storage before it starts
+(`attempts`), and the refusals at pickup: `poison` after `MAX_ATTEMPTS` crashed or hung attempts,
+`expired` for a job never started within `JOB_QUEUE_TTL_S`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -23,13 +27,23 @@ from structlog.contextvars import bound_contextvars
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
+from acefarm.runtime.attempts import AttemptRecord, Ending, mark_ended, read_attempts, write_attempts
 from acefarm.runtime.cancels import CancelWatcher
 from acefarm.runtime.events import JobEvents, parse_request
 from acefarm.runtime.group_loop import run_in_daemon_thread
 from acefarm.runtime.job_metrics import observe_outcome
 from acefarm.runtime.portal import BlockingStorage, ThreadPortal
 from acefarm.runtime.progress import Eta, ProgressPublisher, Report, no_eta
-from schemas.events import Envelope, TaskCancelled, TaskFailed, TaskStarted, TaskSucceeded
+from acefarm.runtime.watchdog import DeadlinePassed, job_deadline_s, within_deadline
+from schemas.events import (
+    MAX_ATTEMPT_NUMBER,
+    Envelope,
+    TaskCancelled,
+    TaskFailed,
+    TaskStarted,
+    TaskSucceeded,
+    utcnow,
+)
 
 log = get_logger(__name__)
 
@@ -78,6 +92,9 @@ class Interrupted:
 
 
 Verdict = Failed | Cancelled | Interrupted
+
+NOTE_S = 10.0
+"""Bound on each bookkeeping step that must not hold a job up (attempt notes, cleanup after a timeout)."""
 
 
 class JobContext:
@@ -137,6 +154,17 @@ class JobContext:
         self.portal.close()
 
 
+@dataclass
+class _Job:
+    """What the watchdog needs to know about the job it guards."""
+
+    deadline_at: float
+    attempt: str | None = None
+    ctx: JobContext | None = None
+    progress: ProgressPublisher | None = None
+    final_sent: bool = False
+
+
 class JobWorker(Protocol[R]):
     """The job-specific part of a worker; subclass it to inherit the optional hooks' defaults."""
 
@@ -155,6 +183,10 @@ class JobWorker(Protocol[R]):
         """A fresh time-left estimator for one job's progress reports."""
         return no_eta
 
+    def deadline_s(self, request: R, settings: Settings) -> float:
+        """Seconds the job may take from pickup to its final event (`job_deadline_s` with the job's size)."""
+        return job_deadline_s(settings)
+
     async def replay(self, request: R, storage: Storage) -> FinalEvent | None:
         """A stored final event to republish instead of redoing the job (a redelivered finished job)."""
         return None
@@ -169,7 +201,9 @@ class JobRunner(Generic[R]):
 
     `handle` returns True once the final event (or dead letter) is acknowledged, so the offset may be
     committed, and False when the job was interrupted by shutdown (left uncommitted). Job errors
-    become final events; only a failure to publish (Kafka unreachable) escapes.
+    become final events; only a failure to publish (Kafka unreachable) escapes. A job that passes its
+    deadline fails with reason `timeout` and sets `wedged`: the process must exit once the offset is
+    committed, since whatever the job was stuck in may still hold a thread or the GPU.
     """
 
     def __init__(self, worker: JobWorker[R], clients: WorkerClients) -> None:
@@ -177,6 +211,8 @@ class JobRunner(Generic[R]):
         self._clients = clients
         self._events = JobEvents(clients.producer)
         self._stop = threading.Event()
+        self.wedged = False
+        """A job passed its deadline: exit the process after committing (see `run_worker`)."""
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> bool:
         """Process one record; True when its offset may be committed."""
@@ -184,7 +220,7 @@ class JobRunner(Generic[R]):
         if request is None:
             return True
         with bound_contextvars(task_id=request.task_id):
-            commit = await self._handle_request(request, record)
+            commit = await self._watched(request, record)
             await self._events.settle()
             return commit
 
@@ -192,7 +228,17 @@ class JobRunner(Generic[R]):
         """Shutdown was requested while a job runs: `ctx.stop_requested()` turns true."""
         self._stop.set()
 
-    async def _handle_request(self, request: R, record: ConsumerRecord[bytes, bytes]) -> bool:
+    async def _watched(self, request: R, record: ConsumerRecord[bytes, bytes]) -> bool:
+        """The job under its deadline; past it, the job fails `timeout` and the runner is `wedged`."""
+        seconds = self._worker.deadline_s(request, self._clients.settings)
+        job = _Job(deadline_at=time.monotonic() + seconds)
+        try:
+            return await within_deadline(self._handle_request(request, record, job), seconds, name="job")
+        except DeadlinePassed:
+            await self._give_up(request, job, seconds)
+            return True
+
+    async def _handle_request(self, request: R, record: ConsumerRecord[bytes, bytes], job: _Job) -> bool:
         task_id = request.task_id
         previous = await self._worker.replay(request, self._clients.storage)
         if previous is not None:
@@ -205,47 +251,130 @@ class JobRunner(Generic[R]):
             await self._finish(TaskCancelled(task_id=task_id, reason=SKIPPED_REASON))
             log.info("job.skipped_cancelled", offset=record.offset, partition=record.partition)
             return True
-        attempt = uuid.uuid4().hex
-        await self._events.emit(TaskStarted(task_id=task_id, attempt=attempt, worker=self._clients.worker))
+        history = await self._read_history(task_id)
+        refusal = self._refusal(request, history)
+        if refusal is not None:
+            await self._finish(refusal)
+            log.warning("job.refused", reason=refusal.reason, error=refusal.error)
+            return True
+        attempt = job.attempt = uuid.uuid4().hex
+        number = await self._record_start(task_id, attempt, history)
+        worker = self._clients.worker
+        await self._events.publish(TaskStarted(task_id=task_id, attempt=attempt, worker=worker, attempt_number=number))
         log.info(
             "job.started",
             attempt=attempt,
+            attempt_number=number,
             offset=record.offset,
             partition=record.partition,
             queued_s=round(max(time.time() - record.timestamp / 1000, 0.0), 3),
         )
         started = time.monotonic()
-        final = await self._run(request, attempt)
+        try:
+            final = await self._run(request, attempt, job)
+        except asyncio.CancelledError:
+            if time.monotonic() < job.deadline_at:  # shutdown gave up on it (the watchdog notes its own)
+                await self._note_ending(task_id, attempt, "interrupted")
+            raise
         seconds = round(time.monotonic() - started, 3)
         observe_outcome(request, final, seconds)
         if final is None:
             log.info("job.interrupted", seconds=seconds)
+            await self._note_ending(task_id, attempt, "interrupted")
             return False
         await self._finish(final)
+        job.final_sent = True
         log.info("job.finished", outcome=final.type, seconds=seconds, error=getattr(final, "error", None))
+        await self._note_ending(task_id, attempt, final.type)
         return True
+
+    def _refusal(self, request: R, history: AttemptRecord | None) -> TaskFailed | None:
+        """`poison` when earlier attempts crashed or hung `MAX_ATTEMPTS` times; `expired` when the job was
+        never started and is older than `JOB_QUEUE_TTL_S`; else None (unknown history: None)."""
+        if history is None:
+            return None
+        settings = self._clients.settings
+        if history.failures >= settings.max_attempts:
+            error = (
+                f"not retried: {history.failures} attempts crashed, hung or timed out their worker "
+                f"(MAX_ATTEMPTS={settings.max_attempts})"
+            )
+            return TaskFailed(task_id=request.task_id, reason="poison", error=error)
+        age_s = (utcnow() - request.occurred_at).total_seconds()
+        if not history.attempts and age_s > settings.job_queue_ttl_s:
+            error = f"not started within its queue lifetime of {settings.job_queue_ttl_s:g} s (queued {age_s:.0f} s)"
+            return TaskFailed(task_id=request.task_id, reason="expired", error=error)
+        return None
+
+    async def _read_history(self, task_id: str) -> AttemptRecord | None:
+        """The task's attempt record; None when storage cannot say (then nothing is refused)."""
+        try:
+            return await read_attempts(self._clients.storage, task_id)
+        except Exception as error:
+            log.warning("attempts.read_failed", error=error_text(error))
+            return None
+
+    async def _record_start(self, task_id: str, attempt: str, history: AttemptRecord | None) -> int:
+        """Store the new attempt before the job starts; returns its number (1 for the first start)."""
+        if history is None:
+            return 1
+        record = history.started(attempt, self._clients.worker)
+        try:
+            await write_attempts(self._clients.storage, task_id, record)
+        except Exception as error:
+            log.warning("attempts.write_failed", error=error_text(error))
+        return min(len(record.attempts), MAX_ATTEMPT_NUMBER)
+
+    async def _note_ending(self, task_id: str, attempt: str, ending: Ending) -> None:
+        """Best effort, bounded: record how the attempt ended."""
+        try:
+            await within_deadline(mark_ended(self._clients.storage, task_id, attempt, ending), NOTE_S, name="note")
+        except Exception as error:
+            log.warning("attempts.write_failed", error=error_text(error))
+
+    async def _give_up(self, request: R, job: _Job, seconds: float) -> None:
+        """The deadline passed: stop the job's thread calls, publish `timeout` (unless a final event went
+        out already) and mark the runner `wedged`."""
+        self.wedged = True
+        if job.ctx is not None:
+            job.ctx.abandon()
+        if job.progress is not None:
+            with contextlib.suppress(Exception):
+                await within_deadline(job.progress.close(flush=False), NOTE_S, name="progress-close")
+        log.error("job.deadline_passed", deadline_s=round(seconds, 3), attempt=job.attempt)
+        if job.final_sent:
+            return
+        error = f"the job did not finish within its deadline of {seconds:g} s; its worker restarts"
+        final = TaskFailed(task_id=request.task_id, attempt=job.attempt, reason="timeout", error=error)
+        try:
+            await within_deadline(self._worker.on_final(final, self._clients.storage), NOTE_S, name="on-final")
+        except Exception as error_:
+            log.warning("job.on_final_failed", error=error_text(error_))
+        await self._events.publish(final)
+        if job.attempt is not None:
+            await self._note_ending(request.task_id, job.attempt, "timeout")
 
     async def _finish(self, final: FinalEvent) -> None:
         await self._worker.on_final(final, self._clients.storage)
         await self._events.publish(final)
 
-    async def _run(self, request: R, attempt: str) -> FinalEvent | None:
+    async def _run(self, request: R, attempt: str, job: _Job) -> FinalEvent | None:
         """The work, its exceptions mapped to the final event; None when interrupted by shutdown."""
-        progress = ProgressPublisher(
+        progress = job.progress = ProgressPublisher(
             task_id=request.task_id,
             attempt=attempt,
             publish=self._events.emit,
             max_hz=self._clients.settings.progress_max_hz,
             eta=self._worker.progress_eta(),
         )
-        ctx = JobContext(
+        ctx = job.ctx = JobContext(
             task_id=request.task_id, attempt=attempt, clients=self._clients, progress=progress, stop=self._stop
         )
         final: FinalEvent | None
         try:
             final = await self._worker.run(request, ctx)
         except asyncio.CancelledError:
-            ctx.abandon()  # shutdown gave up on this job: stop the work, publish nothing more
+            ctx.abandon()  # shutdown or the watchdog gave up on this job: stop the work, publish nothing more
             await progress.close(flush=False)
             raise
         except Exception as error:

@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from aiokafka import ConsumerRecord
 from opentelemetry.trace import SpanKind
@@ -25,6 +26,7 @@ from acefarm.runtime.group_loop import Shutdown, consume_one_at_a_time, make_job
 from acefarm.runtime.heartbeat import AnnouncingListener, Heartbeat, describe_model
 from acefarm.runtime.job_metrics import observe_queue_wait
 from acefarm.runtime.lifecycle import JobRunner, JobWorker, WorkerClients
+from acefarm.runtime.watchdog import within_deadline
 
 log = get_logger(__name__)
 M = TypeVar("M")
@@ -61,10 +63,21 @@ class WorkerKind(Generic[M]):
     """Default seconds a running job gets after SIGTERM before it is abandoned (left uncommitted)."""
 
 
+EXIT_WEDGED = 75
+"""Exit status of a worker that gave up on a job past its deadline (EX_TEMPFAIL): restart it."""
+CLOSE_S = 5.0
+"""Bound on closing each client when the process stops."""
+
+
+class WorkerWedged(RuntimeError):
+    """A job passed its deadline; what it was stuck in may still hold a thread, so the process must go."""
+
+
 def run_worker(
     settings: Settings, kind: WorkerKind[Any], *, grace_s: float | None = None, static_membership: bool = False
 ) -> None:
-    """Run one worker of `kind` until SIGTERM/SIGINT (blocking); exits with status 1 if it crashes.
+    """Run one worker of `kind` until SIGTERM/SIGINT (blocking); exits with status 1 if it crashes and
+    with `EXIT_WEDGED` after a job passed its deadline (its supervisor restarts it).
 
     `grace_s` defaults to the kind's. Serves Prometheus metrics on `METRICS_PORT` when set and exports
     traces when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. See docs/consumer.md.
@@ -72,12 +85,28 @@ def run_worker(
     configure_logging(kind.service, settings.log_level, settings.log_format)
     configure_tracing(kind.service, settings)
     grace = kind.grace_s if grace_s is None else grace_s
+
+    async def main() -> None:
+        try:
+            await serve_jobs(settings, kind, grace_s=grace, static_membership=static_membership)
+        except WorkerWedged as wedged:
+            log.error(f"{kind.name}.exiting_wedged", reason=str(wedged), exit_code=EXIT_WEDGED)
+            exit_now(EXIT_WEDGED)
+
     try:
         with serving_metrics(settings.metrics_port, settings.metrics_host):
-            asyncio.run(serve_jobs(settings, kind, grace_s=grace, static_membership=static_membership))
+            asyncio.run(main())
     except Exception:
         log.exception(f"{kind.name}.crashed")  # uncommitted work is redelivered to the next worker
         raise SystemExit(1) from None
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process at once with `code`, without waiting for threads (a stuck one never returns)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 async def serve_jobs(
@@ -129,11 +158,20 @@ async def serve_jobs(
         await consumer.start()
         log.info(f"{kind.name}.ready", worker=worker, group=kind.group_id)
         await consume_one_at_a_time(
-            consumer, listener, handle, shutdown, grace_s=grace_s, on_shutdown=runner.on_shutdown
+            consumer,
+            listener,
+            handle,
+            shutdown,
+            grace_s=grace_s,
+            on_shutdown=runner.on_shutdown,
+            until=lambda: runner.wedged,
         )
+        if runner.wedged:
+            raise WorkerWedged("a job passed its deadline; its final event is published and its offset committed")
     finally:
         # Closing the consumer sends LeaveGroup (dynamic members), so the partitions move at once.
+        # Each close is bounded: after a wedged job, storage may be the thing that hangs.
         for close in (consumer.stop, heartbeat.stop, cancels.stop, producer.stop, storage.close):
             with contextlib.suppress(Exception):
-                await close()
+                await within_deadline(close(), CLOSE_S, name="close")
         log.info(f"{kind.name}.stopped", worker=worker)

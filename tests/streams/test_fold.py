@@ -288,7 +288,7 @@ def test_started_and_progress_of_a_superseded_attempt_are_ignored() -> None:
 
 
 def test_final_of_an_attempt_whose_start_was_lost_applies() -> None:
-    """`started` is not awaited by the worker: a final from an attempt never seen is the newer delivery's."""
+    """A `started` event may be missing: a final from an attempt never seen is the newer delivery's."""
     final, _ = fold(requested(), started("a1"), succeeded("a2", t=6))
     assert final is not None and (final.status, final.attempt) == (TaskState.SUCCESS, "a2")
 
@@ -395,3 +395,17 @@ def test_a_webhook_report_for_an_unknown_task_is_ignored() -> None:
     report = webhook_report()
     assert apply(None, report) is None
     assert decode(topics.TASK_EVENTS, TID.encode(), report.to_bytes()) == report
+
+
+def test_attempts_is_the_highest_attempt_number_started() -> None:
+    def numbered(attempt: str, number: int, t: float) -> TaskStarted:
+        return TaskStarted(task_id=TID, attempt=attempt, worker="gpu-0", attempt_number=number, occurred_at=at(t))
+
+    poison = TaskFailed(task_id=TID, error="not retried", reason="poison", occurred_at=at(9))
+    final, _ = fold(requested(), numbered("a1", 1, 1), numbered("a2", 2, 2), numbered("a3", 3, 3), poison)
+    assert final is not None and (final.status, final.message, final.attempts) == (TaskState.FAILED, "poison", 3)
+    # the first `started` was lost: the count comes from the worker's durable record, not from counting events
+    lost_first, _ = fold(requested(), numbered("a2", 2, 2))
+    assert lost_first is not None and lost_first.attempts == 2
+    fresh, _ = fold(requested())
+    assert fresh is not None and fresh.attempts == 0

@@ -3,19 +3,24 @@
 Environment knobs (read per job): `TONE_ENGINE_STEP_S` sleeps that long per fake diffusion step; a
 token `step_s=<seconds>` in the prompt overrides it for one job (so one process serves fast and slow jobs).
 Prompts containing 'explode' raise `EngineError`, 'oom' raises `OutOfMemory`, 'crash' raises a
-plain `RuntimeError` (an unexpected bug), 'unsupported' raises `UnsupportedTask`.
+plain `RuntimeError` (an unexpected bug), 'unsupported' raises `UnsupportedTask`; 'hang_forever' blocks
+the engine thread for good (a stuck native call), 'exit_process' ends the whole process at once (a
+segfault or the kernel's OOM killer) with status `EXIT_PROCESS_CODE`.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 
 import numpy as np
 
 from gpu_consumer.engine.base import EngineError, Job, OutOfMemory, Take, UnsupportedTask
 from gpu_consumer.engine.null import SAMPLE_RATE, NullEngine
+
+EXIT_PROCESS_CODE = 86
 
 
 class ToneEngine(NullEngine):
@@ -42,6 +47,10 @@ class ToneEngine(NullEngine):
 
 
 def _maybe_fail(prompt: str) -> None:
+    if "hang_forever" in prompt:
+        threading.Event().wait()  # never set: ignores cancellation like a stuck CUDA call
+    if "exit_process" in prompt:
+        os._exit(EXIT_PROCESS_CODE)
     if "explode" in prompt:
         raise EngineError("the tone engine exploded on purpose (prompt contains 'explode')")
     if "oom" in prompt:
