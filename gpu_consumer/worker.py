@@ -54,7 +54,7 @@ class GenerationWorker(JobWorker[GenerationRequested]):
             raise JobCancelled
         ctx.report_now(_report(Stage.UPLOADING, 1.0))
         files = await store_takes(ctx.storage, request.task_id, takes, params.audio_format)
-        return ctx.succeeded(files=files)
+        return ctx.succeeded(files=files, result=request.plan)
 
     def classify(self, error: Exception) -> Verdict | None:
         """`JobCancelled` → cancelled; `EngineError` → failed with its reason (unknown ones: `engine_error`)."""

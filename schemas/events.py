@@ -8,11 +8,12 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from schemas.generation import GenerationParams
+from schemas.planning import FormatInput, LmResult, PlanMode, SampleInput, UnderstandInput
 from schemas.status import Stage, StoredFile, TaskStatus
 from schemas.training import TrainingOptions
 
@@ -60,6 +61,34 @@ class GenerationRequested(Envelope):
     type: Literal["generation.requested"] = "generation.requested"
     params: GenerationParams
     callback_url: Annotated[str, Field(max_length=2048)] | None = None
+    plan: Annotated[
+        LmResult | None, Field(description="Set by the planner: what the LM decided (reported with the result).")
+    ] = None
+
+
+class PlanningRequested(Envelope):
+    """A 5 Hz LM job. Topic: `acefarm.planning.requests`; the input of its `mode` is set, the others not.
+
+    `generate` plans `params` and forwards a `GenerationRequested` (same task id) to the DiT;
+    `sample` with `generate` forwards one too; `format`, `understand` and plain `sample` end here.
+    """
+
+    type: Literal["planning.requested"] = "planning.requested"
+    mode: PlanMode
+    params: GenerationParams | None = None
+    sample: SampleInput | None = None
+    format: FormatInput | None = None
+    understand: UnderstandInput | None = None
+    callback_url: Annotated[str, Field(max_length=2048)] | None = None
+
+    @model_validator(mode="after")
+    def _input_of_mode(self) -> Self:
+        inputs = {PlanMode.GENERATE: "params", PlanMode.SAMPLE: "sample", PlanMode.FORMAT: "format"}
+        inputs[PlanMode.UNDERSTAND] = "understand"
+        for mode, name in inputs.items():
+            if (getattr(self, name) is not None) != (mode is self.mode):
+                raise ValueError(f"mode '{self.mode.value}' takes its input in '{inputs[self.mode]}' only")
+        return self
 
 
 class TrainingRequested(Envelope):
@@ -102,6 +131,7 @@ class TaskSucceeded(Envelope):
     files: list[StoredFile] = Field(default_factory=list)
     lora_id: Annotated[str, Field(max_length=64)] | None = None
     loss: float | None = None
+    result: LmResult | None = None
 
 
 class TaskFailed(Envelope):
@@ -178,12 +208,13 @@ class DeadLetter(Envelope):
         )
 
 
-RequestEvent = Annotated[GenerationRequested | TrainingRequested, Field(discriminator="type")]
+RequestEvent = Annotated[GenerationRequested | PlanningRequested | TrainingRequested, Field(discriminator="type")]
 LifecycleEvent = Annotated[
     TaskStarted | TaskProgress | TaskSucceeded | TaskFailed | TaskCancelled, Field(discriminator="type")
 ]
 AnyEvent = Annotated[
     GenerationRequested
+    | PlanningRequested
     | TrainingRequested
     | TaskStarted
     | TaskProgress
@@ -201,6 +232,7 @@ _LIFECYCLE: TypeAdapter[LifecycleEvent] = TypeAdapter(LifecycleEvent)
 
 EVENT_MODELS: tuple[type[Envelope], ...] = (
     GenerationRequested,
+    PlanningRequested,
     TrainingRequested,
     TaskStarted,
     TaskProgress,

@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.planning import LmResult
+
 
 class TaskState(StrEnum):
     """Lifecycle states; success, failed and cancelled are final."""
@@ -29,12 +31,16 @@ class TaskKind(StrEnum):
 
     GENERATION = "generation"
     TRAINING = "training"
+    SAMPLE = "sample"
+    FORMAT = "format"
+    UNDERSTAND = "understand"
 
 
 class Stage(StrEnum):
     """Where a running job is."""
 
     QUEUED = "queued"
+    PLANNING = "planning"
     LOADING = "loading"
     ENCODING = "encoding"
     DIFFUSION = "diffusion"
@@ -76,6 +82,7 @@ class TaskStatus(BaseModel):
     error: str | None = None
     files: list[StoredFile] = Field(default_factory=list)
     lora_id: str | None = None
+    result: LmResult | None = None
     worker: str | None = None
     attempt: str | None = None
     created_at: datetime
@@ -100,6 +107,8 @@ class TaskStatusResponse(BaseModel):
     file_urls: list[str] = Field(default_factory=list)
     error: str | None = None
     lora_id: str | None = None
+    result: LmResult | None = Field(default=None, description="What the 5 Hz LM decided or described (LM tasks).")
+    audio_codes_url: str | None = Field(default=None, description="URL of the audio codes the LM wrote.")
     created_at: datetime
     updated_at: datetime
     version: int

@@ -5,6 +5,10 @@ from typing import Final
 GENERATION_REQUESTS: Final = "acefarm.generation.requests"
 """Generation jobs (`GenerationRequested`), keyed by task id; consumed by the `gpu-workers` group."""
 
+PLANNING_REQUESTS: Final = "acefarm.planning.requests"
+"""5 Hz LM jobs (`PlanningRequested`), keyed by task id; consumed by the `lm-planners` group, which
+forwards planned generations to `GENERATION_REQUESTS`."""
+
 TRAINING_REQUESTS: Final = "acefarm.training.requests"
 """LoRA training jobs (`TrainingRequested`), keyed by task id; consumed by the `lora-trainers` group."""
 
@@ -25,6 +29,7 @@ API_KEYS: Final = "acefarm.api.keys"
 
 ALL: Final = (
     GENERATION_REQUESTS,
+    PLANNING_REQUESTS,
     TRAINING_REQUESTS,
     TASK_EVENTS,
     TASK_CONTROL,
@@ -35,3 +40,4 @@ ALL: Final = (
 
 GPU_WORKERS_GROUP: Final = "gpu-workers"
 TRAINERS_GROUP: Final = "lora-trainers"
+PLANNERS_GROUP: Final = "lm-planners"

@@ -33,6 +33,7 @@ from schemas import topics
 from schemas.events import (
     CancelRequested,
     GenerationRequested,
+    PlanningRequested,
     TaskCancelled,
     TaskFailed,
     TaskProgress,
@@ -41,10 +42,12 @@ from schemas.events import (
     TrainingRequested,
     parse_event,
 )
+from schemas.planning import PlanMode
 from schemas.status import TaskKind, TaskState, TaskStatus
 
 FoldEvent = (
     GenerationRequested
+    | PlanningRequested
     | TrainingRequested
     | TaskStarted
     | TaskProgress
@@ -56,6 +59,7 @@ FoldEvent = (
 
 TOPIC_EVENTS: dict[str, tuple[type[FoldEvent], ...]] = {
     topics.GENERATION_REQUESTS: (GenerationRequested,),
+    topics.PLANNING_REQUESTS: (PlanningRequested,),
     topics.TRAINING_REQUESTS: (TrainingRequested,),
     topics.TASK_EVENTS: (TaskStarted, TaskProgress, TaskSucceeded, TaskFailed, TaskCancelled),
     topics.TASK_CONTROL: (CancelRequested,),
@@ -112,7 +116,7 @@ def _changes(status: TaskStatus, event: FoldEvent) -> dict[str, Any]:
     """The fields `event` sets on `status` (empty when it is ignored)."""
     final = status.status.is_final
     match event:
-        case GenerationRequested() | TrainingRequested():
+        case GenerationRequested() | PlanningRequested() | TrainingRequested():
             return _request(status, event)
         case CancelRequested():
             if status.status is not TaskState.PENDING:
@@ -149,6 +153,7 @@ def _changes(status: TaskStatus, event: FoldEvent) -> dict[str, Any]:
                 "files": event.files,
                 "lora_id": event.lora_id or status.lora_id,
                 "loss": event.loss if event.loss is not None else status.loss,
+                "result": event.result or status.result,
             }
         case TaskFailed():
             if final:
@@ -185,13 +190,26 @@ _RESET: dict[str, Any] = {
 }
 
 
-def _request(status: TaskStatus, event: GenerationRequested | TrainingRequested) -> dict[str, Any]:
-    """A request fills in what only it knows, if it is the task's first event; else it is a duplicate."""
+_PLAN_KINDS = {
+    PlanMode.GENERATE: TaskKind.GENERATION,
+    PlanMode.SAMPLE: TaskKind.SAMPLE,
+    PlanMode.FORMAT: TaskKind.FORMAT,
+    PlanMode.UNDERSTAND: TaskKind.UNDERSTAND,
+}
+
+
+def _request(status: TaskStatus, event: GenerationRequested | PlanningRequested | TrainingRequested) -> dict[str, Any]:
+    """A request fills in what only it knows, if it is the task's first event; else it is a duplicate.
+
+    A planned generation's forwarded `GenerationRequested` is younger than its `PlanningRequested`: a duplicate.
+    """
     if status.version > 0 and event.occurred_at >= status.created_at:
         return {}
     update: dict[str, Any] = {"created_at": min(status.created_at, event.occurred_at)}
     if isinstance(event, TrainingRequested):
         update |= {"kind": TaskKind.TRAINING, "lora_id": status.lora_id or event.lora_id}
+    elif isinstance(event, PlanningRequested):
+        update["kind"] = _PLAN_KINDS[event.mode]
     else:
         update["kind"] = TaskKind.GENERATION
     return update

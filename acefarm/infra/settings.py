@@ -73,6 +73,15 @@ class Settings(BaseSettings):
     progress_max_hz: float = Field(default=10.0, gt=0)
     worker_id: str | None = None
 
+    # 5 Hz LM planning stage (planner)
+    planner_enabled: bool = True
+    lm_model_path: Path | None = None
+    lm_model_id: str = "ACE-Step/acestep-5Hz-lm-1.7B"
+    lm_model_revision: str | None = None
+    lm_backend: Literal["transformers"] = "transformers"
+    lm_device: str | None = None
+    lm_lyrics_max_tokens: int = Field(default=1024, ge=16, le=8192)
+
     # LoRA datasets (checked by the gateway before queuing, and again by the trainer)
     lora_max_zip_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     lora_max_uncompressed_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1024)

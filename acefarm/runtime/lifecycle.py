@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from annotated_types import MaxLen
 from structlog.contextvars import bound_contextvars
 
+from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
@@ -36,6 +37,25 @@ R = TypeVar("R", bound=Envelope)
 T = TypeVar("T")
 
 FinalEvent = TaskSucceeded | TaskFailed | TaskCancelled
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A job whose stage ends by handing the task to the next stage (the planner → the DiT): `event`
+    is published on `topic` (awaited, acks=all) instead of a final event, then the offset is committed.
+    The next stage publishes the task's final event."""
+
+    topic: str
+    event: Envelope
+
+    @property
+    def type(self) -> str:
+        """What the logs call this outcome."""
+        return f"forwarded:{self.event.type}"
+
+
+Outcome = FinalEvent | Forward
+"""How a job ends for its worker: a final event, or a forward to the next stage."""
 
 ERROR_MAX_CHARS: int = next(m.max_length for m in TaskFailed.model_fields["error"].metadata if isinstance(m, MaxLen))
 """Longest `TaskFailed.error` the contract accepts; longer texts are cut."""
@@ -142,8 +162,8 @@ class JobWorker(Protocol[R]):
     request_type: type[R]
     """The request event this worker consumes; any other record is dead-lettered."""
 
-    async def run(self, request: R, ctx: JobContext) -> FinalEvent:
-        """Do the job; return its final event (usually `ctx.succeeded(...)`) or raise (see `classify`)."""
+    async def run(self, request: R, ctx: JobContext) -> Outcome:
+        """Do the job; return its final event (usually `ctx.succeeded(...)`) or a `Forward`, or raise (see `classify`)."""
         ...
 
     def classify(self, error: Exception) -> Verdict | None:
@@ -154,12 +174,12 @@ class JobWorker(Protocol[R]):
         """A fresh time-left estimator for one job's progress reports."""
         return no_eta
 
-    async def replay(self, request: R, storage: Storage) -> FinalEvent | None:
-        """A stored final event to republish instead of redoing the job (a redelivered finished job)."""
+    async def replay(self, request: R, storage: Storage) -> Outcome | None:
+        """A stored outcome to republish instead of redoing the job (a redelivered finished job)."""
         return None
 
-    async def on_final(self, final: FinalEvent, storage: Storage) -> None:
-        """Called with the final event just before it is published (e.g. to store it)."""
+    async def on_final(self, final: Outcome, storage: Storage) -> None:
+        """Called with the outcome just before it is published (e.g. to store it)."""
         return None
 
 
@@ -196,7 +216,7 @@ class JobRunner(Generic[R]):
         previous = await self._worker.replay(request, self._clients.storage)
         if previous is not None:
             log.info("job.outcome_republished", outcome=previous.type)
-            await self._events.publish(previous)
+            await self._publish(previous)
             return True
         cancels = self._clients.cancels
         await cancels.catch_up()
@@ -223,11 +243,17 @@ class JobRunner(Generic[R]):
         log.info("job.finished", outcome=final.type, seconds=seconds, error=getattr(final, "error", None))
         return True
 
-    async def _finish(self, final: FinalEvent) -> None:
+    async def _finish(self, final: Outcome) -> None:
         await self._worker.on_final(final, self._clients.storage)
-        await self._events.publish(final)
+        await self._publish(final)
 
-    async def _run(self, request: R, attempt: str) -> FinalEvent | None:
+    async def _publish(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Forward):
+            await publish(self._clients.producer, outcome.topic, outcome.event)
+        else:
+            await self._events.publish(outcome)
+
+    async def _run(self, request: R, attempt: str) -> Outcome | None:
         """The work, its exceptions mapped to the final event; None when interrupted by shutdown."""
         progress = ProgressPublisher(
             task_id=request.task_id,
@@ -239,7 +265,7 @@ class JobRunner(Generic[R]):
         ctx = JobContext(
             task_id=request.task_id, attempt=attempt, clients=self._clients, progress=progress, stop=self._stop
         )
-        final: FinalEvent | None
+        final: Outcome | None
         try:
             final = await self._worker.run(request, ctx)
         except asyncio.CancelledError:
