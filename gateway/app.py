@@ -17,6 +17,7 @@ from gateway.files import FilesController
 from gateway.health import HealthController
 from gateway.loras import lora_routes
 from gateway.page import SWAGGER, page_routes
+from gateway.planning import PlanningController
 from gateway.state import STATE_KEY, provide_gateway, running_gateway
 from gateway.submit import GenerationController
 from gateway.tasks import TasksController
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[
             GenerationController,
+            PlanningController,
             TasksController,
             FilesController,
             lora_routes(settings),

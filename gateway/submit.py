@@ -21,10 +21,9 @@ from acefarm.infra.logging import get_logger
 from gateway.errors import FieldError, error_responses
 from gateway.inputs import check_audio, check_input_key, decode_base64, store_input
 from gateway.loras import check_lora_id
+from gateway.routing import route
 from gateway.state import GatewayState
 from gateway.task_types import accepted_task_types, check_task_type
-from schemas import topics
-from schemas.events import GenerationRequested
 from schemas.generation import GenerateRequest
 from schemas.status import TaskAccepted, TaskKind, TaskState
 
@@ -143,8 +142,8 @@ class GenerationController(Controller):
             await check_lora_id(gateway.storage, data.lora_id)
             keys = await _stored_inputs(gateway, data, task_id)
             params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
-            event = GenerationRequested(task_id=task_id, params=params)
-            await publish(gateway.producer, topics.GENERATION_REQUESTS, event)
+            topic, event = route(task_id, params, settings)
+            await publish(gateway.producer, topic, event)
             store.record_submitted(event, TaskKind.GENERATION, params.lora_id)
         finally:
             gateway.in_flight.discard(task_id)

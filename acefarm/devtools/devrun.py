@@ -33,15 +33,14 @@ class Child:
     process: subprocess.Popen[bytes]
 
 
-def _has_cached_weights(settings: Settings) -> bool:
-    """Whether the configured Hugging Face model is already in the local cache."""
+def _has_cached_weights(settings: Settings, repo: str | None = None, file: str = "model_index.json") -> bool:
+    """Whether the configured Hugging Face model (or `repo`) is already in the local cache."""
     try:
         from huggingface_hub import try_to_load_from_cache
 
         cache_dir = str(settings.hf_home / "hub") if settings.hf_home else None
-        found = try_to_load_from_cache(
-            settings.model_id, "model_index.json", cache_dir=cache_dir, revision=settings.model_revision
-        )
+        revision = settings.lm_model_revision if repo else settings.model_revision
+        found = try_to_load_from_cache(repo or settings.model_id, file, cache_dir=cache_dir, revision=revision)
         return isinstance(found, str)
     except Exception:  # pragma: no cover - any cache trouble means "not cached"
         return False
@@ -68,6 +67,28 @@ def resolve_model(settings: Settings, env: dict[str, str]) -> None:
     env["MODEL_PATH"] = str(tiny)
 
 
+def resolve_lm(settings: Settings, env: dict[str, str]) -> None:
+    """Choose the 5 Hz LM for the dev stack: LM_MODEL_PATH, else cached LM_MODEL_ID, else a tiny random LM
+    built under OUTPUT_DIR/models/tiny-lm (its plans are noise)."""
+    if settings.lm_model_path is not None or _has_cached_weights(settings, settings.lm_model_id, "config.json"):
+        return
+    built_with_dit = (settings.output_dir / "models" / "tiny" / "lm").resolve()  # `make-tiny` writes one there
+    tiny = (
+        built_with_dit
+        if (built_with_dit / "config.json").exists()
+        else (settings.output_dir / "models" / "tiny-lm").resolve()
+    )
+    log.warning(
+        "dev.no_lm_weights",
+        lm_model_id=settings.lm_model_id,
+        using=str(tiny),
+        hint="Real weights: `uv run acefarm models download --lm` (or set LM_MODEL_PATH).",
+    )
+    if not (tiny / "config.json").exists():
+        subprocess.run([sys.executable, "-m", "acefarm", "models", "make-tiny-lm", str(tiny)], check=True, env=env)
+    env["LM_MODEL_PATH"] = str(tiny)
+
+
 def _start(name: str, args: list[str], env: dict[str, str]) -> Child:
     """Start `acefarm <args>` as the service `name`."""
     log.info("dev.start", service=name)
@@ -91,7 +112,7 @@ def _stop_all(children: list[Child]) -> None:
             child.process.wait()
 
 
-def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
+def run_dev(*, host: str, port: int, with_trainer: bool, with_planner: bool = True) -> int:
     """Run the local stack until Ctrl-C or a service exits; returns the exit code."""
     settings = Settings()
     configure_logging("dev", settings.log_level, settings.log_format)
@@ -114,8 +135,14 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         resolve_model(settings, env)
+        if with_planner:
+            resolve_lm(settings, env)
+        else:
+            env["PLANNER_ENABLED"] = "false"
         children.append(_start("streams", ["streams"], env))
         children.append(_start("gpu-consumer", ["gpu-consumer"], env))
+        if with_planner:
+            children.append(_start("planner", ["planner"], env))
         if with_trainer:
             children.append(_start("trainer", ["trainer"], env))
         children.append(_start("gateway", ["gateway", "--host", host, "--port", str(port)], env))

@@ -163,7 +163,7 @@ class JobWorker(Protocol[R]):
     """The request event this worker consumes; any other record is dead-lettered."""
 
     async def run(self, request: R, ctx: JobContext) -> Outcome:
-        """Do the job; return its final event (usually `ctx.succeeded(...)`) or a `Forward`, or raise (see `classify`)."""
+        """Do the job; return its final event (usually `ctx.succeeded(...)`) or a `Forward`; or raise (`classify`)."""
         ...
 
     def classify(self, error: Exception) -> Verdict | None:

@@ -32,10 +32,10 @@ from gpu_consumer.engine.base import (
     UnsupportedTask,
 )
 from schemas.generation import GenerationParams, TaskType
+from schemas.status import Stage
 
 CODE_RE = re.compile(r"<\|audio_code_(\d+)\|>")
 """One audio code token, as the 5 Hz LM writes it."""
-from schemas.status import Stage
 
 MAX_RESIDENT_ADAPTERS = 4
 """LoRA adapters kept loaded at once; the least recently used one is dropped beyond this."""

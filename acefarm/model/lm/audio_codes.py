@@ -58,14 +58,20 @@ def _load_parts(settings: Settings) -> tuple[Any, Any]:
         raise NoAudioTokenizer(f"the DiT checkpoint at {source} has no audio_tokenizer: audio cannot become codes")
     device = resolve_device(settings.lm_device or settings.device)
     dtype = resolve_dtype(settings.dtype, device)
-    options: dict[str, Any] = {"local_files_only": True} if local else {
-        "revision": settings.model_revision,
-        "token": settings.hf_token.get_secret_value() if settings.hf_token else None,
-        "cache_dir": hub_cache_dir(settings),
-    }
+    options: dict[str, Any] = (
+        {"local_files_only": True}
+        if local
+        else {
+            "revision": settings.model_revision,
+            "token": settings.hf_token.get_secret_value() if settings.hf_token else None,
+            "cache_dir": hub_cache_dir(settings),
+        }
+    )
     vae = AutoencoderOobleck.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **options).to(device)
     try:
-        tokenizer = AceStepAudioTokenizer.from_pretrained(source, subfolder="audio_tokenizer", torch_dtype=dtype, **options)
+        tokenizer = AceStepAudioTokenizer.from_pretrained(
+            source, subfolder="audio_tokenizer", torch_dtype=dtype, **options
+        )
     except OSError as error:
         raise NoAudioTokenizer(f"the DiT checkpoint {source} has no usable audio_tokenizer: {error}") from error
     return vae.eval(), tokenizer.to(device).eval()

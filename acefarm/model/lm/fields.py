@@ -12,11 +12,58 @@ KEY_ACCIDENTALS = ("", "#", "b")
 KEY_MODES = ("major", "minor")
 KEYS: tuple[str, ...] = tuple(f"{n}{a} {m}" for n in KEY_NOTES for a in KEY_ACCIDENTALS for m in KEY_MODES)
 """Keys the LM may choose: a note, an optional ASCII accidental, major or minor (42)."""
-LANGUAGES: tuple[str, ...] = tuple(
-    (
-        "ar az bg bn ca cs da de el en es fa fi fr he hi hr ht hu id is it ja ko la lt ms ne nl no pa pl pt ro "
-        "ru sa sk sr sv sw ta te th tl tr uk ur vi yue zh unknown"
-    ).split()
+LANGUAGES: tuple[str, ...] = (
+    "ar",
+    "az",
+    "bg",
+    "bn",
+    "ca",
+    "cs",
+    "da",
+    "de",
+    "el",
+    "en",
+    "es",
+    "fa",
+    "fi",
+    "fr",
+    "he",
+    "hi",
+    "hr",
+    "ht",
+    "hu",
+    "id",
+    "is",
+    "it",
+    "ja",
+    "ko",
+    "la",
+    "lt",
+    "ms",
+    "ne",
+    "nl",
+    "no",
+    "pa",
+    "pl",
+    "pt",
+    "ro",
+    "ru",
+    "sa",
+    "sk",
+    "sr",
+    "sv",
+    "sw",
+    "ta",
+    "te",
+    "th",
+    "tl",
+    "tr",
+    "uk",
+    "ur",
+    "vi",
+    "yue",
+    "zh",
+    "unknown",
 )
 """Vocal languages the LM knows (ISO 639 codes), and 'unknown'."""
 

@@ -138,7 +138,12 @@ class _Run:
     """The state of one `TransformersBackend.run`."""
 
     def __init__(
-        self, backend: TransformersBackend, seqs: list[_Sequence], sampling: Sampling, gen: torch.Generator, hooks: Hooks
+        self,
+        backend: TransformersBackend,
+        seqs: list[_Sequence],
+        sampling: Sampling,
+        gen: torch.Generator,
+        hooks: Hooks,
     ) -> None:
         self.backend, self.table, self.seqs = backend, backend.table, seqs
         self.sampling, self.gen, self.hooks = sampling, gen, hooks

@@ -122,7 +122,14 @@ class FiveHzLm:
         return self.backend.run(call, sampling, hooks)[0]
 
     def sample(
-        self, query: str, instrumental: bool, given: Metas, sampling: Sampling, hooks: Hooks, *, constrained: bool = True
+        self,
+        query: str,
+        instrumental: bool,
+        given: Metas,
+        sampling: Sampling,
+        hooks: Hooks,
+        *,
+        constrained: bool = True,
     ) -> LmOutcome:
         """A caption, lyrics and metadata from a one-line description (keys in `given` are kept)."""
         user = f"{query}\n\ninstrumental: {'true' if instrumental else 'false'}"
@@ -147,7 +154,9 @@ class FiveHzLm:
         started = time.monotonic()
         decide = [key for key in THINK_KEYS if getattr(given, key) is None]
         segments = (*self._think_segments(given, decide, constrained), FreeText(self.lyrics_max_tokens))
-        call = LmCall(prompt=self._render(instruction, user), unconditional=self._render(instruction, ""), segments=segments)
+        call = LmCall(
+            prompt=self._render(instruction, user), unconditional=self._render(instruction, ""), segments=segments
+        )
         texts = self.backend.run(call, sampling, hooks)
         parsed = parse_output("".join(texts))
         metas = _keep(parsed.metas, decide).merged(given)

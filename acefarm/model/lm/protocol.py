@@ -38,7 +38,10 @@ Message = dict[str, str]
 
 def chat(instruction: Instruction, user: str, assistant: str | None = None) -> list[Message]:
     """The chat messages of one LM call: system instruction, user content, optional assistant prefix."""
-    messages = [{"role": "system", "content": f"# Instruction\n{instruction.value}\n\n"}, {"role": "user", "content": user}]
+    messages = [
+        {"role": "system", "content": f"# Instruction\n{instruction.value}\n\n"},
+        {"role": "user", "content": user},
+    ]
     if assistant is not None:
         messages.append({"role": "assistant", "content": assistant})
     return messages
