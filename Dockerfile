@@ -54,6 +54,7 @@ COPY gateway ./gateway
 COPY streams ./streams
 COPY gpu_consumer ./gpu_consumer
 COPY trainer ./trainer
+COPY planner ./planner
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev
 

@@ -159,6 +159,8 @@ class PlanningWorker(JobWorker[PlanningRequested]):
             callback_url=request.callback_url,
             plan=result,
         )
+        # Stored before it is published: a redelivery republishes this very request (`replay`).
+        await ctx.storage.put_bytes(forward_key(request.task_id), event.to_bytes(), "application/json")
         ctx.report_now(Report(Stage.PLANNING, 1.0, message="planned: forwarded to the DiT"))
         return Forward(topics.GENERATION_REQUESTS, event)
 
@@ -237,11 +239,6 @@ class PlanningWorker(JobWorker[PlanningRequested]):
         except ValidationError:
             return None
         return Forward(topics.GENERATION_REQUESTS, event) if isinstance(event, GenerationRequested) else None
-
-    async def on_final(self, final: Outcome, storage: Storage) -> None:
-        """Store a forward before it is published, so a redelivery republishes the same request."""
-        if isinstance(final, Forward):
-            await storage.put_bytes(forward_key(final.event.task_id), final.event.to_bytes(), "application/json")
 
 
 def load_planner(settings: Settings) -> LoadedLm:

@@ -51,7 +51,7 @@ class Forward:
     @property
     def type(self) -> str:
         """What the logs call this outcome."""
-        return f"forwarded:{self.event.type}"
+        return f"forwarded:{getattr(self.event, 'type', 'event')}"
 
 
 Outcome = FinalEvent | Forward
@@ -178,8 +178,8 @@ class JobWorker(Protocol[R]):
         """A stored outcome to republish instead of redoing the job (a redelivered finished job)."""
         return None
 
-    async def on_final(self, final: Outcome, storage: Storage) -> None:
-        """Called with the outcome just before it is published (e.g. to store it)."""
+    async def on_final(self, final: FinalEvent, storage: Storage) -> None:
+        """Called with the final event just before it is published (e.g. to store it)."""
         return None
 
 
@@ -244,7 +244,8 @@ class JobRunner(Generic[R]):
         return True
 
     async def _finish(self, final: Outcome) -> None:
-        await self._worker.on_final(final, self._clients.storage)
+        if not isinstance(final, Forward):
+            await self._worker.on_final(final, self._clients.storage)
         await self._publish(final)
 
     async def _publish(self, outcome: Outcome) -> None:

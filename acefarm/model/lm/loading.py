@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from acefarm.infra.settings import Settings
 from acefarm.model.lm.decode import LmBackend
@@ -52,7 +52,7 @@ def load_lm(settings: Settings) -> tuple[FiveHzLm, LmInfo]:
     options: dict[str, Any] = {"local_files_only": True} if local else _hub_options(settings)
     tokenizer = AutoTokenizer.from_pretrained(source, **options)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=True, **options)
-    model.to(device)
+    cast(Any, model).to(device)
     backend: LmBackend = TransformersBackend(model, tokenizer, device)
     info = LmInfo(
         source=source,
