@@ -91,6 +91,7 @@ def topic_plan(settings: Settings) -> list[NewTopic]:
     compact = {"cleanup.policy": "compact"}
     return [
         NewTopic(topics.GENERATION_REQUESTS, n, rf),
+        NewTopic(topics.PLANNING_REQUESTS, n, rf),
         NewTopic(topics.TRAINING_REQUESTS, n, rf),
         NewTopic(topics.TASK_EVENTS, n, rf),
         NewTopic(topics.TASK_CONTROL, n, rf),

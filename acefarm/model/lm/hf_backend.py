@@ -42,6 +42,10 @@ class TokenTable:
         self.text_mask = ~self.code_mask
         self.text_mask[[i for i in special if i < vocab_size]] = False
         self.text_mask[[i for i, s in enumerate(self.text) if not s]] = False
+        self.start_mask = self.text_mask.clone()
+        """Tokens that may open a value: text with something visible and no line break."""
+        self.start_mask[[i for i, s in enumerate(self.text) if not s.strip() or "\n" in s]] = False
+        self.end_mask = self._mask(sorted(self.end_ids))
         self._by_field: dict[str, dict[str, list[int]]] = {}
 
     def _mask(self, ids: list[int]) -> torch.Tensor:
@@ -210,7 +214,8 @@ class _Run:
     def free_line(self, max_tokens: int) -> str:
         text = ""
         for _ in range(max_tokens):
-            token = self.draw(self.table.text_mask | self._end_mask(), feed=False)
+            allowed = self.table.text_mask | self.table.end_mask if text.strip() else self.table.start_mask
+            token = self.draw(allowed, feed=False)
             piece = self.table.text[token]
             if token in self.table.end_ids:
                 break
@@ -227,7 +232,7 @@ class _Run:
     def free_text(self, max_tokens: int, stop: str | None) -> str:
         text = ""
         for _ in range(max_tokens):
-            token = self.draw(self.table.text_mask | self._end_mask(), feed=False)
+            token = self.draw(self.table.text_mask | self.table.end_mask, feed=False)
             if token in self.table.end_ids:
                 break
             self.feed([token])
@@ -235,11 +240,6 @@ class _Run:
             if stop is not None and stop in text:
                 break
         return text
-
-    def _end_mask(self) -> torch.Tensor:
-        mask = torch.zeros(self.table.size, dtype=torch.bool)
-        mask[list(self.table.end_ids)] = True
-        return mask
 
 
 def _sample(logits: torch.Tensor, sampling: Sampling, gen: torch.Generator) -> int:
