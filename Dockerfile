@@ -56,6 +56,7 @@ COPY gpu_consumer ./gpu_consumer
 COPY trainer ./trainer
 COPY scheduler ./scheduler
 COPY webhooks ./webhooks
+COPY planner ./planner
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev
 

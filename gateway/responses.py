@@ -24,9 +24,11 @@ def to_response(status: TaskStatus, signer: LinkSigner, viewer: str, base_url: s
     owner = status.owner or viewer
     urls = [signed_url(signer, file_path(f.key), owner, base_url) for f in status.files]
     fields = {name: getattr(status, name) for name in _SHARED}
+    codes_key = status.result.audio_codes_key if status.result else None
     return TaskStatusResponse(
         **fields,
         file_url=urls[0] if urls else None,
         file_urls=urls,
         events_url=signed_url(signer, events_path(status.task_id), owner, base_url),
+        audio_codes_url=signed_url(signer, file_path(codes_key), owner, base_url) if codes_key else None,
     )

@@ -21,8 +21,8 @@ from acefarm.infra.compacted import CompactedReader
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from schemas import topics
-from schemas.events import GenerationRequested, TaskStatusRecord, TrainingRequested, parse_event
-from schemas.status import TaskKind, TaskState, TaskStatus
+from schemas.events import GenerationRequested, PlanningRequested, TaskStatusRecord, TrainingRequested, parse_event
+from schemas.status import PLANNED_KINDS, TaskKind, TaskState, TaskStatus
 
 log = get_logger(__name__)
 
@@ -88,12 +88,15 @@ class StatusStore:
             return False
         return self.update(status)
 
-    def record_submitted(self, event: GenerationRequested | TrainingRequested) -> bool:
+    def record_submitted(self, event: GenerationRequested | PlanningRequested | TrainingRequested) -> bool:
         """`insert_pending` for a request event the gateway has just published (version 0), with its owner."""
         at = event.occurred_at
         lora_id: str | None
         if isinstance(event, TrainingRequested):
             kind, lora_id, request_hash = TaskKind.TRAINING, event.lora_id, None
+        elif isinstance(event, PlanningRequested):
+            kind, request_hash = PLANNED_KINDS[event.mode], event.request_hash
+            lora_id = event.params.lora_id if event.params else None
         else:
             kind, lora_id, request_hash = TaskKind.GENERATION, event.params.lora_id, event.request_hash
         pending = TaskStatus(

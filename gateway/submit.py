@@ -29,10 +29,10 @@ from gateway.auth import Principal
 from gateway.errors import FieldError, error_responses
 from gateway.inputs import check_audio, check_input_key, check_webhook, decode_base64, store_input, upload_prefix
 from gateway.loras import check_lora_id
+from gateway.routing import route
 from gateway.state import GatewayState
 from gateway.task_types import accepted_task_types, check_task_type
-from schemas import storage_keys, topics
-from schemas.events import GenerationRequested
+from schemas import storage_keys
 from schemas.generation import GenerateRequest
 from schemas.status import TaskAccepted, TaskKind, TaskState, TaskStatus
 
@@ -76,7 +76,7 @@ def task_id_for(owner: str, idempotency_key: str | None) -> str:
     return "idem-" + hashlib.sha256(f"{owner}\n{idempotency_key}".encode()).hexdigest()[:40]
 
 
-def request_hash(data: GenerateRequest) -> str:
+def request_hash(data: BaseModel) -> str:
     """SHA-256 of the request's canonical JSON (defaults filled in, keys sorted): equal for equal requests."""
     canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -176,15 +176,16 @@ class GenerationController(Controller):
             await check_lora_id(gateway.storage, data.lora_id, principal)
             keys = await _stored_inputs(gateway, principal, data, task_id)
             params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
-            event = GenerationRequested(
-                task_id=task_id,
-                params=params,
+            topic, event = route(
+                task_id,
+                params,
+                settings,
                 owner=principal.owner,
                 request_hash=body_hash,
                 webhook=data.webhook,
                 webhook_events=data.webhook_events,
             )
-            await publish(gateway.producer, topics.GENERATION_REQUESTS, event)
+            await publish(gateway.producer, topic, event)
             store.record_submitted(event)
             TASKS_SUBMITTED.labels(TaskKind.GENERATION.value).inc()
         finally:

@@ -59,7 +59,7 @@ class GenerationWorker(JobWorker[GenerationRequested]):
         files = await store_takes(ctx.storage, request.task_id, takes, params.audio_format)
         TAKES.inc(len(files))
         AUDIO_SECONDS.inc(sum(f.duration_s or 0.0 for f in files))
-        return ctx.succeeded(files=files)
+        return ctx.succeeded(files=files, result=request.plan)
 
     def classify(self, error: Exception) -> Verdict | None:
         """`JobCancelled` → cancelled; `EngineError` → failed with its reason (unknown ones: `engine_error`)."""

@@ -8,13 +8,14 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from schemas import topics
 from schemas.generation import GenerationParams
 from schemas.ids import LORA_ID_PATTERN, OWNER_PATTERN, TASK_ID_PATTERN
+from schemas.planning import FormatInput, LmResult, PlanMode, SampleInput, UnderstandInput
 from schemas.status import Stage, StoredFile, TaskStatus
 from schemas.tenancy import Priority
 from schemas.training import TrainingOptions
@@ -86,11 +87,10 @@ _OWNER_DOC = "Who submitted it (the gateway stamps the key's owner); names its f
 _PRIORITY_DOC = "Queue priority: `high`, `normal` or `batch` (weights of the fair scheduler, docs/scheduling.md)."
 
 
-class GenerationRequested(Envelope, WebhookRequest):
-    """A generation job. Topics: `acefarm.generation.requests` (intake), `acefarm.generation.ready` (admitted)."""
+class SubmittedRequest(WebhookRequest):
+    """What every submitted job request carries besides its input: who sent it, how urgent it is, the hash of
+    the body it came from (idempotent retries) and its webhook."""
 
-    type: Literal["generation.requested"] = "generation.requested"
-    params: GenerationParams
     owner: Annotated[str | None, Field(pattern=OWNER_PATTERN, description=_OWNER_DOC)] = None
     request_hash: Annotated[
         str | None,
@@ -101,6 +101,40 @@ class GenerationRequested(Envelope, WebhookRequest):
         ),
     ] = None
     priority: Priority = Field(default=Priority.NORMAL, description=_PRIORITY_DOC)
+
+
+class GenerationRequested(Envelope, SubmittedRequest):
+    """A generation job. Topics: `acefarm.generation.requests` (intake), `acefarm.generation.ready` (admitted)."""
+
+    type: Literal["generation.requested"] = "generation.requested"
+    params: GenerationParams
+    plan: Annotated[
+        LmResult | None, Field(description="Set by the planner: what the LM decided (reported with the result).")
+    ] = None
+
+
+class PlanningRequested(Envelope, SubmittedRequest):
+    """A 5 Hz LM job. Topic: `acefarm.planning.requests`; the input of its `mode` is set, the others not.
+
+    `generate` plans `params` and forwards a `GenerationRequested` (same task id) to the DiT;
+    `sample` with `generate` forwards one too; `format`, `understand` and plain `sample` end here.
+    """
+
+    type: Literal["planning.requested"] = "planning.requested"
+    mode: PlanMode
+    params: GenerationParams | None = None
+    sample: SampleInput | None = None
+    format: FormatInput | None = None
+    understand: UnderstandInput | None = None
+
+    @model_validator(mode="after")
+    def _input_of_mode(self) -> Self:
+        inputs = {PlanMode.GENERATE: "params", PlanMode.SAMPLE: "sample", PlanMode.FORMAT: "format"}
+        inputs[PlanMode.UNDERSTAND] = "understand"
+        for mode, name in inputs.items():
+            if (getattr(self, name) is not None) != (mode is self.mode):
+                raise ValueError(f"mode '{self.mode.value}' takes its input in '{inputs[self.mode]}' only")
+        return self
 
 
 class TrainingRequested(Envelope, WebhookRequest):
@@ -147,6 +181,7 @@ class TaskSucceeded(Envelope):
     files: list[StoredFile] = Field(default_factory=list)
     lora_id: Annotated[str, Field(max_length=64)] | None = None
     loss: float | None = None
+    result: LmResult | None = None
 
 
 class TaskFailed(Envelope):
@@ -247,12 +282,13 @@ class DeadLetter(Envelope):
         )
 
 
-RequestEvent = Annotated[GenerationRequested | TrainingRequested, Field(discriminator="type")]
+RequestEvent = Annotated[GenerationRequested | PlanningRequested | TrainingRequested, Field(discriminator="type")]
 LifecycleEvent = Annotated[
     TaskStarted | TaskProgress | TaskSucceeded | TaskFailed | TaskCancelled, Field(discriminator="type")
 ]
 AnyEvent = Annotated[
     GenerationRequested
+    | PlanningRequested
     | TrainingRequested
     | TaskStarted
     | TaskProgress
@@ -272,6 +308,7 @@ _LIFECYCLE: TypeAdapter[LifecycleEvent] = TypeAdapter(LifecycleEvent)
 
 EVENT_MODELS: tuple[type[Envelope], ...] = (
     GenerationRequested,
+    PlanningRequested,
     TrainingRequested,
     TaskStarted,
     TaskProgress,
@@ -288,6 +325,7 @@ EVENT_MODELS: tuple[type[Envelope], ...] = (
 
 EVENTS_BY_TOPIC: dict[str, tuple[type[Envelope], ...]] = {
     topics.GENERATION_REQUESTS: (GenerationRequested,),
+    topics.PLANNING_REQUESTS: (PlanningRequested,),
     topics.TRAINING_REQUESTS: (TrainingRequested,),
     topics.TASK_EVENTS: (TaskStarted, TaskProgress, TaskSucceeded, TaskFailed, TaskCancelled, WebhookDelivery),
     topics.TASK_CONTROL: (CancelRequested,),

@@ -6,9 +6,10 @@ import re
 from enum import StrEnum
 from typing import Annotated, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 
 from schemas.ids import LORA_ID_PATTERN
+from schemas.planning import LmOptions
 from schemas.webhooks import WebhookRequest
 
 MAX_DURATION_S = 600.0
@@ -53,8 +54,10 @@ TASKS_NEEDING_SOURCE = frozenset(
 )
 
 
-class GenerationParams(BaseModel):
+class GenerationParams(LmOptions):
     """Everything the model needs for one generation job, except inline audio bytes.
+
+    The LM fields (`LmOptions`: `thinking`, `use_cot_*`, `lm_*`, `audio_codes`) come first.
 
     Audio inputs travel as storage keys (`src_audio_key`, `reference_audio_key`) so events stay
     small; the gateway stores inline base64 audio before publishing.

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.planning import LmResult, PlanMode
 from schemas.webhooks import WebhookEvent, WebhookStatus, WebhookTarget
 
 
@@ -31,12 +32,25 @@ class TaskKind(StrEnum):
 
     GENERATION = "generation"
     TRAINING = "training"
+    SAMPLE = "sample"
+    FORMAT = "format"
+    UNDERSTAND = "understand"
+
+
+PLANNED_KINDS: dict[PlanMode, TaskKind] = {
+    PlanMode.GENERATE: TaskKind.GENERATION,
+    PlanMode.SAMPLE: TaskKind.SAMPLE,
+    PlanMode.FORMAT: TaskKind.FORMAT,
+    PlanMode.UNDERSTAND: TaskKind.UNDERSTAND,
+}
+"""The kind of task a planning request of each mode is."""
 
 
 class Stage(StrEnum):
     """Where a running job is."""
 
     QUEUED = "queued"
+    PLANNING = "planning"
     LOADING = "loading"
     ENCODING = "encoding"
     DIFFUSION = "diffusion"
@@ -78,6 +92,7 @@ class TaskStatus(BaseModel):
     error: str | None = None
     files: list[StoredFile] = Field(default_factory=list)
     lora_id: str | None = None
+    result: LmResult | None = None
     worker: str | None = None
     attempt: str | None = None
     owner: Annotated[str | None, Field(description="Who submitted it (the request event's owner).")] = None
@@ -120,6 +135,8 @@ class TaskStatusResponse(BaseModel):
         WebhookStatus | None, Field(description="The latest recorded webhook delivery, when the job has a webhook.")
     ] = None
     attempts: int = Field(default=0, description="How many times a worker started the task.")
+    result: LmResult | None = Field(default=None, description="What the 5 Hz LM decided or described (LM tasks).")
+    audio_codes_url: str | None = Field(default=None, description="URL of the audio codes the LM wrote.")
     created_at: datetime
     updated_at: datetime
     version: int

@@ -10,7 +10,7 @@ names. Layout:
     checkpoints/{task_id}/state.pt       a training job's latest checkpoint
     checkpoints/{task_id}/outcome.json   a training job's final event, republished on redelivery
     loras/{lora_id}/...                  trained adapters; manifest.json written last
-    attempts/{task_id}.json              a job's attempts (poison-job detection)
+    attempts/{stage}/{task_id}.json      a job's attempts per stage (poison-job detection)
 """
 
 from __future__ import annotations
@@ -80,6 +80,6 @@ def manifest_key(lora_id: str) -> str:
     return lora_file_key(lora_id, MANIFEST)
 
 
-def attempts_key(task_id: str) -> str:
-    """Key of a task's attempt record (each start of the job, how it ended)."""
-    return f"{ATTEMPTS}{task_id}.json"
+def attempts_key(task_id: str, stage: str) -> str:
+    """Key of a task's attempt record at one stage (planning, generation, training): each start, how it ended."""
+    return f"{ATTEMPTS}{stage}/{task_id}.json"

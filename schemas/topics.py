@@ -10,6 +10,10 @@ GENERATION_READY: Final = "acefarm.generation.ready"
 """Generation jobs the scheduler admitted, in fair order (the intake records' bytes unchanged), keyed by task id;
 consumed by the `gpu-workers` group."""
 
+PLANNING_REQUESTS: Final = "acefarm.planning.requests"
+"""5 Hz LM jobs (`PlanningRequested`), keyed by task id; consumed by the `lm-planners` group, which
+forwards planned generations to `GENERATION_REQUESTS`."""
+
 TRAINING_REQUESTS: Final = "acefarm.training.requests"
 """LoRA training jobs (`TrainingRequested`), keyed by task id; consumed by the `lora-trainers` group."""
 
@@ -40,6 +44,7 @@ WORKERS: Final = "acefarm.workers"
 ALL: Final = (
     GENERATION_REQUESTS,
     GENERATION_READY,
+    PLANNING_REQUESTS,
     TRAINING_REQUESTS,
     TASK_EVENTS,
     TASK_CONTROL,
@@ -58,3 +63,4 @@ WEBHOOKS_GROUP: Final = "webhooks"
 """Follows `TASK_STATUS` and makes each delivery's first attempt."""
 WEBHOOK_RETRIES_GROUP: Final = "webhooks-retries"
 """Reads `WEBHOOK_RETRIES` and makes the later attempts when they are due."""
+PLANNERS_GROUP: Final = "lm-planners"

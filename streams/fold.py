@@ -40,6 +40,7 @@ from schemas.events import (
     EVENTS_BY_TOPIC,
     CancelRequested,
     GenerationRequested,
+    PlanningRequested,
     TaskCancelled,
     TaskFailed,
     TaskProgress,
@@ -49,11 +50,12 @@ from schemas.events import (
     WebhookDelivery,
     parse_event,
 )
-from schemas.status import TaskKind, TaskState, TaskStatus
+from schemas.status import PLANNED_KINDS, TaskKind, TaskState, TaskStatus
 from schemas.webhooks import WebhookStatus
 
 FoldEvent = (
     GenerationRequested
+    | PlanningRequested
     | TrainingRequested
     | TaskStarted
     | TaskProgress
@@ -66,6 +68,7 @@ FoldEvent = (
 
 SOURCE_TOPICS: tuple[str, ...] = (
     topics.GENERATION_REQUESTS,
+    topics.PLANNING_REQUESTS,
     topics.TRAINING_REQUESTS,
     topics.TASK_EVENTS,
     topics.TASK_CONTROL,
@@ -120,7 +123,7 @@ def _changes(status: TaskStatus, event: FoldEvent) -> dict[str, Any]:
     """The fields `event` sets on `status` (empty when it is ignored)."""
     final = status.status.is_final
     match event:
-        case GenerationRequested() | TrainingRequested():
+        case GenerationRequested() | PlanningRequested() | TrainingRequested():
             return _request(status, event)
         case CancelRequested():
             if status.status is not TaskState.PENDING:
@@ -158,6 +161,7 @@ def _changes(status: TaskStatus, event: FoldEvent) -> dict[str, Any]:
                 "files": event.files,
                 "lora_id": event.lora_id or status.lora_id,
                 "loss": event.loss if event.loss is not None else status.loss,
+                "result": event.result or status.result,
             }
         case TaskFailed():
             if final:
@@ -196,14 +200,19 @@ _RESET: dict[str, Any] = {
 }
 
 
-def _request(status: TaskStatus, event: GenerationRequested | TrainingRequested) -> dict[str, Any]:
-    """A request fills in what only it knows, if it is the task's first event; else it is a duplicate."""
+def _request(status: TaskStatus, event: GenerationRequested | PlanningRequested | TrainingRequested) -> dict[str, Any]:
+    """A request fills in what only it knows, if it is the task's first event; else it is a duplicate.
+
+    A planned generation's forwarded `GenerationRequested` is younger than its `PlanningRequested`: a duplicate.
+    """
     if status.version > 0 and event.occurred_at >= status.created_at:
         return {}
     update: dict[str, Any] = {"created_at": min(status.created_at, event.occurred_at), "owner": event.owner}
     update["webhook"] = event.webhook_target()
     if isinstance(event, TrainingRequested):
         update |= {"kind": TaskKind.TRAINING, "lora_id": status.lora_id or event.lora_id}
+    elif isinstance(event, PlanningRequested):
+        update |= {"kind": PLANNED_KINDS[event.mode], "request_hash": event.request_hash}
     else:
         update |= {"kind": TaskKind.GENERATION, "request_hash": event.request_hash}
     return update

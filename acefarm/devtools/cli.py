@@ -117,12 +117,30 @@ def trainer(
 
 
 @app.command()
-def scheduler() -> None:
+def scheduler(ctx: typer.Context) -> None:
     """Run the fair-queue scheduler: intake topic to ready topic, round-robin across owners (docs/scheduling.md)."""
-    from acefarm.infra.settings import Settings
     from scheduler.service import run_scheduler
 
-    run_scheduler(Settings())
+    run_scheduler(_settings(ctx))
+
+
+@app.command()
+def planner(
+    ctx: typer.Context,
+    device: Annotated[
+        str | None, typer.Option(help="Device for the LM, e.g. cuda:0 or cpu (overrides LM_DEVICE).")
+    ] = None,
+    grace: Annotated[
+        float | None, typer.Option(help="Seconds a running LM job may finish after SIGTERM before it is redone [20].")
+    ] = None,
+    static_membership: Annotated[bool, typer.Option(help=_STATIC_HELP)] = False,
+) -> None:
+    """Run one planner (one per LM GPU): ACE-Step's 5 Hz LM jobs, one at a time (docs/planner.md)."""
+    from planner.worker import PLANNER
+
+    if device:
+        ctx.find_root().obj = _settings(ctx).model_copy(update={"lm_device": device})
+    _run_worker(ctx, PLANNER, None, grace, static_membership)
 
 
 @app.command()
@@ -130,12 +148,15 @@ def dev(
     port: Annotated[int, typer.Option(help="Gateway port.")] = 8000,
     host: Annotated[str, typer.Option(help="Gateway bind address.")] = "127.0.0.1",
     trainer: Annotated[bool, typer.Option(help="Also run a LoRA trainer.")] = True,
+    planner: Annotated[
+        bool, typer.Option(help="Also run the 5 Hz LM planner (tiny random LM without weights).")
+    ] = True,
 ) -> None:
     """Run everything locally: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set), gateway, streams,
-    the scheduler, one GPU consumer and a trainer, all logging to this terminal. Ctrl-C stops them all."""
+    the scheduler, one GPU consumer, a planner and a trainer, all logging to this terminal. Ctrl-C stops them all."""
     from acefarm.devtools.devrun import run_dev
 
-    raise typer.Exit(run_dev(host=host, port=port, with_trainer=trainer))
+    raise typer.Exit(run_dev(host=host, port=port, with_trainer=trainer, with_planner=planner))
 
 
 def main() -> None:

@@ -119,15 +119,14 @@ class Supervisor:
                 child.process.wait()
 
 
-def _has_cached_weights(settings: Settings) -> bool:
-    """Whether the configured Hugging Face model is already in the local cache."""
+def _has_cached_weights(settings: Settings, repo: str | None = None, file: str = "model_index.json") -> bool:
+    """Whether the configured Hugging Face model (or `repo`) is already in the local cache."""
     try:
         from huggingface_hub import try_to_load_from_cache
 
         cache_dir = str(settings.hf_home / "hub") if settings.hf_home else None
-        found = try_to_load_from_cache(
-            settings.model_id, "model_index.json", cache_dir=cache_dir, revision=settings.model_revision
-        )
+        revision = settings.lm_model_revision if repo else settings.model_revision
+        found = try_to_load_from_cache(repo or settings.model_id, file, cache_dir=cache_dir, revision=revision)
         return isinstance(found, str)
     except Exception:  # pragma: no cover - any cache trouble means "not cached"
         return False
@@ -164,8 +163,30 @@ def consumer_joined(url: str) -> bool:
     return any(w.get("kind") == "gpu-consumer" and w.get("joined") for w in body.get("workers", []))
 
 
-def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
-    """Run the local stack (broker, streams, scheduler, webhooks, GPU consumer, trainer, gateway) until Ctrl-C,
+def resolve_lm(settings: Settings, env: dict[str, str]) -> None:
+    """Choose the 5 Hz LM for the dev stack: LM_MODEL_PATH, else cached LM_MODEL_ID, else a tiny random LM
+    built under OUTPUT_DIR/models/tiny-lm (its plans are noise)."""
+    if settings.lm_model_path is not None or _has_cached_weights(settings, settings.lm_model_id, "config.json"):
+        return
+    built_with_dit = (settings.output_dir / "models" / "tiny" / "lm").resolve()  # `make-tiny` writes one there
+    tiny = (
+        built_with_dit
+        if (built_with_dit / "config.json").exists()
+        else (settings.output_dir / "models" / "tiny-lm").resolve()
+    )
+    log.warning(
+        "dev.no_lm_weights",
+        lm_model_id=settings.lm_model_id,
+        using=str(tiny),
+        hint="Real weights: `uv run acefarm models download --lm` (or set LM_MODEL_PATH).",
+    )
+    if not (tiny / "config.json").exists():
+        subprocess.run([sys.executable, "-m", "acefarm", "models", "make-tiny-lm", str(tiny)], check=True, env=env)
+    env["LM_MODEL_PATH"] = str(tiny)
+
+
+def run_dev(*, host: str, port: int, with_trainer: bool, with_planner: bool = True) -> int:
+    """Run the local stack (broker, streams, scheduler, webhooks, GPU consumer, planner, trainer, gateway) until Ctrl-C,
     restarting any service that exits (`Supervisor`); returns 0.
 
     "ready" is logged once the gateway lists a GPU consumer that has joined its group, so the first
@@ -204,10 +225,16 @@ def run_dev(*, host: str, port: int, with_trainer: bool) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         resolve_model(settings, env)
+        if with_planner:
+            resolve_lm(settings, env)
+        else:
+            env["PLANNER_ENABLED"] = "false"
         supervisor.start("streams", ["streams"])
         supervisor.start("scheduler", ["scheduler"])
         supervisor.start("webhooks", ["webhooks"])
         supervisor.start("gpu-consumer", ["gpu-consumer"])
+        if with_planner:
+            supervisor.start("planner", ["planner"])
         if with_trainer:
             supervisor.start("trainer", ["trainer"])
         supervisor.start("gateway", ["gateway", "--host", host, "--port", str(port)])

@@ -20,20 +20,26 @@ def download(
     local_dir: Annotated[
         Path | None, typer.Option(help="Copy into this directory (usable as MODEL_PATH) instead of the HF cache.")
     ] = None,
+    lm: Annotated[
+        bool, typer.Option(help="Fetch the 5 Hz LM (LM_MODEL_ID at LM_MODEL_REVISION, safetensors) instead.")
+    ] = False,
 ) -> None:
-    """Pre-fetch the diffusers-format weights with a progress bar (honours HF_TOKEN and HF_HOME)."""
+    """Pre-fetch the diffusers-format weights (or, with --lm, the 5 Hz LM) with a progress bar (honours HF_TOKEN
+    and HF_HOME)."""
     from huggingface_hub import snapshot_download
 
     from acefarm.model.pipeline import hub_cache_dir
 
     settings = Settings()
-    repo = model_id or settings.model_id
+    repo = model_id or (settings.lm_model_id if lm else settings.model_id)
+    pinned = revision or (settings.lm_model_revision if lm else settings.model_revision)
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
-    typer.echo(f"Downloading {repo} ({revision or settings.model_revision or 'main'}) ...")
+    typer.echo(f"Downloading {repo} ({pinned or 'main'}) ...")
     try:
         path = snapshot_download(
             repo,
-            revision=revision or settings.model_revision,
+            revision=pinned,
+            allow_patterns=["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model"] if lm else None,
             token=token,
             cache_dir=None if local_dir else hub_cache_dir(settings),
             local_dir=str(local_dir) if local_dir else None,
@@ -48,7 +54,7 @@ def download(
         raise typer.Exit(1) from None
     typer.echo(f"Done: {path}")
     if local_dir:
-        typer.echo(f"Use it with MODEL_PATH={path}")
+        typer.echo(f"Use it with {'LM_MODEL_PATH' if lm else 'MODEL_PATH'}={path}")
 
 
 @models_app.command()
@@ -85,15 +91,33 @@ def info(
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
+@models_app.command("make-tiny-lm")
+def make_tiny_lm_command(
+    directory: Annotated[Path, typer.Argument(help="Where to write the LM (created).")],
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+) -> None:
+    """Build only the tiny random 5 Hz LM (a toy Qwen3 with the audio code tokens). Its plans are noise."""
+    from acefarm.model.lm.tiny import make_tiny_lm
+
+    path = make_tiny_lm(directory, seed=seed)
+    typer.echo(f"Tiny random 5 Hz LM written to {path}. Use it with LM_MODEL_PATH={path}")
+
+
 @models_app.command("make-tiny")
 def make_tiny_command(
     directory: Annotated[Path, typer.Argument(help="Where to write the checkpoint (created).")],
     latent_dim: Annotated[int, typer.Option(help="Latent channels (the real model has 64).")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
     turbo: Annotated[bool, typer.Option(help="Mark it turbo (no extract/lego/complete).")] = False,
+    lm: Annotated[bool, typer.Option(help="Also build a tiny random 5 Hz LM in DIRECTORY/lm.")] = True,
 ) -> None:
-    """Build a tiny random ACE-Step 1.5 checkpoint (seconds, about 1 MB). Its audio is noise."""
+    """Build a tiny random ACE-Step 1.5 checkpoint (seconds, about 1 MB) and 5 Hz LM. Their output is noise."""
     from acefarm.model.tiny import make_tiny
 
     path = make_tiny(directory, latent_dim=latent_dim, seed=seed, turbo=turbo)
     typer.echo(f"Tiny random checkpoint written to {path} (its audio is noise). Use it with MODEL_PATH={path}")
+    if lm:
+        from acefarm.model.lm.tiny import make_tiny_lm
+
+        lm_path = make_tiny_lm(path / "lm", seed=seed)
+        typer.echo(f"Tiny random 5 Hz LM written to {lm_path}. Use it with LM_MODEL_PATH={lm_path}")

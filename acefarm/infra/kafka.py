@@ -94,6 +94,7 @@ def topic_plan(settings: Settings) -> list[NewTopic]:
     return [
         NewTopic(topics.GENERATION_REQUESTS, n, rf),
         NewTopic(topics.GENERATION_READY, n, rf),
+        NewTopic(topics.PLANNING_REQUESTS, n, rf),
         NewTopic(topics.TRAINING_REQUESTS, n, rf),
         NewTopic(topics.TASK_EVENTS, n, rf),
         NewTopic(topics.TASK_CONTROL, n, rf),

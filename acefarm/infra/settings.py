@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     training_deadline_per_step_s: float = Field(default=10.0, ge=0)
     job_queue_ttl_s: float = Field(default=24 * 3600.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    # 5 Hz LM planning stage (planner)
+    planner_enabled: bool = True
+    lm_model_path: Path | None = None
+    lm_model_id: str = "ACE-Step/acestep-5Hz-lm-1.7B"
+    lm_model_revision: str | None = None
+    lm_backend: Literal["transformers"] = "transformers"
+    lm_device: str | None = None
+    lm_lyrics_max_tokens: int = Field(default=1024, ge=16, le=8192)
 
     # LoRA datasets (checked by the gateway before queuing, and again by the trainer)
     lora_max_zip_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)

@@ -20,7 +20,7 @@ from schemas.storage_keys import attempts_key
 
 log = get_logger(__name__)
 
-Ending = Literal["interrupted", "timeout", "task.succeeded", "task.failed", "task.cancelled"]
+Ending = Literal["interrupted", "timeout", "forwarded", "task.succeeded", "task.failed", "task.cancelled"]
 """How an attempt ended: stopped by shutdown (not the job's fault), passed its deadline, or a final event."""
 FAILED_ENDINGS: frozenset[Ending | None] = frozenset({None, "timeout"})
 """Endings that count towards `MAX_ATTEMPTS`: none recorded (the worker died or hung) and timeouts."""
@@ -56,10 +56,10 @@ class AttemptRecord(BaseModel):
         )
 
 
-async def read_attempts(storage: Storage, task_id: str) -> AttemptRecord:
-    """The task's record; empty when there is none, or when it is unreadable (logged)."""
+async def read_attempts(storage: Storage, task_id: str, stage: str) -> AttemptRecord:
+    """The task's record at `stage` (the kind of job: generation, planning, training); empty when there is none, or when it is unreadable (logged)."""
     try:
-        raw = await storage.get_bytes(attempts_key(task_id))
+        raw = await storage.get_bytes(attempts_key(task_id, stage))
     except FileNotFoundError:
         return AttemptRecord()
     try:
@@ -69,12 +69,12 @@ async def read_attempts(storage: Storage, task_id: str) -> AttemptRecord:
         return AttemptRecord()
 
 
-async def write_attempts(storage: Storage, task_id: str, record: AttemptRecord) -> None:
-    """Store the task's record (replacing the previous one)."""
-    await storage.put_bytes(attempts_key(task_id), record.model_dump_json().encode(), "application/json")
+async def write_attempts(storage: Storage, task_id: str, stage: str, record: AttemptRecord) -> None:
+    """Store the task's record at `stage` (replacing the previous one)."""
+    await storage.put_bytes(attempts_key(task_id, stage), record.model_dump_json().encode(), "application/json")
 
 
-async def mark_ended(storage: Storage, task_id: str, attempt: str, ending: Ending) -> None:
+async def mark_ended(storage: Storage, task_id: str, stage: str, attempt: str, ending: Ending) -> None:
     """Record how `attempt` ended (read, update, write)."""
-    record = await read_attempts(storage, task_id)
-    await write_attempts(storage, task_id, record.ended_as(attempt, ending))
+    record = await read_attempts(storage, task_id, stage)
+    await write_attempts(storage, task_id, stage, record.ended_as(attempt, ending))

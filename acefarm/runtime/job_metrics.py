@@ -23,9 +23,11 @@ def job_kind(request: Envelope) -> str:
     return str(getattr(request, "type", type(request).__name__)).removesuffix(".requested")
 
 
-def observe_outcome(request: Envelope, final: Envelope | None, seconds: float) -> None:
-    """Count a finished job by kind, outcome (`succeeded`, `failed`, `cancelled`, `interrupted`) and reason."""
+def observe_outcome(request: Envelope, final: object | None, seconds: float) -> None:
+    """Count a finished job by kind, outcome (`succeeded`, `failed`, `cancelled`, `forwarded`, `interrupted`)
+    and reason; `final` is the final event or the runtime's `Forward`."""
     outcome = "interrupted" if final is None else str(getattr(final, "type", "")).removeprefix("task.")
+    outcome = outcome.split(":", 1)[0]
     reason = final.reason if isinstance(final, TaskFailed) else ""
     kind = job_kind(request)
     JOBS.labels(kind, outcome, reason).inc()

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from annotated_types import MaxLen
 from structlog.contextvars import bound_contextvars
 
+from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
@@ -51,6 +52,25 @@ R = TypeVar("R", bound=Envelope)
 T = TypeVar("T")
 
 FinalEvent = TaskSucceeded | TaskFailed | TaskCancelled
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A job whose stage ends by handing the task to the next stage (the planner → the DiT): `event`
+    is published on `topic` (awaited, acks=all) instead of a final event, then the offset is committed.
+    The next stage publishes the task's final event."""
+
+    topic: str
+    event: Envelope
+
+    @property
+    def type(self) -> str:
+        """What the logs call this outcome."""
+        return f"forwarded:{getattr(self.event, 'type', 'event')}"
+
+
+Outcome = FinalEvent | Forward
+"""How a job ends for its worker: a final event, or a forward to the next stage."""
 
 ERROR_MAX_CHARS: int = next(m.max_length for m in TaskFailed.model_fields["error"].metadata if isinstance(m, MaxLen))
 """Longest `TaskFailed.error` the contract accepts; longer texts are cut."""
@@ -171,8 +191,8 @@ class JobWorker(Protocol[R]):
     request_type: type[R]
     """The request event this worker consumes; any other record is dead-lettered."""
 
-    async def run(self, request: R, ctx: JobContext) -> FinalEvent:
-        """Do the job; return its final event (usually `ctx.succeeded(...)`) or raise (see `classify`)."""
+    async def run(self, request: R, ctx: JobContext) -> Outcome:
+        """Do the job; return its final event (usually `ctx.succeeded(...)`) or a `Forward`; or raise (`classify`)."""
         ...
 
     def classify(self, error: Exception) -> Verdict | None:
@@ -187,8 +207,8 @@ class JobWorker(Protocol[R]):
         """Seconds the job may take from pickup to its final event (`job_deadline_s` with the job's size)."""
         return job_deadline_s(settings)
 
-    async def replay(self, request: R, storage: Storage) -> FinalEvent | None:
-        """A stored final event to republish instead of redoing the job (a redelivered finished job)."""
+    async def replay(self, request: R, storage: Storage) -> Outcome | None:
+        """A stored outcome to republish instead of redoing the job (a redelivered finished job)."""
         return None
 
     async def on_final(self, final: FinalEvent, storage: Storage) -> None:
@@ -211,6 +231,8 @@ class JobRunner(Generic[R]):
         self._clients = clients
         self._events = JobEvents(clients.producer)
         self._stop = threading.Event()
+        self._stage = str(worker.request_type.model_fields["type"].default).split(".", 1)[0]
+        """The kind of job (generation, planning, training): each stage of a task counts its own attempts."""
         self.wedged = False
         """A job passed its deadline: exit the process after committing (see `run_worker`)."""
 
@@ -243,7 +265,7 @@ class JobRunner(Generic[R]):
         previous = await self._worker.replay(request, self._clients.storage)
         if previous is not None:
             log.info("job.outcome_republished", outcome=previous.type)
-            await self._events.publish(previous)
+            await self._publish(previous)
             return True
         cancels = self._clients.cancels
         await cancels.catch_up()
@@ -285,7 +307,7 @@ class JobRunner(Generic[R]):
         await self._finish(final)
         job.final_sent = True
         log.info("job.finished", outcome=final.type, seconds=seconds, error=getattr(final, "error", None))
-        await self._note_ending(task_id, attempt, final.type)
+        await self._note_ending(task_id, attempt, "forwarded" if isinstance(final, Forward) else final.type)
         return True
 
     def _refusal(self, request: R, history: AttemptRecord | None) -> TaskFailed | None:
@@ -309,7 +331,7 @@ class JobRunner(Generic[R]):
     async def _read_history(self, task_id: str) -> AttemptRecord | None:
         """The task's attempt record; None when storage cannot say (then nothing is refused)."""
         try:
-            return await read_attempts(self._clients.storage, task_id)
+            return await read_attempts(self._clients.storage, task_id, self._stage)
         except Exception as error:
             log.warning("attempts.read_failed", error=error_text(error))
             return None
@@ -320,7 +342,7 @@ class JobRunner(Generic[R]):
             return 1
         record = history.started(attempt, self._clients.worker)
         try:
-            await write_attempts(self._clients.storage, task_id, record)
+            await write_attempts(self._clients.storage, task_id, self._stage, record)
         except Exception as error:
             log.warning("attempts.write_failed", error=error_text(error))
         return min(len(record.attempts), MAX_ATTEMPT_NUMBER)
@@ -328,7 +350,7 @@ class JobRunner(Generic[R]):
     async def _note_ending(self, task_id: str, attempt: str, ending: Ending) -> None:
         """Best effort, bounded: record how the attempt ended."""
         try:
-            await within_deadline(mark_ended(self._clients.storage, task_id, attempt, ending), NOTE_S, name="note")
+            await within_deadline(mark_ended(self._clients.storage, task_id, self._stage, attempt, ending), NOTE_S, name="note")
         except Exception as error:
             log.warning("attempts.write_failed", error=error_text(error))
 
@@ -354,11 +376,18 @@ class JobRunner(Generic[R]):
         if job.attempt is not None:
             await self._note_ending(request.task_id, job.attempt, "timeout")
 
-    async def _finish(self, final: FinalEvent) -> None:
-        await self._worker.on_final(final, self._clients.storage)
-        await self._events.publish(final)
+    async def _finish(self, final: Outcome) -> None:
+        if not isinstance(final, Forward):
+            await self._worker.on_final(final, self._clients.storage)
+        await self._publish(final)
 
-    async def _run(self, request: R, attempt: str, job: _Job) -> FinalEvent | None:
+    async def _publish(self, outcome: Outcome) -> None:
+        if isinstance(outcome, Forward):
+            await publish(self._clients.producer, outcome.topic, outcome.event)
+        else:
+            await self._events.publish(outcome)
+
+    async def _run(self, request: R, attempt: str, job: _Job) -> Outcome | None:
         """The work, its exceptions mapped to the final event; None when interrupted by shutdown."""
         progress = job.progress = ProgressPublisher(
             task_id=request.task_id,
@@ -370,7 +399,7 @@ class JobRunner(Generic[R]):
         ctx = job.ctx = JobContext(
             task_id=request.task_id, attempt=attempt, clients=self._clients, progress=progress, stop=self._stop
         )
-        final: FinalEvent | None
+        final: Outcome | None
         try:
             final = await self._worker.run(request, ctx)
         except asyncio.CancelledError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import re
 import secrets
 import threading
 from collections import OrderedDict
@@ -32,6 +33,9 @@ from gpu_consumer.engine.base import (
 )
 from schemas.generation import GenerationParams, TaskType
 from schemas.status import Stage
+
+CODE_RE = re.compile(r"<\|audio_code_(\d+)\|>")
+"""One audio code token, as the 5 Hz LM writes it."""
 
 MAX_RESIDENT_ADAPTERS = 4
 """LoRA adapters kept loaded at once; the least recently used one is dropped beyond this."""
@@ -130,6 +134,9 @@ class AceStepEngine:
         task = params.task_type
         batch = params.batch_size
         frames = math.ceil(params.duration * self.pipe.latents_per_second)  # the pipeline's own formula
+        codes_frames = self._codes_frames(params)
+        if codes_frames is not None:  # codes set the length: one code per pool window; takes are fit afterwards
+            frames = codes_frames
         hop = round(self.sample_rate / self.pipe.latents_per_second)
         generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(batch)]
         dim = self.pipe.transformer.config.audio_acoustic_hidden_dim
@@ -154,6 +161,9 @@ class AceStepEngine:
             "audio_cover_strength": params.cover_strength,
             "output_type": "np",
         }
+        if params.audio_codes is not None:
+            kwargs["audio_codes"] = params.audio_codes
+            kwargs["audio_duration"] = frames / self.pipe.latents_per_second
         if src is not None:  # whole latent frames, so the source latents match the noise length
             kwargs["src_audio"] = torch.from_numpy(fit_length(_stereo(src, "source"), frames * hop))
         if reference is not None:
@@ -162,6 +172,16 @@ class AceStepEngine:
             start, end = self._window(params, src)
             kwargs["repainting_start"], kwargs["repainting_end"] = start, end
         return kwargs
+
+    def _codes_frames(self, params: GenerationParams) -> int | None:
+        """Latent frames that `audio_codes` decode to (None without codes); needs the audio detokenizer."""
+        if params.audio_codes is None:
+            return None
+        detokenizer = getattr(self.pipe, "audio_token_detokenizer", None)
+        if detokenizer is None or getattr(self.pipe, "audio_tokenizer", None) is None:
+            raise UnsupportedTask("audio_codes need the checkpoint's audio tokenizer/detokenizer, which it lacks")
+        pool = int(getattr(detokenizer.config, "pool_window_size", 5))
+        return len(CODE_RE.findall(params.audio_codes)) * pool
 
     def _window(self, params: GenerationParams, src: np.ndarray | None) -> tuple[float | None, float | None]:
         """Repaint window in seconds; extend defaults to [end of source, duration]."""

@@ -256,3 +256,17 @@ def test_info_says_what_is_loaded_where(engine: AceStepEngine, tiny_model_dir: P
     assert info["device"] in ("cpu", "cuda") and info["dtype"] in ("float32", "bfloat16")
     assert info["components"]["transformer"] == "AceStepTransformer1DModel"
     assert set(info["tasks"]["supported_tasks"]) == {t.value for t in TaskType}
+
+
+@pytest.mark.parametrize("duration", [2.0, 2.3])
+def test_audio_codes_condition_the_dit_and_takes_keep_the_requested_length(
+    engine: AceStepEngine, make_job: Callable[..., Job], duration: float
+) -> None:
+    count = round(duration * 5)  # what the planner writes: five codes per second
+    codes = "".join(f"<|audio_code_{(n * 4_999) % 64_000}|>" for n in range(count))
+    job = make_job(prompt="planned", duration=duration, seed=1, audio_codes=codes)
+    assert engine.pipeline_kwargs(job.params, None, None)["latents"].shape[1] == count * 5
+    (take,) = engine.generate(job)
+    assert take.audio.shape == (2, round(duration * 48_000))
+    plain = engine.generate(make_job(prompt="planned", duration=duration, seed=1))
+    assert not np.allclose(plain[0].audio, take.audio)

@@ -61,7 +61,7 @@ async def test_a_job_stuck_in_its_thread_fails_timeout_and_wedges_the_runner(tmp
     release.set()
     await asyncio.sleep(0.1)
     assert seen == {"cancelled_when_released": True}
-    (entry,) = (await read_attempts(storage, task_id)).attempts
+    (entry,) = (await read_attempts(storage, task_id, "generation")).attempts
     assert (entry.attempt, entry.ended) == (started_event.attempt, "timeout")
 
 
@@ -86,7 +86,7 @@ async def test_a_job_within_its_deadline_is_untouched(tmp_path: Path) -> None:
     assert await runner.handle(record(request(task_id).to_bytes())) is True
     started, final = producer.events()
     assert final.type == "task.succeeded" and not runner.wedged and started.attempt_number == 1
-    (entry,) = (await read_attempts(storage, task_id)).attempts
+    (entry,) = (await read_attempts(storage, task_id, "generation")).attempts
     assert (entry.worker, entry.ended) == ("test-worker", "task.succeeded")
 
 
@@ -95,18 +95,18 @@ async def test_after_max_attempts_crashed_attempts_the_job_fails_poison_without_
     runner, producer, storage = make_runner(tmp_path, worker, max_attempts=3)
     task_id = new_task_id()
     crashed = AttemptRecord().started("a1", "w").started("a2", "w")  # no ending: the worker died mid-job
-    await write_attempts(storage, task_id, crashed.started("i1", "w").ended_as("i1", "interrupted"))
+    await write_attempts(storage, task_id, "generation", crashed.started("i1", "w").ended_as("i1", "interrupted"))
     assert await runner.handle(record(request(task_id).to_bytes())) is True
     started, final = producer.events()
     assert final.type == "task.succeeded" and started.attempt_number == 4, "an interrupted attempt does not count"
 
     poisoned = new_task_id()
-    await write_attempts(storage, poisoned, crashed.started("a3", "w").ended_as("a3", "timeout"))
+    await write_attempts(storage, poisoned, "generation", crashed.started("a3", "w").ended_as("a3", "timeout"))
     assert await runner.handle(record(request(poisoned).to_bytes())) is True
     (refused,) = producer.events()[2:]
     assert (refused.type, refused.reason, refused.attempt) == ("task.failed", "poison", None)
     assert "3 attempts" in refused.error and worker.runs == 1
-    assert len((await read_attempts(storage, poisoned)).attempts) == 3, "a refused job records no attempt"
+    assert len((await read_attempts(storage, poisoned, "generation")).attempts) == 3, "a refused job records no attempt"
 
 
 async def ctx_succeeded(ctx: JobContext) -> FinalEvent:
@@ -137,5 +137,5 @@ async def test_an_interrupted_attempt_is_recorded_as_such(tmp_path: Path) -> Non
     runner, _, storage = make_runner(tmp_path, ScriptedWorker(script))
     task_id = new_task_id()
     assert await runner.handle(record(request(task_id).to_bytes())) is False
-    record_ = await read_attempts(storage, task_id)
+    record_ = await read_attempts(storage, task_id, "generation")
     assert [e.ended for e in record_.attempts] == ["interrupted"] and record_.failures == 0
