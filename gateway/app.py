@@ -12,6 +12,7 @@ from litestar.exceptions import ClientException
 from litestar.openapi import OpenAPIConfig
 
 from acefarm.infra.settings import Settings
+from gateway.admission import BacklogProbe
 from gateway.auth import principal_dependency, principal_guard
 from gateway.errors import client_error_handler
 from gateway.files import FilesController
@@ -29,8 +30,9 @@ def max_body_bytes(settings: Settings) -> int:
     return 2 * (settings.max_input_audio_bytes * 4 // 3 + 4) + 1024 * 1024
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings, backlog: BacklogProbe | None = None) -> Litestar:
     """The gateway app for `settings`; Kafka, storage, the status view and the key ring start with its lifespan.
+    `backlog` tells admission control the farm's queue (without it, `MAX_QUEUED_JOBS` never refuses).
 
     Every API route sits behind `principal_guard` (401 without a valid key when `AUTH_MODE=keys`, before
     the body is read) and may take the `principal` dependency; /healthz, /readyz, the page and the API
@@ -46,7 +48,7 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with running_gateway(settings, keyring) as gateway:
+        async with running_gateway(settings, keyring, backlog) as gateway:
             app.state[STATE_KEY] = gateway
             try:
                 yield

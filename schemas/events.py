@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas import topics
-from schemas.generation import GenerationParams
+from schemas.generation import GenerationParams, Priority
 from schemas.ids import LORA_ID_PATTERN, OWNER_PATTERN, TASK_ID_PATTERN
 from schemas.status import Stage, StoredFile, TaskStatus
 from schemas.training import TrainingOptions
@@ -87,6 +87,9 @@ class GenerationRequested(Envelope):
     params: GenerationParams
     callback_url: Annotated[str, Field(max_length=2048)] | None = None
     owner: Annotated[str | None, Field(pattern=OWNER_PATTERN, description=_OWNER_DESCRIPTION)] = None
+    priority: Annotated[
+        Priority, Field(description="Queue priority the submitter asked for (the gateway checks it against the key).")
+    ] = Priority.NORMAL
     request_hash: Annotated[
         str | None,
         Field(

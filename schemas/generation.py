@@ -41,6 +41,14 @@ class AudioFormat(StrEnum):
     MP3 = "mp3"
 
 
+class Priority(StrEnum):
+    """Queue priorities a request may ask for (each API key allows some of them)."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    BATCH = "batch"
+
+
 CONTENT_TYPES: dict[AudioFormat, str] = {
     AudioFormat.WAV: "audio/wav",
     AudioFormat.FLAC: "audio/flac",
@@ -172,6 +180,9 @@ class GenerateRequest(GenerationParams):
     src_audio: Annotated[
         str | None, Field(description="Base64 source audio for cover, repaint, extend, extract, lego, complete.")
     ] = None
+    priority: Annotated[
+        Priority, Field(description="Queue priority: high, normal or batch; the API key must allow it (403).")
+    ] = Priority.NORMAL
 
     @model_validator(mode="after")
     def _check_task_inputs(self) -> Self:
@@ -183,7 +194,9 @@ class GenerateRequest(GenerationParams):
 
     def to_params(self, *, src_audio_key: str | None, reference_audio_key: str | None) -> GenerationParams:
         """The event-ready parameters, with inline audio replaced by storage keys."""
-        data = self.model_dump(exclude={"reference_audio", "src_audio", "src_audio_key", "reference_audio_key"})
+        data = self.model_dump(
+            exclude={"reference_audio", "src_audio", "src_audio_key", "reference_audio_key", "priority"}
+        )
         return GenerationParams(
             **data,
             src_audio_key=src_audio_key or self.src_audio_key,
