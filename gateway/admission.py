@@ -89,9 +89,7 @@ class LimitExceeded(HTTPException):
         extra: dict[str, object] = {"limit": refusal.limit}
         if refusal.retry_after_s is not None:
             extra["retry_after_s"] = refusal.retry_after_s
-        super().__init__(
-            status_code=refusal.status_code, detail=refusal.detail, headers=refusal.headers(), extra=extra
-        )
+        super().__init__(status_code=refusal.status_code, detail=refusal.detail, headers=refusal.headers(), extra=extra)
 
 
 class Admission:

@@ -225,9 +225,7 @@ class LorasController(Controller):
             )
             await publish(gateway.producer, topics.TRAINING_REQUESTS, event)
             gateway.view.store.record_submitted(event)
-        log.info(
-            "gateway.training_submitted", task_id=task_id, lora_id=lora_id, tracks=tracks, steps=options.steps
-        )
+        log.info("gateway.training_submitted", task_id=task_id, lora_id=lora_id, tracks=tracks, steps=options.steps)
         return Response(
             TaskAccepted(task_id=task_id, status=TaskState.PENDING, lora_id=lora_id),
             status_code=HTTP_202_ACCEPTED,

@@ -25,9 +25,9 @@ from pydantic import BaseModel
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
 from gateway.auth import Principal
-from gateway.limits import generation_cost
 from gateway.errors import FieldError, error_responses
 from gateway.inputs import check_audio, check_input_key, decode_base64, store_input, upload_prefix
+from gateway.limits import generation_cost
 from gateway.loras import check_lora_id
 from gateway.state import GatewayState
 from gateway.task_types import accepted_task_types, check_task_type
