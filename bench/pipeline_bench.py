@@ -38,7 +38,7 @@ BODY = {"prompt": "bench", "duration": 1.0}
 WRK_LUA = """wrk.method = "POST"
 wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
-"""
+{headers}"""
 
 
 def start_stack(bootstrap: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
@@ -69,12 +69,15 @@ def wait_ready(url: str, timeout_s: float = 120.0) -> None:
     raise TimeoutError("gateway not ready")
 
 
-def submit_throughput(url: str, seconds: int, connections: int) -> dict[str, float]:
-    """wrk POST /generate with `connections` connections; returns rps, p50_ms, p99_ms."""
+def submit_throughput(
+    url: str, seconds: int, connections: int, headers: dict[str, str] | None = None
+) -> dict[str, float]:
+    """wrk POST /generate with `connections` connections (and extra `headers`); returns rps, p50_ms, p99_ms."""
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed for the submit benchmark: apt-get install wrk")
+    extra = "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in (headers or {}).items())
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_LUA.format(body=json.dumps(BODY)))
+        script.write(WRK_LUA.format(body=json.dumps(BODY), headers=extra))
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, f"{url}/generate"],
         capture_output=True,

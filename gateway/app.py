@@ -12,6 +12,7 @@ from litestar.exceptions import ClientException
 from litestar.openapi import OpenAPIConfig
 
 from acefarm.infra.settings import Settings
+from gateway.admission import BacklogProbe
 from gateway.auth import principal_dependency, principal_guard
 from gateway.backlog import BACKLOG_KEY, Backlog, provide_backlog
 from gateway.errors import client_error_handler
@@ -33,9 +34,10 @@ def max_body_bytes(settings: Settings) -> int:
     return 2 * (settings.max_input_audio_bytes * 4 // 3 + 4) + 1024 * 1024
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings, backlog: BacklogProbe | None = None) -> Litestar:
     """The gateway app for `settings`; Kafka, storage, the status view, the key ring, the worker table and
-    the backlog reader start with its lifespan.
+    the backlog reader start with its lifespan. Admission control learns the farm's queue from the backlog
+    reader, or from `backlog` when given (tests).
 
     Every API route sits behind `principal_guard` (401 without a valid key when `AUTH_MODE=keys`, before
     the body is read) and may take the `principal` dependency; /healthz, /readyz, the page and the API
@@ -57,9 +59,10 @@ def create_app(settings: Settings) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with running_gateway(settings, keyring) as gateway, AsyncExitStack() as observers:
-            workers, backlog = WorkerTable(settings), Backlog(settings)
-            for key, part in ((WORKERS_KEY, workers), (BACKLOG_KEY, backlog)):
+        reader = Backlog(settings)
+        async with running_gateway(settings, keyring, backlog or reader) as gateway, AsyncExitStack() as observers:
+            workers = WorkerTable(settings)
+            for key, part in ((WORKERS_KEY, workers), (BACKLOG_KEY, reader)):
                 observers.push_async_callback(part.stop)
                 await part.start()
                 app.state[key] = part

@@ -41,7 +41,8 @@ HOW_TO_SEND = "send your API key as 'Authorization: Bearer <key>' or 'X-API-Key:
 UNLIMITED = KeyLimits(
     requests_per_s=1e9, burst=10**9, max_unfinished=10**9, max_cost=MAX_COST, priorities=tuple(Priority)
 )
-"""The limits of the anonymous principal when auth is off."""
+"""The limits of the anonymous principal when auth is off: none in effect (a single-user farm); only the
+farm-wide queue limit (`MAX_QUEUED_JOBS`) still applies."""
 
 
 @dataclass(frozen=True, slots=True)

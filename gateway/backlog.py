@@ -42,9 +42,13 @@ class Queue:
 
 
 WATCHED = (
-    Queue(topics.GENERATION_REQUESTS, topics.GPU_WORKERS_GROUP),
+    Queue(topics.GENERATION_REQUESTS, topics.SCHEDULERS_GROUP),
+    Queue(topics.GENERATION_READY, topics.GPU_WORKERS_GROUP),
+    Queue(topics.PLANNING_REQUESTS, topics.PLANNERS_GROUP),
     Queue(topics.TRAINING_REQUESTS, topics.TRAINERS_GROUP),
 )
+"""Every queue a job waits in: generation intake (the scheduler's), the ready topic (the GPU consumers'),
+planning and training."""
 
 
 class Backlog:
@@ -65,15 +69,23 @@ class Backlog:
         """Records on `topic` that `group` has not committed, as of the last refresh; None before one."""
         return self._depth.get(Queue(topic, group))
 
-    def drain_rate(
-        self, topic: str = topics.GENERATION_REQUESTS, group: str = topics.GPU_WORKERS_GROUP
-    ) -> float | None:
+    def drain_rate(self, topic: str = topics.GENERATION_READY, group: str = topics.GPU_WORKERS_GROUP) -> float | None:
         """Records per second `group` committed on `topic` over the last minute; None before two refreshes."""
         history = self._committed.get(Queue(topic, group))
         if not history or len(history) < 2:
             return None
         (then, first), (now, last) = history[0], history[-1]
         return (last - first) / (now - then) if now > then else None
+
+    def queued_jobs(self) -> int | None:
+        """Jobs waiting or running farm-wide (every watched queue), as of the last refresh; None before one."""
+        depths = [depth for depth in self._depth.values() if depth is not None]
+        return sum(depths) if depths else None
+
+    def drain_rate_per_s(self) -> float | None:
+        """Generation jobs the GPU consumers finished per second over the last minute (admission's
+        `Retry-After`); None before two refreshes."""
+        return self.drain_rate()
 
     async def start(self) -> None:
         """Open the clients, read once, then keep refreshing every `BACKLOG_REFRESH_S` seconds."""

@@ -62,14 +62,17 @@ def client_error_handler(_: Request[Any, Any, Any], exc: ClientException) -> Res
 
 
 _MEANINGS = {
-    400: "A field is invalid; `detail` names it and says what to fix.",
+    400: "A field is invalid, or the request costs more than the key allows (`extra.limit`: cost); `detail` "
+    "says what to fix.",
     401: "No valid API key: send it as `Authorization: Bearer <key>` or `X-API-Key` (see `WWW-Authenticate`).",
+    403: "The API key does not allow this (e.g. the requested priority); `extra.limit` names the limit.",
     404: "Not found.",
     409: "Conflicts with the task's current state.",
     413: "Too large.",
     415: "Wrong Content-Type.",
     422: "Refused: an Idempotency-Key already used with a different body, or a webhook the farm may not call.",
-    503: "Not ready.",
+    429: "A limit of the API key (`extra.limit`: rate or unfinished); retry after `Retry-After` seconds.",
+    503: "Not ready, or the farm's queue is full (`extra.limit`: backlog); retry after `Retry-After` seconds.",
 }
 
 

@@ -1,5 +1,6 @@
 """Per-key admission limits: request rate (token bucket), unfinished jobs, cost and priority per request.
 
+`Limits` are a key's limits with every unset field filled from the farm's defaults (`farm_limits`).
 All in memory and per gateway process. With N replicas behind a load balancer a key's effective rate
 is up to N × its `requests_per_s`; the unfinished-jobs count is fed from the status view every replica
 reads, so it holds across replicas up to the few hundred milliseconds a new job takes to appear there.
@@ -13,14 +14,50 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
-from schemas.keys import KeyLimits
+from acefarm.infra.settings import Settings
+from schemas.keys import KeyLimits, parse_priorities
 from schemas.tenancy import Priority
 
-Limit = Literal["rate", "unfinished", "cost", "priority"]
+Limit = Literal["rate", "unfinished", "cost", "priority", "backlog"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The limits one request is held to: a key's own, the farm's defaults where the key sets none."""
+
+    requests_per_s: float
+    burst: int
+    max_unfinished: int
+    max_cost: float
+    priorities: tuple[Priority, ...]
+
+    def with_key(self, key: KeyLimits) -> Limits:
+        """These limits (the farm's defaults) overridden by every field `key` sets."""
+        return Limits(
+            requests_per_s=self.requests_per_s if key.requests_per_s is None else key.requests_per_s,
+            burst=self.burst if key.burst is None else key.burst,
+            max_unfinished=self.max_unfinished if key.max_unfinished is None else key.max_unfinished,
+            max_cost=self.max_cost if key.max_cost is None else key.max_cost,
+            priorities=self.priorities if key.priorities is None else key.priorities,
+        )
+
+
+def farm_limits(settings: Settings) -> Limits:
+    """The farm's default limits (`DEFAULT_RATE_PER_S`, `DEFAULT_BURST`, `DEFAULT_MAX_UNFINISHED`,
+    `MAX_JOB_COST`, `DEFAULT_PRIORITIES`), for keys that set none of their own."""
+    return Limits(
+        requests_per_s=settings.default_rate_per_s,
+        burst=settings.default_burst,
+        max_unfinished=settings.default_max_unfinished,
+        max_cost=settings.max_job_cost,
+        priorities=parse_priorities(settings.default_priorities),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +92,7 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
-    def take(self, key: str, limits: KeyLimits) -> Refusal | None:
+    def take(self, key: str, limits: Limits) -> Refusal | None:
         """Spend one token of `key`'s bucket; a 429 refusal (spending nothing) when it is empty."""
         now = self._clock()
         bucket = self._buckets.get(key)
@@ -77,24 +114,42 @@ class RateLimiter:
         )
 
 
-def job_cost(duration_s: float, takes: int, steps: int) -> float:
-    """What a generation request costs against a key's ceiling: seconds of audio × takes × diffusion steps."""
-    return duration_s * takes * steps
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What one request weighs against a key's `max_cost`, how that is reckoned, and how to lower it."""
+
+    value: float
+    formula: str
+    advice: str
 
 
-def check_cost(cost: float, limits: KeyLimits) -> Refusal | None:
+def generation_cost(duration_s: float, takes: int, steps: int) -> Cost:
+    """A generation request's cost: seconds of audio × takes × diffusion steps."""
+    return Cost(
+        duration_s * takes * steps,
+        "duration × takes × steps",
+        "ask for a shorter duration, fewer takes (batch_size) or fewer inference_steps",
+    )
+
+
+def training_cost(steps: int, step_cost: float) -> Cost:
+    """A LoRA training request's cost: optimizer steps × `TRAINING_STEP_COST`."""
+    return Cost(steps * step_cost, f"steps × TRAINING_STEP_COST {step_cost:g}", "train for fewer steps")
+
+
+def check_cost(cost: Cost, limits: Limits) -> Refusal | None:
     """A 400 refusal when one request costs more than the key's `max_cost` (retrying cannot help)."""
-    if cost <= limits.max_cost:
+    if cost.value <= limits.max_cost:
         return None
     return Refusal(
         400,
         "cost",
-        f"cost limit: this request costs {cost:g} (duration × takes × steps) and this key allows at most "
-        f"{limits.max_cost:g} per request; ask for a shorter duration, fewer takes (batch_size) or fewer steps",
+        f"cost limit: this request costs {cost.value:g} ({cost.formula}) and this key allows at most "
+        f"{limits.max_cost:g} per request; {cost.advice}",
     )
 
 
-def check_priority(priority: Priority, limits: KeyLimits) -> Refusal | None:
+def check_priority(priority: Priority, limits: Limits) -> Refusal | None:
     """A 403 refusal when the key may not ask for `priority`."""
     if priority in limits.priorities:
         return None
@@ -103,15 +158,17 @@ def check_priority(priority: Priority, limits: KeyLimits) -> Refusal | None:
 
 
 class UnfinishedJobs:
-    """owner → tasks pending or running, fed from the status view (`observe` each status change)."""
+    """owner → tasks pending or running, fed from the status view (`observe` each status change), plus the
+    jobs admitted but not yet recorded (`reserved`), so concurrent requests cannot overshoot the limit."""
 
     def __init__(self) -> None:
         self._owner_of: dict[str, str] = {}
         self._tasks: dict[str, set[str]] = {}
+        self._reserved: Counter[str] = Counter()
 
-    def observe(self, task_id: str, owner: str, finished: bool) -> None:
-        """Note a task's latest state; idempotent, and a finished task is forgotten."""
-        if finished:
+    def observe(self, task_id: str, owner: str | None, finished: bool) -> None:
+        """Note a task's latest state; idempotent, and a finished task (or one without an owner) is forgotten."""
+        if finished or owner is None:
             owner_was = self._owner_of.pop(task_id, None)
             if owner_was is not None:
                 self._discard(owner_was, task_id)
@@ -125,10 +182,22 @@ class UnfinishedJobs:
         self._tasks.setdefault(owner, set()).add(task_id)
 
     def count_unfinished(self, owner: str) -> int:
-        """How many of `owner`'s tasks are pending or running."""
-        return len(self._tasks.get(owner, ()))
+        """How many of `owner`'s tasks are pending or running, or admitted and on their way."""
+        return len(self._tasks.get(owner, ())) + self._reserved[owner]
 
-    def check(self, owner: str, limits: KeyLimits, retry_after_s: float = 5.0) -> Refusal | None:
+    @contextmanager
+    def reserved(self, owner: str) -> Iterator[None]:
+        """Count one more job for `owner` while it is stored and published; leave once it is recorded
+        (`observe`) or refused."""
+        self._reserved[owner] += 1
+        try:
+            yield
+        finally:
+            self._reserved[owner] -= 1
+            if not self._reserved[owner]:
+                del self._reserved[owner]
+
+    def check(self, owner: str, limits: Limits, retry_after_s: float = 5.0) -> Refusal | None:
         """A 429 refusal when `owner` already has `max_unfinished` jobs pending or running."""
         count = self.count_unfinished(owner)
         if count < limits.max_unfinished:

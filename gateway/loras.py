@@ -46,6 +46,7 @@ from acefarm.model.loras import (
 from gateway.auth import Principal
 from gateway.errors import FieldError, error_responses
 from gateway.inputs import check_webhook, webhook_form_fields
+from gateway.limits import training_cost
 from gateway.state import GatewayState
 from schemas import topics
 from schemas.events import TrainingRequested
@@ -164,6 +165,25 @@ async def _save_upload(upload: UploadFile, dest: Path, limit: int) -> None:
         raise FieldError("file", "the upload is empty; attach a zip of your tracks")
 
 
+async def _stored_dataset(gateway: GatewayState, upload: UploadFile, task_id: str) -> tuple[str, int]:
+    """Save the uploaded zip, check it completely and store it as `datasets/{task_id}.zip`; the key and
+    the number of tracks. Every problem is a `FieldError` on `file`."""
+    settings = gateway.settings
+    work = Path(tempfile.mkdtemp(prefix="acefarm-upload-"))
+    try:
+        zip_path = work / "dataset.zip"
+        await _save_upload(upload, zip_path, settings.lora_max_zip_bytes)
+        try:
+            tracks = await asyncio.to_thread(validate_dataset_zip, zip_path, DatasetLimits.from_settings(settings))
+        except DatasetError as error:
+            raise FieldError("file", str(error)) from None
+        key = dataset_key(task_id)
+        await gateway.storage.put_file(key, zip_path, "application/zip")
+    finally:
+        await asyncio.to_thread(shutil.rmtree, work, True)
+    return key, len(tracks)
+
+
 class LorasController(Controller):
     """`POST /train/lora`, `GET /loras`, `GET/PATCH/DELETE /loras/{lora_id}`."""
 
@@ -173,7 +193,7 @@ class LorasController(Controller):
         "/train/lora",
         status_code=HTTP_202_ACCEPTED,
         summary="Train a LoRA style from a zip of tracks",
-        responses=error_responses(400, 401, 413, 415, 422),
+        responses=error_responses(400, 401, 413, 415, 422, 429, 503),
     )
     async def train_lora(
         self,
@@ -187,6 +207,8 @@ class LorasController(Controller):
         Answers 202 `{task_id, lora_id}`: follow the job at `/status/{task_id}`; once it succeeds, pass
         `lora_id` to `POST /generate`. Every problem answers 400 (413 for size) naming the file and why.
         The LoRA belongs to the caller and stays private until published (`PATCH /loras/{lora_id}`).
+        The key's limits are checked before the zip is stored: a cost (steps × `TRAINING_STEP_COST`) over
+        its ceiling is 400, too many unfinished jobs or requests 429, a full farm queue 503.
         """
         settings = gateway.settings
         style_name = (data.style_name or "").strip()
@@ -199,35 +221,22 @@ class LorasController(Controller):
         await check_webhook(hook.webhook, settings)
         task_id = uuid.uuid4().hex
         lora_id = new_lora_id(style_name)
-        work = Path(tempfile.mkdtemp(prefix="acefarm-upload-"))
-        try:
-            zip_path = work / "dataset.zip"
-            await _save_upload(data.file, zip_path, settings.lora_max_zip_bytes)
-            try:
-                limits = DatasetLimits.from_settings(settings)
-                tracks = await asyncio.to_thread(validate_dataset_zip, zip_path, limits)
-            except DatasetError as error:
-                raise FieldError("file", str(error)) from None
-            key = dataset_key(task_id)
-            await gateway.storage.put_file(key, zip_path, "application/zip")
-        finally:
-            await asyncio.to_thread(shutil.rmtree, work, True)
-        event = TrainingRequested(
-            task_id=task_id,
-            lora_id=lora_id,
-            style_name=style_name,
-            dataset_key=key,
-            options=options,
-            owner=principal.owner,
-            webhook=hook.webhook,
-            webhook_events=hook.webhook_events,
-        )
-        await publish(gateway.producer, topics.TRAINING_REQUESTS, event)
-        gateway.view.store.record_submitted(event)
-        TASKS_SUBMITTED.labels(TaskKind.TRAINING.value).inc()
-        log.info(
-            "gateway.training_submitted", task_id=task_id, lora_id=lora_id, tracks=len(tracks), steps=options.steps
-        )
+        with gateway.admission.admit_job(principal, training_cost(options.steps, settings.training_step_cost)):
+            key, tracks = await _stored_dataset(gateway, data.file, task_id)
+            event = TrainingRequested(
+                task_id=task_id,
+                lora_id=lora_id,
+                style_name=style_name,
+                dataset_key=key,
+                options=options,
+                owner=principal.owner,
+                webhook=hook.webhook,
+                webhook_events=hook.webhook_events,
+            )
+            await publish(gateway.producer, topics.TRAINING_REQUESTS, event)
+            gateway.view.store.record_submitted(event)
+            TASKS_SUBMITTED.labels(TaskKind.TRAINING.value).inc()
+        log.info("gateway.training_submitted", task_id=task_id, lora_id=lora_id, tracks=tracks, steps=options.steps)
         return Response(
             TaskAccepted(task_id=task_id, status=TaskState.PENDING, lora_id=lora_id),
             status_code=HTTP_202_ACCEPTED,

@@ -10,13 +10,14 @@ import uvicorn
 from acefarm.infra.logging import configure_logging
 from acefarm.infra.settings import Settings
 from acefarm.infra.tracing import configure_tracing
+from gateway.admission import BacklogProbe
 from gateway.app import create_app
 
 
-def uvicorn_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
-    """uvicorn settings for the gateway app (logging left to structlog)."""
+def uvicorn_config(settings: Settings, host: str, port: int, backlog: BacklogProbe | None = None) -> uvicorn.Config:
+    """uvicorn settings for the gateway app (logging left to structlog); `backlog` as in `create_app`."""
     return uvicorn.Config(
-        create_app(settings),
+        create_app(settings, backlog),
         host=host,
         port=port,
         log_config=None,
@@ -36,8 +37,10 @@ def run_gateway(settings: Settings, host: str, port: int) -> None:
 class ServerThread:
     """The gateway served from a background thread (tests, embedding); `start()` waits until it listens."""
 
-    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.server = uvicorn.Server(uvicorn_config(settings, host, port))
+    def __init__(
+        self, settings: Settings, host: str = "127.0.0.1", port: int = 0, backlog: BacklogProbe | None = None
+    ) -> None:
+        self.server = uvicorn.Server(uvicorn_config(settings, host, port, backlog))
         self.host, self.port = host, port
         self._thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
 

@@ -1,5 +1,5 @@
 """What the gateway holds while it runs: settings, the Kafka producer, storage, the status view, the
-key ring (AUTH_MODE=keys) and the link signer.
+key ring (AUTH_MODE=keys), the link signer and admission control.
 
 `running_gateway` starts them all in the app's lifespan and yields a `GatewayState` with every part
 started; handlers receive it as the `gateway` dependency (`provide_gateway`).
@@ -21,6 +21,7 @@ from acefarm.infra.kafka import ensure_topics, make_producer
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage, open_storage
+from gateway.admission import Admission, BacklogProbe
 from gateway.keyring import KeyRing
 from gateway.signed_links import LinkSigner
 from gateway.status_view import StatusView
@@ -41,6 +42,7 @@ class GatewayState:
     storage: Storage
     view: StatusView
     signer: LinkSigner
+    admission: Admission
     keyring: KeyRing | None = None
     """The farm's API keys; None when `AUTH_MODE=off`."""
     in_flight: set[str] = field(default_factory=set)
@@ -70,9 +72,11 @@ class GatewayState:
 
 
 @asynccontextmanager
-async def running_gateway(settings: Settings, keyring: KeyRing | None = None) -> AsyncIterator[GatewayState]:
+async def running_gateway(
+    settings: Settings, keyring: KeyRing | None = None, backlog: BacklogProbe | None = None
+) -> AsyncIterator[GatewayState]:
     """Create topics, start the producer, open storage, start the status view and `keyring` (when given);
-    stop them in reverse."""
+    stop them in reverse. Admission control refuses on the farm's queue only when given a `backlog` probe."""
     await ensure_topics(settings)
     async with AsyncExitStack() as stack:
         stack.callback(log.info, "gateway.stopped")
@@ -97,9 +101,16 @@ async def running_gateway(settings: Settings, keyring: KeyRing | None = None) ->
                 "everything; set AUTH_MODE=keys and create keys with `acefarm keys create`",
             )
         signer = LinkSigner.from_settings(settings)
+        admission = Admission(settings, view.store.unfinished, view.caught_up, backlog)
         log.info("gateway.started", storage=settings.storage_backend, auth_mode=settings.auth_mode)
         yield GatewayState(
-            settings=settings, producer=producer, storage=storage, view=view, signer=signer, keyring=keyring
+            settings=settings,
+            producer=producer,
+            storage=storage,
+            view=view,
+            signer=signer,
+            admission=admission,
+            keyring=keyring,
         )
 
 

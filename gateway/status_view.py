@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from acefarm.infra.compacted import CompactedReader
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
+from gateway.limits import UnfinishedJobs
 from schemas import topics
 from schemas.events import GenerationRequested, PlanningRequested, TaskStatusRecord, TrainingRequested, parse_event
 from schemas.status import PLANNED_KINDS, TaskKind, TaskState, TaskStatus
@@ -34,9 +35,15 @@ class _Entry:
 
 
 class StatusStore:
-    """task id → latest status and recent snapshots, with per-task change notification (no I/O)."""
+    """task id → latest status and recent snapshots, with per-task change notification (no I/O).
+
+    `unfinished` counts each owner's pending and running tasks from every accepted snapshot (the
+    topic's and the gateway's own just-submitted rows), so it is rebuilt whenever the view re-reads
+    the topic; a task evicted from the store stays counted until its final snapshot arrives.
+    """
 
     def __init__(self, max_tasks: int = 100_000, history: int = 16) -> None:
+        self.unfinished = UnfinishedJobs()
         self._tasks: OrderedDict[str, _Entry] = OrderedDict()
         self._waiters: dict[str, asyncio.Event] = {}
         self._max_tasks = max_tasks
@@ -77,6 +84,7 @@ class StatusStore:
             entry.latest = status
             self._tasks.move_to_end(status.task_id)
         entry.history.append(status)
+        self.unfinished.observe(status.task_id, status.owner, status.status.is_final)
         waiter = self._waiters.pop(status.task_id, None)
         if waiter is not None:
             waiter.set()

@@ -28,6 +28,7 @@ from acefarm.infra.metrics import TASKS_SUBMITTED
 from gateway.auth import Principal
 from gateway.errors import FieldError, error_responses
 from gateway.inputs import check_audio, check_input_key, check_webhook, decode_base64, store_input, upload_prefix
+from gateway.limits import generation_cost
 from gateway.loras import check_lora_id
 from gateway.routing import route
 from gateway.state import GatewayState
@@ -133,7 +134,7 @@ class GenerationController(Controller):
         before_request=require_json,
         status_code=HTTP_202_ACCEPTED,
         summary="Submit a generation job",
-        responses=error_responses(400, 401, 409, 413, 415, 422),
+        responses=error_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
     )
     async def generate(
         self,
@@ -155,13 +156,17 @@ class GenerationController(Controller):
 
         Every bad field answers 400 naming the field and what to fix (413 for audio over the size limit).
         The job belongs to the caller: only its owner (or an admin) sees, follows or cancels it.
+        The key's limits are checked before anything is stored or queued: a `priority` the key does not
+        allow is 403, a cost (duration × batch_size × inference_steps) over its ceiling 400, too many
+        unfinished jobs or requests 429, a farm queue over `MAX_QUEUED_JOBS` 503 (both with `Retry-After`).
         """
         task_id = task_id_for(principal.owner, idempotency_key)
         body_hash = request_hash(data)
-        store = gateway.view.store
+        store, admission = gateway.view.store, gateway.admission
         known = store.get(task_id)
         if known is not None and idempotency_key is not None:
             check_replay(known, body_hash, idempotency_key)
+            admission.admit_request(principal)
             return _accepted(task_id, known.status, known.lora_id, replayed=True)
         if task_id in gateway.in_flight:
             raise HTTPException(
@@ -171,23 +176,26 @@ class GenerationController(Controller):
         settings = gateway.settings
         check_task_type(data.task_type, accepted_task_types(settings), str(settings.model_path or settings.model_id))
         await check_webhook(data.webhook, settings)
+        await check_lora_id(gateway.storage, data.lora_id, principal)
+        cost = generation_cost(data.duration, data.batch_size, data.inference_steps)
         gateway.in_flight.add(task_id)
         try:
-            await check_lora_id(gateway.storage, data.lora_id, principal)
-            keys = await _stored_inputs(gateway, principal, data, task_id)
-            params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
-            topic, event = route(
-                task_id,
-                params,
-                settings,
-                owner=principal.owner,
-                request_hash=body_hash,
-                webhook=data.webhook,
-                webhook_events=data.webhook_events,
-            )
-            await publish(gateway.producer, topic, event)
-            store.record_submitted(event)
-            TASKS_SUBMITTED.labels(TaskKind.GENERATION.value).inc()
+            with admission.admit_job(principal, cost, data.priority):
+                keys = await _stored_inputs(gateway, principal, data, task_id)
+                params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
+                topic, event = route(
+                    task_id,
+                    params,
+                    settings,
+                    owner=principal.owner,
+                    priority=data.priority,
+                    request_hash=body_hash,
+                    webhook=data.webhook,
+                    webhook_events=data.webhook_events,
+                )
+                await publish(gateway.producer, topic, event)
+                store.record_submitted(event)
+                TASKS_SUBMITTED.labels(TaskKind.GENERATION.value).inc()
         finally:
             gateway.in_flight.discard(task_id)
         log.info(
@@ -203,7 +211,7 @@ class GenerationController(Controller):
         "/uploads",
         status_code=201,
         summary="Upload input audio for a later job",
-        responses=error_responses(400, 401, 413, 415),
+        responses=error_responses(400, 401, 413, 415, 429),
     )
     async def upload(
         self,
@@ -214,8 +222,9 @@ class GenerationController(Controller):
         """Store one audio file (checked like inline audio) under the caller's upload prefix; returns its key.
 
         Pass the key as `src_audio_key` or `reference_audio_key` in `POST /generate`; only its uploader
-        (or an admin) may.
+        (or an admin) may. Counts against the key's request rate (429 with `Retry-After` when spent).
         """
+        gateway.admission.admit_request(principal)
         raw = await data.file.read()
         audio = await check_audio("file", raw, gateway.settings)
         info = await store_input(gateway.storage, f"{upload_prefix(principal.owner)}{uuid.uuid4().hex}", audio)

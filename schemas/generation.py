@@ -10,6 +10,7 @@ from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_val
 
 from schemas.ids import LORA_ID_PATTERN
 from schemas.planning import LmOptions
+from schemas.tenancy import Priority
 from schemas.webhooks import WebhookRequest
 
 MAX_DURATION_S = 600.0
@@ -176,6 +177,9 @@ class GenerateRequest(GenerationParams, WebhookRequest):
     src_audio: Annotated[
         str | None, Field(description="Base64 source audio for cover, repaint, extend, extract, lego, complete.")
     ] = None
+    priority: Annotated[
+        Priority, Field(description="Queue priority: high, normal or batch; the API key must allow it (403).")
+    ] = Priority.NORMAL
 
     @model_validator(mode="after")
     def _check_task_inputs(self) -> Self:
@@ -188,7 +192,7 @@ class GenerateRequest(GenerationParams, WebhookRequest):
     def to_params(self, *, src_audio_key: str | None, reference_audio_key: str | None) -> GenerationParams:
         """The event-ready parameters, with inline audio replaced by storage keys."""
         audio = {"reference_audio", "src_audio", "src_audio_key", "reference_audio_key"}
-        data = self.model_dump(exclude=audio | set(WebhookRequest.model_fields))
+        data = self.model_dump(exclude=audio | {"priority"} | set(WebhookRequest.model_fields))
         return GenerationParams(
             **data,
             src_audio_key=src_audio_key or self.src_audio_key,

@@ -36,21 +36,36 @@ class Role(StrEnum):
 
 
 class KeyLimits(BaseModel):
-    """Per-key limits the gateway enforces on every request."""
+    """Per-key limits the gateway enforces on every request; a field left unset (None) takes the farm's
+    default from the gateway's settings (`DEFAULT_RATE_PER_S`, `DEFAULT_BURST`, `DEFAULT_MAX_UNFINISHED`,
+    `MAX_JOB_COST`, `DEFAULT_PRIORITIES`), so changing a default reaches every such key."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    requests_per_s: Annotated[float, Field(gt=0, description="Sustained requests per second (token bucket rate).")] = (
-        5.0
+    requests_per_s: Annotated[
+        float | None, Field(gt=0, description="Sustained requests per second (token bucket rate).")
+    ] = None
+    burst: Annotated[int | None, Field(ge=1, description="Requests allowed at once above the rate (bucket size).")] = (
+        None
     )
-    burst: Annotated[int, Field(ge=1, description="Requests allowed at once above the rate (bucket size).")] = 20
-    max_unfinished: Annotated[int, Field(ge=1, description="Jobs pending or running at once.")] = 20
+    max_unfinished: Annotated[int | None, Field(ge=1, description="Jobs pending or running at once.")] = None
     max_cost: Annotated[
-        float, Field(gt=0, le=MAX_COST, description="Ceiling of one request's duration_s × takes × steps.")
-    ] = 600.0 * 8 * 8
+        float | None, Field(gt=0, le=MAX_COST, description="Ceiling of one request's duration_s × takes × steps.")
+    ] = None
     priorities: Annotated[
-        tuple[Priority, ...], Field(min_length=1, description="Priorities this key's requests may ask for.")
-    ] = (Priority.NORMAL, Priority.BATCH)
+        tuple[Priority, ...] | None, Field(min_length=1, description="Priorities this key's requests may ask for.")
+    ] = None
+
+
+def parse_priorities(value: str) -> tuple[Priority, ...]:
+    """A comma list such as 'normal,batch' as priorities; ValueError naming the allowed ones otherwise."""
+    try:
+        found = tuple(Priority(name.strip()) for name in value.split(",") if name.strip())
+    except ValueError:
+        found = ()
+    if not found:
+        raise ValueError(f"use a comma list of {', '.join(p.value for p in Priority)}, e.g. 'normal,batch'")
+    return found
 
 
 class ApiKeyRecord(BaseModel):

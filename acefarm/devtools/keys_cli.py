@@ -17,8 +17,7 @@ from acefarm.infra.kafka import ensure_topics, make_producer
 from acefarm.infra.logging import configure_logging
 from acefarm.infra.settings import Settings
 from schemas import topics
-from schemas.keys import ApiKeyRecord, KeyLimits, KeyTable, Role
-from schemas.tenancy import Priority
+from schemas.keys import ApiKeyRecord, KeyLimits, KeyTable, Role, parse_priorities
 
 keys_app = typer.Typer(help="Create, list or revoke API keys.", no_args_is_help=True)
 
@@ -60,14 +59,22 @@ async def revoke_key(settings: Settings, key_id: str) -> ApiKeyRecord | None:
     return revoked
 
 
+def _shown(value: float | int | str | None) -> str:
+    if value is None:
+        return "default"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def describe(record: ApiKeyRecord) -> str:
-    """One line about a key: id, owner, role, limits and state (never the secret)."""
+    """One line about a key: id, owner, role, limits ('default': the farm's) and state (never the secret)."""
     limits = record.limits
     state = f"revoked {record.revoked_at:%Y-%m-%d %H:%M}" if record.revoked and record.revoked_at else "active"
+    priorities = ",".join(p.value for p in limits.priorities) if limits.priorities else None
     return (
         f"{record.key_id}  owner={record.owner}  role={record.role.value}  "
-        f"rps={limits.requests_per_s:g} burst={limits.burst} max_unfinished={limits.max_unfinished} "
-        f"max_cost={limits.max_cost:g} priorities={','.join(p.value for p in limits.priorities)}  {state}"
+        f"rps={_shown(limits.requests_per_s)} burst={_shown(limits.burst)} "
+        f"max_unfinished={_shown(limits.max_unfinished)} max_cost={_shown(limits.max_cost)} "
+        f"priorities={_shown(priorities)}  {state}"
     )
 
 
@@ -77,33 +84,35 @@ def _settings() -> Settings:
     return settings
 
 
-def _priorities(value: str) -> tuple[Priority, ...]:
-    try:
-        return tuple(Priority(name.strip()) for name in value.split(",") if name.strip())
-    except ValueError:
-        raise typer.BadParameter(f"use a comma list of {', '.join(p.value for p in Priority)}") from None
-
-
 @keys_app.command()
 def create(
     owner: Annotated[str, typer.Option(help="Owner id stamped on this key's jobs (letters, digits, _.@-).")],
     role: Annotated[Role, typer.Option(help="user: own jobs only; admin: everything.")] = Role.USER,
-    rps: Annotated[float, typer.Option(help="Requests per second.")] = KeyLimits().requests_per_s,
-    burst: Annotated[int, typer.Option(help="Requests allowed at once above the rate.")] = KeyLimits().burst,
-    max_unfinished: Annotated[int, typer.Option(help="Jobs pending or running at once.")] = KeyLimits().max_unfinished,
-    max_cost: Annotated[float, typer.Option(help="Most duration × takes × steps per request.")] = KeyLimits().max_cost,
-    priorities: Annotated[str, typer.Option(help="Allowed priorities, comma list of high,normal,batch.")] = ",".join(
-        p.value for p in KeyLimits().priorities
-    ),
+    rps: Annotated[float | None, typer.Option(help="Requests per second [default: DEFAULT_RATE_PER_S].")] = None,
+    burst: Annotated[
+        int | None, typer.Option(help="Requests allowed at once above the rate [default: DEFAULT_BURST].")
+    ] = None,
+    max_unfinished: Annotated[
+        int | None, typer.Option(help="Jobs pending or running at once [default: DEFAULT_MAX_UNFINISHED].")
+    ] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(help="Most duration × takes × steps per request [default: MAX_JOB_COST].")
+    ] = None,
+    priorities: Annotated[
+        str | None,
+        typer.Option(help="Allowed priorities, comma list of high,normal,batch [default: DEFAULT_PRIORITIES]."),
+    ] = None,
 ) -> None:
-    """Create a key; prints its id and limits, then the secret alone on the last line (shown only once)."""
+    """Create a key; prints its id and limits, then the secret alone on the last line (shown only once).
+
+    A limit not given follows the farm's default (the gateway's settings) for as long as the key lives."""
     try:
         limits = KeyLimits(
             requests_per_s=rps,
             burst=burst,
             max_unfinished=max_unfinished,
             max_cost=max_cost,
-            priorities=_priorities(priorities),
+            priorities=None if priorities is None else parse_priorities(priorities),
         )
         record, secret = ApiKeyRecord.issue(owner, role, limits)
     except ValueError as error:

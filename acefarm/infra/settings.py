@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.generation import TaskType
+from schemas.keys import MAX_COST, parse_priorities
 
 
 class Settings(BaseSettings):
@@ -56,6 +57,15 @@ class Settings(BaseSettings):
     auth_mode: Literal["keys", "off"] = "keys"
     link_signing_secret: SecretStr | None = None
     signed_link_ttl_s: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
+
+    # Admission: defaults for keys that set no limits of their own, and the farm-wide queue limit
+    default_rate_per_s: float = Field(default=5.0, gt=0)
+    default_burst: int = Field(default=20, ge=1)
+    default_max_unfinished: int = Field(default=20, ge=1)
+    max_job_cost: float = Field(default=600.0 * 8 * 8, gt=0, le=MAX_COST)
+    default_priorities: str = "normal,batch"
+    training_step_cost: float = Field(default=10.0, ge=0)
+    max_queued_jobs: int = Field(default=10_000, ge=0)
 
     # Model / engine
     engine: str = "acestep"
@@ -143,6 +153,12 @@ class Settings(BaseSettings):
     def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("WEBHOOK_SECRET must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("default_priorities")
+    @classmethod
+    def _check_priorities(cls, value: str) -> str:
+        parse_priorities(value)
         return value
 
     @field_validator("link_signing_secret")

@@ -57,7 +57,8 @@ class AttemptRecord(BaseModel):
 
 
 async def read_attempts(storage: Storage, task_id: str, stage: str) -> AttemptRecord:
-    """The task's record at `stage` (the kind of job: generation, planning, training); empty when there is none, or when it is unreadable (logged)."""
+    """The task's record at `stage` (the kind of job: generation, planning, training); empty when there is
+    none, or when it is unreadable (logged)."""
     try:
         raw = await storage.get_bytes(attempts_key(task_id, stage))
     except FileNotFoundError:

@@ -350,7 +350,9 @@ class JobRunner(Generic[R]):
     async def _note_ending(self, task_id: str, attempt: str, ending: Ending) -> None:
         """Best effort, bounded: record how the attempt ended."""
         try:
-            await within_deadline(mark_ended(self._clients.storage, task_id, self._stage, attempt, ending), NOTE_S, name="note")
+            await within_deadline(
+                mark_ended(self._clients.storage, task_id, self._stage, attempt, ending), NOTE_S, name="note"
+            )
         except Exception as error:
             log.warning("attempts.write_failed", error=error_text(error))
 

@@ -20,6 +20,7 @@ from acefarm.devtools.broker import free_port
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import LocalStorage
 from acefarm.model.loras import write_manifest
+from gateway.admission import BacklogProbe
 from gateway.server import ServerThread
 from schemas import topics
 from schemas.events import Envelope, TaskStatusRecord, parse_event
@@ -57,10 +58,10 @@ def wait_ready(url: str, timeout_s: float = 60.0) -> None:
     raise TimeoutError(f"{url} not ready")
 
 
-def serve(settings: Settings) -> Iterator[str]:
-    """Run the gateway on a free port for the duration; yields its base URL."""
+def serve(settings: Settings, backlog: BacklogProbe | None = None) -> Iterator[str]:
+    """Run the gateway on a free port for the duration (with `backlog` as its queue probe); yields its base URL."""
     port = free_port()
-    server = ServerThread(settings, port=port).start()
+    server = ServerThread(settings, port=port, backlog=backlog).start()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url)

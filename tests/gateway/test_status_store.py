@@ -66,3 +66,16 @@ async def test_waiters_wake_on_change_and_time_out() -> None:
     await asyncio.sleep(0.01)
     store.update(snap("a", 2))
     assert await asyncio.gather(*waiters) == [True, True, True]
+
+
+def test_unfinished_jobs_follow_the_owners_snapshots_including_evicted_tasks() -> None:
+    store = StatusStore(max_tasks=2)
+    owned = {"owner": "alice"}
+    store.update(snap("a", 1).model_copy(update=owned))
+    store.insert_pending(snap("b", 0, TaskState.PENDING).model_copy(update=owned))
+    store.update(snap("c", 1).model_copy(update=owned))  # evicts "a", which is still running
+    assert store.get("a") is None and store.unfinished.count_unfinished("alice") == 3
+    store.update(snap("a", 2, TaskState.SUCCESS).model_copy(update=owned))
+    store.update(snap("b", 1, TaskState.CANCELLED).model_copy(update=owned))
+    assert not store.update(snap("b", 0).model_copy(update=owned))  # an older snapshot changes nothing
+    assert store.unfinished.count_unfinished("alice") == 1
