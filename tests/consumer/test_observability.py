@@ -45,6 +45,9 @@ async def test_metrics_heartbeat_and_trace_of_a_real_job(
     port = free_port()
     env = consumer_env(kafka_env, tmp_path / "data", METRICS_PORT=str(port), HEARTBEAT_INTERVAL_S="0.5")
     service = start_service("gpu-consumer", CONSUMER_ARGS, env, tmp_path / "logs")
+    # The gateway publishes to the intake topic; the scheduler admits the job (trace headers and all) to the
+    # ready topic the consumer reads.
+    scheduler = start_service("scheduler", ["-m", "acefarm", "scheduler"], env, tmp_path / "logs")
     try:
         await asyncio.to_thread(wait_for_log, service, "kafka.group_joined")
         name = json.loads(next(line for line in service.log().splitlines() if "consumer.ready" in line))["worker"]
@@ -79,4 +82,5 @@ async def test_metrics_heartbeat_and_trace_of_a_real_job(
         await asyncio.to_thread(wait_for, lambda: not any(w["worker"] == name for w in workers(url)), 30.0)
     finally:
         service.stop()
+        scheduler.stop()
         gateway.close()
