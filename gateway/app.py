@@ -23,6 +23,7 @@ from gateway.metrics import MetricsController, metrics_middleware
 from gateway.page import SWAGGER, page_routes
 from gateway.state import STATE_KEY, provide_gateway, running_gateway
 from gateway.submit import GenerationController
+from gateway.task_list import TaskListController
 from gateway.tasks import TasksController
 from gateway.workers import WORKERS_KEY, WorkersController, WorkerTable, provide_workers
 
@@ -43,7 +44,13 @@ def create_app(settings: Settings) -> Litestar:
     keyring = KeyRing(settings) if settings.auth_mode == "keys" else None
     api = Router(
         path="/",
-        route_handlers=[GenerationController, TasksController, FilesController, lora_routes(settings)],
+        route_handlers=[
+            GenerationController,
+            TasksController,
+            TaskListController,
+            FilesController,
+            lora_routes(settings),
+        ],
         guards=[principal_guard(settings.auth_mode, keyring)],
         dependencies={"principal": principal_dependency(settings.auth_mode, keyring)},
     )

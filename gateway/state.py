@@ -1,5 +1,5 @@
 """What the gateway holds while it runs: settings, the Kafka producer, storage, the status view, the
-key ring (AUTH_MODE=keys) and the link signer.
+scheduler's queue view, the key ring (AUTH_MODE=keys) and the link signer.
 
 `running_gateway` starts them all in the app's lifespan and yields a `GatewayState` with every part
 started; handlers receive it as the `gateway` dependency (`provide_gateway`).
@@ -22,8 +22,12 @@ from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage, open_storage
 from gateway.keyring import KeyRing
+from gateway.queue_view import QueueView
 from gateway.signed_links import LinkSigner
 from gateway.status_view import StatusView
+from schemas.queues import QueuePosition
+from schemas.status import TaskKind, TaskState, TaskStatus
+from schemas.tenancy import ANONYMOUS
 
 log = get_logger(__name__)
 
@@ -40,6 +44,7 @@ class GatewayState:
     producer: AIOKafkaProducer
     storage: Storage
     view: StatusView
+    queues: QueueView
     signer: LinkSigner
     keyring: KeyRing | None = None
     """The farm's API keys; None when `AUTH_MODE=off`."""
@@ -63,6 +68,13 @@ class GatewayState:
         ring = self.keyring
         return ring is None or (ring.reader.running and ring.caught_up.is_set())
 
+    def queue_position(self, status: TaskStatus) -> QueuePosition | None:
+        """Where a pending generation job stands in the scheduler's queue, with its ETA; None otherwise."""
+        if status.status is not TaskState.PENDING or status.kind is not TaskKind.GENERATION:
+            return None
+        store = self.view.store
+        return self.queues.position(status.task_id, status.owner or ANONYMOUS, lambda: store.pending_after(status))
+
     @property
     def public_base_url(self) -> str:
         """PUBLIC_BASE_URL without a trailing slash ('' for relative URLs)."""
@@ -71,8 +83,8 @@ class GatewayState:
 
 @asynccontextmanager
 async def running_gateway(settings: Settings, keyring: KeyRing | None = None) -> AsyncIterator[GatewayState]:
-    """Create topics, start the producer, open storage, start the status view and `keyring` (when given);
-    stop them in reverse."""
+    """Create topics, start the producer, open storage, start the status view, the queue view and `keyring`
+    (when given); stop them in reverse."""
     await ensure_topics(settings)
     async with AsyncExitStack() as stack:
         stack.callback(log.info, "gateway.stopped")
@@ -87,6 +99,9 @@ async def running_gateway(settings: Settings, keyring: KeyRing | None = None) ->
         view = StatusView(settings)
         stack.push_async_callback(view.stop)
         await view.start()
+        queues = QueueView(settings)
+        stack.push_async_callback(queues.stop)
+        await queues.start()
         if keyring is not None:
             stack.push_async_callback(keyring.stop)
             await keyring.start()
@@ -99,7 +114,13 @@ async def running_gateway(settings: Settings, keyring: KeyRing | None = None) ->
         signer = LinkSigner.from_settings(settings)
         log.info("gateway.started", storage=settings.storage_backend, auth_mode=settings.auth_mode)
         yield GatewayState(
-            settings=settings, producer=producer, storage=storage, view=view, signer=signer, keyring=keyring
+            settings=settings,
+            producer=producer,
+            storage=storage,
+            view=view,
+            queues=queues,
+            signer=signer,
+            keyring=keyring,
         )
 
 
