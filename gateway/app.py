@@ -25,6 +25,7 @@ from gateway.page import SWAGGER, page_routes
 from gateway.planning import PlanningController
 from gateway.state import STATE_KEY, provide_gateway, running_gateway
 from gateway.submit import GenerationController
+from gateway.task_list import TaskListController
 from gateway.tasks import TasksController
 from gateway.workers import WORKERS_KEY, WorkersController, WorkerTable, provide_workers
 
@@ -50,6 +51,7 @@ def create_app(settings: Settings, backlog: BacklogProbe | None = None) -> Lites
             GenerationController,
             PlanningController,
             TasksController,
+            TaskListController,
             FilesController,
             lora_routes(settings),
         ],

@@ -1,5 +1,5 @@
 """What the gateway holds while it runs: settings, the Kafka producer, storage, the status view, the
-key ring (AUTH_MODE=keys), the link signer and admission control.
+scheduler's queue view, the key ring (AUTH_MODE=keys), the link signer and admission control.
 
 `running_gateway` starts them all in the app's lifespan and yields a `GatewayState` with every part
 started; handlers receive it as the `gateway` dependency (`provide_gateway`).
@@ -23,8 +23,12 @@ from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage, open_storage
 from gateway.admission import Admission, BacklogProbe
 from gateway.keyring import KeyRing
+from gateway.queue_view import QueueView
 from gateway.signed_links import LinkSigner
 from gateway.status_view import StatusView
+from schemas.queues import QueuePosition
+from schemas.status import TaskKind, TaskState, TaskStatus
+from schemas.tenancy import ANONYMOUS
 
 log = get_logger(__name__)
 
@@ -41,6 +45,7 @@ class GatewayState:
     producer: AIOKafkaProducer
     storage: Storage
     view: StatusView
+    queues: QueueView
     signer: LinkSigner
     admission: Admission
     keyring: KeyRing | None = None
@@ -65,6 +70,13 @@ class GatewayState:
         ring = self.keyring
         return ring is None or (ring.reader.running and ring.caught_up.is_set())
 
+    def queue_position(self, status: TaskStatus) -> QueuePosition | None:
+        """Where a pending generation job stands in the scheduler's queue, with its ETA; None otherwise."""
+        if status.status is not TaskState.PENDING or status.kind is not TaskKind.GENERATION:
+            return None
+        store = self.view.store
+        return self.queues.position(status.task_id, status.owner or ANONYMOUS, lambda: store.pending_after(status))
+
     @property
     def public_base_url(self) -> str:
         """PUBLIC_BASE_URL without a trailing slash ('' for relative URLs)."""
@@ -75,8 +87,9 @@ class GatewayState:
 async def running_gateway(
     settings: Settings, keyring: KeyRing | None = None, backlog: BacklogProbe | None = None
 ) -> AsyncIterator[GatewayState]:
-    """Create topics, start the producer, open storage, start the status view and `keyring` (when given);
-    stop them in reverse. Admission control refuses on the farm's queue only when given a `backlog` probe."""
+    """Create topics, start the producer, open storage, start the status view, the queue view and `keyring`
+    (when given); stop them in reverse. Admission control refuses on the farm's queue only when given a
+    `backlog` probe."""
     await ensure_topics(settings)
     async with AsyncExitStack() as stack:
         stack.callback(log.info, "gateway.stopped")
@@ -91,6 +104,9 @@ async def running_gateway(
         view = StatusView(settings)
         stack.push_async_callback(view.stop)
         await view.start()
+        queues = QueueView(settings)
+        stack.push_async_callback(queues.stop)
+        await queues.start()
         if keyring is not None:
             stack.push_async_callback(keyring.stop)
             await keyring.start()
@@ -108,6 +124,7 @@ async def running_gateway(
             producer=producer,
             storage=storage,
             view=view,
+            queues=queues,
             signer=signer,
             admission=admission,
             keyring=keyring,

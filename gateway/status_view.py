@@ -6,13 +6,14 @@ start-up needs no group join and every gateway replica sees every task), keeps t
 each task plus a short history of snapshots for SSE replay, and wakes per-task waiters on change.
 
 Memory is bounded: at most `max_tasks` tasks (least recently changed evicted first), each with at
-most `history` snapshots.
+most `history` snapshots. A `TaskIndex` keeps the tasks by owner and state for listings.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -21,6 +22,7 @@ from acefarm.infra.compacted import CompactedReader
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from gateway.limits import UnfinishedJobs
+from gateway.task_index import Key, Scope, TaskIndex, key_of, scope_of
 from schemas import topics
 from schemas.events import GenerationRequested, PlanningRequested, TaskStatusRecord, TrainingRequested, parse_event
 from schemas.status import PLANNED_KINDS, TaskKind, TaskState, TaskStatus
@@ -48,6 +50,7 @@ class StatusStore:
         self._waiters: dict[str, asyncio.Event] = {}
         self._max_tasks = max_tasks
         self._history = history
+        self._index = TaskIndex()
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -78,9 +81,11 @@ class StatusStore:
         if entry is None:
             entry = _Entry(latest=status, history=deque(maxlen=self._history))
             self._tasks[status.task_id] = entry
+            self._index.add(status)
             while len(self._tasks) > self._max_tasks:
-                self._tasks.popitem(last=False)
+                self._index.discard(self._tasks.popitem(last=False)[1].latest)
         else:
+            self._index.replace(entry.latest, status)
             entry.latest = status
             self._tasks.move_to_end(status.task_id)
         entry.history.append(status)
@@ -119,6 +124,16 @@ class StatusStore:
             version=0,
         )
         return self.insert_pending(pending)
+
+    def newest(self, scope: Scope, states: Iterable[TaskState], before: Key | None, limit: int) -> list[TaskStatus]:
+        """Up to `limit` latest statuses of `scope`'s tasks in `states`, newest created first, all created
+        before the task `before` names (a page after it) when given."""
+        keys = self._index.newest(scope, states, before, limit)
+        return [self._tasks[task_id].latest for _, task_id in keys]
+
+    def pending_after(self, status: TaskStatus) -> int:
+        """How many pending tasks of the same owner were created after this one."""
+        return self._index.newer(scope_of(status.owner), TaskState.PENDING, key_of(status))
 
     async def wait_newer(self, task_id: str, version: int, timeout_s: float) -> bool:
         """Wait until the task has a snapshot newer than `version`; False on timeout."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get
@@ -17,47 +19,88 @@ from acefarm.infra.logging import get_logger
 from gateway.access import caller, events_path, known_status, link_owner, visible_status
 from gateway.auth import SIGNED_LINKS, Principal
 from gateway.errors import error_responses
-from gateway.responses import to_response
+from gateway.queue_view import moved
+from gateway.responses import Render, renderer
 from gateway.state import GatewayState
 from gateway.status_view import StatusStore
 from schemas import topics
 from schemas.events import CancelRequested
-from schemas.status import TaskStatus, TaskStatusResponse
+from schemas.queues import QueuePosition
+from schemas.status import TaskState, TaskStatus, TaskStatusResponse
 
 log = get_logger(__name__)
 
-Render = Callable[[TaskStatus], TaskStatusResponse]
+QUEUE_PUSH_S = 5.0
+"""While a job is pending, a changed queue position or ETA is pushed at least this often (moves that
+`moved` finds noticeable go out at once)."""
 
 
-def _renderer(gateway: GatewayState, viewer: str) -> Render:
-    signer, base_url = gateway.signer, gateway.public_base_url
-    return lambda status: to_response(status, signer, viewer, base_url)
+def _message(status: TaskStatus, response: TaskStatusResponse) -> ServerSentEventMessage:
+    return ServerSentEventMessage(data=response.model_dump_json(), event=status.status.value, id=status.version)
 
 
-def _message(status: TaskStatus, render: Render) -> ServerSentEventMessage:
-    return ServerSentEventMessage(data=render(status).model_dump_json(), event=status.status.value, id=status.version)
+def _queue_of(response: TaskStatusResponse) -> QueuePosition | None:
+    return None if response.queue_position is None else QueuePosition(response.queue_position, response.eta_s)
+
+
+async def _first_of(*waits: Awaitable[bool]) -> None:
+    """Wait until the first of `waits` returns; cancel the others."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def status_events(
-    store: StatusStore, task_id: str, last_event_id: int | None, keepalive_s: float, render: Render
+    store: StatusStore,
+    task_id: str,
+    last_event_id: int | None,
+    keepalive_s: float,
+    render: Render,
+    queue_changed: Callable[[float], Awaitable[bool]],
 ) -> AsyncIterator[ServerSentEventMessage]:
     """The task's snapshots newer than `last_event_id` (the current one when None), then each change,
     each as `render` shows it; a keep-alive comment after `keepalive_s` idle; ends once the final state
-    has been sent."""
+    has been sent.
+
+    While the task is pending its queue position also moves without a new version: it is re-read when a
+    queue snapshot arrives (`queue_changed`) and sent again, with the same id, when it moved noticeably
+    (`moved`) or, if it changed at all, every `QUEUE_PUSH_S`.
+    """
     last = last_event_id
     shown: dict[str, object] | None = None
+    queue: QueuePosition | None = None
+    said_at = pushed_at = time.monotonic()
     while True:
         for status in store.since(task_id, last):
             visible = status.model_dump(exclude={"version", "updated_at"})
             if visible != shown:  # e.g. streams' first "pending" after the gateway's own: nothing new to show
-                yield _message(status, render)
-                shown = visible
+                response = render(status)
+                yield _message(status, response)
+                shown, queue = visible, _queue_of(response)
+                said_at = pushed_at = time.monotonic()
             last = status.version
         current = store.get(task_id)
         if current is None or (current.status.is_final and last is not None and last >= current.version):
             return
-        if not await store.wait_newer(task_id, last if last is not None else -1, keepalive_s):
+        version = last if last is not None else -1
+        if current.status is not TaskState.PENDING:
+            if not await store.wait_newer(task_id, version, keepalive_s):
+                yield ServerSentEventMessage(comment="keep-alive", data=None)
+                said_at = time.monotonic()
+            continue
+        response, now = render(current), time.monotonic()
+        position = _queue_of(response)
+        if moved(queue, position) or (position != queue and now - pushed_at >= QUEUE_PUSH_S):
+            yield _message(current, response)
+            queue, said_at, pushed_at = position, now, now
+        elif now - said_at >= keepalive_s:
             yield ServerSentEventMessage(comment="keep-alive", data=None)
+            said_at = now
+        wait_s = max(0.01, min(keepalive_s - (now - said_at), QUEUE_PUSH_S))
+        await _first_of(store.wait_newer(task_id, version, wait_s), queue_changed(wait_s))
 
 
 def _parse_event_id(value: str | None) -> int | None:
@@ -78,8 +121,7 @@ class TasksController(Controller):
     ) -> TaskStatusResponse:
         """The task's current status, progress and signed result URLs (`file_url` first take, `file_urls`
         all; they work without headers until they expire). Someone else's task answers 404 like an unknown one."""
-        status = visible_status(gateway, principal, task_id)
-        return to_response(status, gateway.signer, principal.owner, gateway.public_base_url)
+        return renderer(gateway, principal.owner)(visible_status(gateway, principal, task_id))
 
     @delete(
         "/tasks/{task_id:str}",
@@ -105,7 +147,7 @@ class TasksController(Controller):
         await publish(gateway.producer, topics.TASK_CONTROL, CancelRequested(task_id=task_id))
         log.info("gateway.cancel_requested", task_id=task_id, by=principal.owner)
         return Response(
-            to_response(status, gateway.signer, principal.owner, gateway.public_base_url),
+            renderer(gateway, principal.owner)(status),
             status_code=HTTP_202_ACCEPTED,
         )
 
@@ -129,8 +171,10 @@ class TasksController(Controller):
 
         Each event has `id` = version, `event` = status and `data` = the `GET /status` JSON. The stream
         closes after the final state (success, failed, cancelled). With `Last-Event-ID` only newer
-        states are sent (none if the client already has the final one). A `: keep-alive` comment
-        is sent every SSE_KEEPALIVE_S seconds while nothing changes. Authenticate with a key, or open
+        states are sent (none if the client already has the final one). While the job is pending, the
+        current state is sent again (same id) when its `queue_position` moves noticeably, and every few
+        seconds when its position or `eta_s` changed. A `: keep-alive` comment is sent every
+        SSE_KEEPALIVE_S seconds while nothing changes. Authenticate with a key, or open
         the status's signed `events_url` (for `EventSource`, which cannot send headers).
         """
         owner = link_owner(gateway, request, events_path(task_id))
@@ -145,6 +189,7 @@ class TasksController(Controller):
             task_id,
             _parse_event_id(last_event_id),
             gateway.settings.sse_keepalive_s,
-            _renderer(gateway, owner),
+            renderer(gateway, owner),
+            gateway.queues.wait_changed,
         )
         return ServerSentEvent(stream)

@@ -12,7 +12,7 @@ from schemas.events import EVENT_MODELS
 from schemas.generation import GenerateRequest
 from schemas.keys import ApiKeyRecord
 from schemas.queues import QueueSnapshot
-from schemas.status import TaskAccepted, TaskStatusResponse, WebhookPayload
+from schemas.status import TaskAccepted, TaskList, TaskStatusResponse, WebhookPayload
 from schemas.training import LoraManifest, TrainingOptions
 from schemas.workers import WorkerHeartbeat
 
@@ -22,6 +22,7 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     GenerateRequest,
     TaskAccepted,
     TaskStatusResponse,
+    TaskList,
     TrainingOptions,
     LoraManifest,
     QueueSnapshot,

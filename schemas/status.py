@@ -118,7 +118,17 @@ class TaskStatusResponse(BaseModel):
     step: int | None = None
     total_steps: int | None = None
     loss: float | None = None
-    eta_s: float | None = None
+    eta_s: float | None = Field(
+        default=None,
+        description="Estimated seconds left: while pending, until a GPU starts the job (from the scheduler's "
+        "queue); while running, until it finishes. None when unknown.",
+    )
+    queue_position: int | None = Field(
+        default=None,
+        ge=0,
+        description="While pending: the jobs that start before this one (0: it is next). None when not "
+        "pending, or while the gateway cannot tell (e.g. the job is already admitted to a GPU's queue).",
+    )
     message: str | None = None
     file_url: str | None = Field(
         default=None, description="URL of the first result file; signed, so it works without headers until it expires."
@@ -140,6 +150,15 @@ class TaskStatusResponse(BaseModel):
     created_at: datetime
     updated_at: datetime
     version: int
+
+
+class TaskList(BaseModel):
+    """Body of `GET /tasks`: the statuses asked for, newest first, and where the next page starts."""
+
+    tasks: list[TaskStatusResponse]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; None on the last page (and for `ids`)."
+    )
 
 
 class WebhookPayload(BaseModel):

@@ -10,10 +10,15 @@
  *                                  the server closes the stream after the final status
  *   GET  /status/{id}           -> the same status JSON, used to resume after a lost stream; its signed
  *                                  `events_url` is what the EventSource opens (it cannot send headers)
+ *   GET  /tasks?status=pending,running&mine=true
+ *                               -> {tasks: [status JSON]}: the key's unfinished jobs, added on load
+ *                                  (so jobs submitted elsewhere, or before storage was cleared, show up)
  *   DELETE /tasks/{id}          -> cancel
  *
  * With keys on, every call carries `Authorization: Bearer <key>`; a 401 asks for the key, which is
  * kept in localStorage. The job list is remembered per key, so each user sees only their own jobs.
+ * A pending job shows its place in the queue and when it should start (`queue_position`, `eta_s`);
+ * the stream re-sends the pending status, with the same version, as that place moves.
  * Players and download links use the status's signed file URLs, which need no header.
  */
 "use strict";
@@ -260,13 +265,17 @@
     /** Apply one status snapshot; older or repeated versions are ignored. */
     apply(state) {
       if (typeof state.version === "number") {
+        if (state.version === this.version && state.status === "pending" && this.status === "pending") {
+          this.showStage(state); // the same version again: only the queue position moved
+          return;
+        }
         if (state.version <= this.version) return;
         this.version = state.version;
       }
       if (state.events_url) this.eventsUrl = state.events_url;
       const previous = this.status;
       this.status = state.status;
-      const { badge, bar, percent, stage, error, cancel, dismiss } = this.parts;
+      const { badge, bar, percent, error, cancel, dismiss } = this.parts;
       this.el.dataset.status = state.status;
       badge.textContent = state.status;
 
@@ -278,8 +287,7 @@
         bar.value = progress;
         percent.textContent = `${Math.round(progress * 100)}%`;
       }
-      stage.textContent = this.describe(state);
-      stage.hidden = !stage.textContent;
+      this.showStage(state);
 
       if (state.status === "failed") {
         error.textContent = state.error || "The job failed without a reason.";
@@ -295,9 +303,22 @@
       }
     }
 
-    /** The line under the progress bar: stage, step, loss, time left. */
+    showStage(state) {
+      const { stage } = this.parts;
+      stage.textContent = this.describe(state);
+      stage.hidden = !stage.textContent;
+    }
+
+    /** The line under the progress bar: place in the queue, or stage, step, loss, time left. */
     describe(state) {
-      if (state.status === "pending") return STATUS_LABELS.pending;
+      if (state.status === "pending") {
+        const place = state.queue_position;
+        if (place == null) return STATUS_LABELS.pending;
+        const ahead = place === 0 ? "next in line" : `${place} ${place === 1 ? "job" : "jobs"} ahead`;
+        const parts = [STATUS_LABELS.pending, ahead];
+        if (state.eta_s != null && state.eta_s > 0) parts.push(`starts in about ${formatSeconds(state.eta_s)}`);
+        return parts.join(" · ");
+      }
       if (FINAL.has(state.status)) return ""; // the badge, the error or the player says it
       const parts = [STAGE_LABELS[state.stage] || state.message || "Running"];
       if (state.step != null && state.total_steps) parts.push(`step ${state.step} / ${state.total_steps}`);
@@ -455,10 +476,12 @@
 
   // ---------------------------------------------------------------- the job list
 
-  function addJob(info) {
+  /** Add a card and follow the job; `state` is its status when already known (its events link included). */
+  function addJob(info, state = null) {
     const job = new Job(info);
     jobs.set(job.id, job);
     jobsList.prepend(job.el);
+    if (state) job.apply(state);
     job.connect();
     updateChrome();
     saveJobs();
@@ -504,6 +527,29 @@
     try { list = JSON.parse(localStorage.getItem(jobsStore()) || "[]"); } catch { list = []; }
     for (const info of Array.isArray(list) ? list : []) {
       if (info && typeof info.id === "string" && !jobs.has(info.id)) addJob({ ...info, restored: true });
+    }
+  }
+
+  /**
+   * Add the key's unfinished jobs that the list lacks (submitted from elsewhere, or before this browser's
+   * storage was cleared). Only with a key: without one every caller is the same anonymous owner.
+   */
+  async function loadUnfinished() {
+    if (!keyId(apiKey)) return;
+    let body;
+    try {
+      const response = await api(`/tasks?status=pending,running&mine=true&limit=${MAX_STORED}`, {
+        headers: { accept: "application/json" },
+      });
+      if (!response.ok) return;
+      body = await response.json();
+    } catch { return; }
+    const tasks = Array.isArray(body.tasks) ? body.tasks : [];
+    for (const state of tasks.reverse()) { // oldest first: each new card goes on top
+      if (jobs.has(state.task_id)) continue;
+      const training = state.kind === "training";
+      addJob({ id: state.task_id, kind: training ? "training" : "generation", title: training ? "LoRA training" : "Track",
+        loraId: state.lora_id || undefined }, state);
     }
   }
 
@@ -643,7 +689,7 @@
 
   updateChrome();
   // The LoRA list comes first: with keys on it asks for the key, and the job list is the key's own.
-  loadLoras().finally(() => { restoreJobs(); updateChrome(); });
+  loadLoras().finally(() => { restoreJobs(); updateChrome(); loadUnfinished(); });
   // Exposed for tests and debugging in the console.
   window.acefarm = { jobs, get lorasAvailable() { return lorasAvailable; } };
 })();

@@ -260,6 +260,32 @@ def test_several_jobs_each_with_its_own_state_and_cancel(page: Page) -> None:
     screenshot(page, "page-two-jobs-390.png")
 
 
+def test_a_waiting_job_shows_its_place_in_the_queue(page: Page) -> None:
+    """One GPU busy with a long job: one job waits in the GPU's queue, the ones after it in the scheduler's,
+    and the last card says how many jobs are ahead of it."""
+    page.goto("/")
+
+    def submit() -> Locator:
+        with page.expect_response("**/generate") as submitted:
+            page.get_by_role("button", name="Generate").click()
+        return page.locator(f'.job[data-task-id="{submitted.value.json()["task_id"]}"]')
+
+    fill_form(page, prompt="long one step_s=1", duration="2", steps="30")
+    long = submit()
+    expect(long).to_have_attribute("data-status", "running", timeout=60_000)
+    page.get_by_label("Prompt").fill("waiting in line")
+    page.locator("#generate-form").get_by_label("Steps", exact=True).fill("2")
+    waiting = [submit() for _ in range(3)]
+    expect(waiting[-1].locator('[data-role="stage"]')).to_have_text(
+        re.compile(r"^Waiting for a GPU · (next in line|\d+ jobs? ahead)( · starts in about .+)?$")
+    )
+    screenshot(page, "page-queue-position-390.png")
+    for card in [long, *waiting]:
+        card.get_by_role("button", name="Cancel").click()
+    for card in [long, *waiting]:
+        expect(card).to_have_attribute("data-status", re.compile("cancelled|success"), timeout=60_000)
+
+
 # Records what the page's EventSources go through, without changing how they behave.
 WATCH_EVENT_SOURCES = """
 window.__sse = { opened: 0, errors: 0, gaveUp: 0 };
@@ -425,8 +451,8 @@ def test_train_a_lora_then_generate_with_it(page: Page, stack: Stack, trainer: S
 
 def test_with_keys_on_the_page_asks_for_a_key_and_shows_only_its_own_jobs(browser: Browser, stack: Stack) -> None:
     """A gateway with AUTH_MODE=keys (the stack's workers run its jobs): the page asks for the key on the
-    API's 401, keeps it, submits and follows the job with it, and someone else's job planted in its list
-    is dropped because the API answers 404 for it."""
+    API's 401, keeps it, submits and follows the job with it, lists the key's unfinished job submitted
+    elsewhere, and drops someone else's job planted in its list because the API answers 404 for it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**stack.env, "AUTH_MODE": "keys"}
@@ -446,6 +472,9 @@ def test_with_keys_on_the_page_asks_for_a_key_and_shows_only_its_own_jobs(browse
             time.sleep(0.1)
         job = {"prompt": "not yours", "duration": 1}
         foreign = httpx.post(f"{url}/generate", json=job, headers={"X-API-Key": their_secret}).json()["task_id"]
+        # Submitted elsewhere (curl, another browser): the page lists it once it knows the key.
+        elsewhere_job = {"prompt": "from curl step_s=0.5", "duration": 1, "inference_steps": 12}
+        elsewhere = httpx.post(f"{url}/generate", json=elsewhere_job, headers={"X-API-Key": secret}).json()["task_id"]
         planted = [{"id": foreign, "kind": "generation", "title": "someone else's"}]
 
         context = browser.new_context(viewport=PHONE, base_url=url)
@@ -466,6 +495,7 @@ def test_with_keys_on_the_page_asks_for_a_key_and_shows_only_its_own_jobs(browse
             page.get_by_role("button", name="Use this key").click()
             expect(dialog).to_be_hidden()
             assert page.evaluate("localStorage.getItem('acefarm.key.v1')") == secret
+            expect(page.locator(f'.job[data-task-id="{elsewhere}"]')).to_have_count(1)
 
             fill_form(page, prompt="mine, with a key", duration="2", steps="3")
             with page.expect_response("**/generate") as submitted:
@@ -477,7 +507,8 @@ def test_with_keys_on_the_page_asks_for_a_key_and_shows_only_its_own_jobs(browse
             audio = card.locator("audio")
             page.wait_for_function("(el) => el.readyState >= 1", arg=audio.element_handle(), timeout=30_000)
             expect(page.locator(f'.job[data-task-id="{foreign}"]')).to_have_count(0)
-            expect(page.locator(".job")).to_have_count(1)
+            expect(page.locator(f'.job[data-task-id="{elsewhere}"]')).to_have_attribute("data-status", "success")
+            expect(page.locator(".job")).to_have_count(2)
         finally:
             context.close()
         assert not script_errors, f"script errors on the page: {script_errors}\n{stack.logs()}"
