@@ -1,5 +1,5 @@
 """What the gateway holds while it runs: settings, the Kafka producer, storage, the status view, the
-key ring (AUTH_MODE=keys) and the link signer.
+accepted-task follower, the key ring (AUTH_MODE=keys) and the link signer.
 
 `running_gateway` starts them all in the app's lifespan and yields a `GatewayState` with every part
 started; handlers receive it as the `gateway` dependency (`provide_gateway`).
@@ -21,6 +21,7 @@ from acefarm.infra.kafka import ensure_topics, make_producer
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage, open_storage
+from gateway.accepted import AcceptedTasks
 from gateway.keyring import KeyRing
 from gateway.signed_links import LinkSigner
 from gateway.status_view import StatusView
@@ -41,6 +42,8 @@ class GatewayState:
     storage: Storage
     view: StatusView
     signer: LinkSigner
+    accepted: AcceptedTasks
+    """Follows the request topics: accepted tasks are known before `streams` folds them."""
     keyring: KeyRing | None = None
     """The farm's API keys; None when `AUTH_MODE=off`."""
     in_flight: set[str] = field(default_factory=set)
@@ -57,6 +60,14 @@ class GatewayState:
     def ready(self) -> bool:
         """Whether the status view is running and has read the whole status topic once."""
         return self.view.running and self.view.caught_up.is_set()
+
+    def intake_ready(self) -> bool:
+        """Whether the request topics are followed and read up to where they ended at start."""
+        return self.accepted.running and self.accepted.caught_up
+
+    def tasks_current(self) -> bool:
+        """Whether every task any gateway accepted before this one started is known here (else: 503, not 404)."""
+        return self.view.caught_up.is_set() and self.accepted.caught_up
 
     def keys_ready(self) -> bool:
         """Whether the key ring follows its topic and has read every key once (always, with auth off)."""
@@ -87,6 +98,9 @@ async def running_gateway(settings: Settings, keyring: KeyRing | None = None) ->
         view = StatusView(settings)
         stack.push_async_callback(view.stop)
         await view.start()
+        accepted = AcceptedTasks(settings, view.store)
+        stack.push_async_callback(accepted.stop)
+        await accepted.start()
         if keyring is not None:
             stack.push_async_callback(keyring.stop)
             await keyring.start()
@@ -99,7 +113,13 @@ async def running_gateway(settings: Settings, keyring: KeyRing | None = None) ->
         signer = LinkSigner.from_settings(settings)
         log.info("gateway.started", storage=settings.storage_backend, auth_mode=settings.auth_mode)
         yield GatewayState(
-            settings=settings, producer=producer, storage=storage, view=view, signer=signer, keyring=keyring
+            settings=settings,
+            producer=producer,
+            storage=storage,
+            view=view,
+            signer=signer,
+            accepted=accepted,
+            keyring=keyring,
         )
 
 

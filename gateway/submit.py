@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
 from acefarm.infra.metrics import TASKS_SUBMITTED
+from gateway.access import tasks_not_current
 from gateway.auth import Principal
 from gateway.errors import FieldError, error_responses
 from gateway.inputs import check_audio, check_input_key, check_webhook, decode_base64, store_input, upload_prefix
@@ -133,7 +134,7 @@ class GenerationController(Controller):
         before_request=require_json,
         status_code=HTTP_202_ACCEPTED,
         summary="Submit a generation job",
-        responses=error_responses(400, 401, 409, 413, 415, 422),
+        responses=error_responses(400, 401, 409, 413, 415, 422, 503),
     )
     async def generate(
         self,
@@ -163,6 +164,8 @@ class GenerationController(Controller):
         if known is not None and idempotency_key is not None:
             check_replay(known, body_hash, idempotency_key)
             return _accepted(task_id, known.status, known.lora_id, replayed=True)
+        if idempotency_key is not None and not gateway.tasks_current():
+            raise tasks_not_current()  # the key's task may have been accepted before this gateway started
         if task_id in gateway.in_flight:
             raise HTTPException(
                 status_code=HTTP_409_CONFLICT,
