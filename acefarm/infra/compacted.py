@@ -2,10 +2,10 @@
 
 Every partition is assigned from the beginning (or from `since_s` seconds ago) with no consumer group:
 start-up needs no group join, and every process (every gateway replica) sees every record.
-`caught_up` is set once the reader has reached the end offsets the topic had when it started, i.e. once the in-memory table is as complete
-as the topic was at start. What a record means is the caller's business: `apply(key, value)` gets
-each record in partition order (`value` None is a tombstone); a record it raises on is logged,
-counted in `failed` and skipped.
+`caught_up` is set once the reader has reached the end offsets the topic had when it started, i.e.
+once the in-memory table is as complete as the topic was at start. What a record means is the
+caller's business: `apply(key, value)` gets each record in partition order (`value` None is a
+tombstone); a record it raises on is logged, counted in `failed` and skipped.
 """
 
 from __future__ import annotations
