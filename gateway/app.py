@@ -16,6 +16,7 @@ from gateway.auth import principal_dependency, principal_guard
 from gateway.backlog import BACKLOG_KEY, Backlog, provide_backlog
 from gateway.errors import client_error_handler
 from gateway.files import FilesController
+from gateway.hardening import hardening_middleware
 from gateway.health import HealthController
 from gateway.keyring import KeyRing
 from gateway.loras import lora_routes
@@ -24,6 +25,7 @@ from gateway.page import SWAGGER, page_routes
 from gateway.state import STATE_KEY, provide_gateway, running_gateway
 from gateway.submit import GenerationController
 from gateway.tasks import TasksController
+from gateway.uploads import upload_routes
 from gateway.workers import WORKERS_KEY, WorkersController, WorkerTable, provide_workers
 
 
@@ -43,7 +45,13 @@ def create_app(settings: Settings) -> Litestar:
     keyring = KeyRing(settings) if settings.auth_mode == "keys" else None
     api = Router(
         path="/",
-        route_handlers=[GenerationController, TasksController, FilesController, lora_routes(settings)],
+        route_handlers=[
+            GenerationController,
+            upload_routes(settings),
+            TasksController,
+            FilesController,
+            lora_routes(settings),
+        ],
         guards=[principal_guard(settings.auth_mode, keyring)],
         dependencies={"principal": principal_dependency(settings.auth_mode, keyring)},
     )
@@ -71,7 +79,7 @@ def create_app(settings: Settings) -> Litestar:
             "workers": Provide(provide_workers, sync_to_thread=False),
             "backlog": Provide(provide_backlog, sync_to_thread=False),
         },
-        middleware=[metrics_middleware],
+        middleware=[metrics_middleware, hardening_middleware(settings.allowed_hosts)],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=max_body_bytes(settings),

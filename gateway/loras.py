@@ -19,9 +19,9 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-from litestar import Controller, Response, Router, delete, get, patch, post
+from litestar import Controller, Request, Response, Router, delete, get, patch, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
@@ -35,7 +35,7 @@ from acefarm.infra.logging import get_logger
 from acefarm.infra.metrics import TASKS_SUBMITTED
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
-from acefarm.model.datasets import DatasetError, DatasetLimits, validate_dataset_zip
+from acefarm.model.datasets import DatasetError
 from acefarm.model.loras import (
     delete_lora,
     list_manifests,
@@ -173,12 +173,13 @@ class LorasController(Controller):
         "/train/lora",
         status_code=HTTP_202_ACCEPTED,
         summary="Train a LoRA style from a zip of tracks",
-        responses=error_responses(400, 401, 413, 415, 422),
+        responses=error_responses(400, 401, 403, 413, 415, 422, 503),
     )
     async def train_lora(
         self,
         gateway: NamedDependency[GatewayState],
         principal: NamedDependency[Principal],
+        request: Request[Any, Any, Any],
         data: Annotated[TrainLoraForm, Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> Response[TaskAccepted]:
         """Check the dataset zip completely (paths, zip bombs, track count, every track decodes and fits the
@@ -186,6 +187,8 @@ class LorasController(Controller):
 
         Answers 202 `{task_id, lora_id}`: follow the job at `/status/{task_id}`; once it succeeds, pass
         `lora_id` to `POST /generate`. Every problem answers 400 (413 for size) naming the file and why.
+        The check runs in a child process with memory and time limits, a few at a time per gateway (503 with
+        `Retry-After` when all are busy), and stops when the client disconnects.
         The LoRA belongs to the caller and stays private until published (`PATCH /loras/{lora_id}`).
         """
         settings = gateway.settings
@@ -199,18 +202,20 @@ class LorasController(Controller):
         await check_webhook(hook.webhook, settings)
         task_id = uuid.uuid4().hex
         lora_id = new_lora_id(style_name)
+        checks = gateway.dataset_checks
+        checks.reserve()
         work = Path(tempfile.mkdtemp(prefix="acefarm-upload-"))
         try:
             zip_path = work / "dataset.zip"
             await _save_upload(data.file, zip_path, settings.lora_max_zip_bytes)
             try:
-                limits = DatasetLimits.from_settings(settings)
-                tracks = await asyncio.to_thread(validate_dataset_zip, zip_path, limits)
+                tracks = await checks.check(zip_path, request)
             except DatasetError as error:
                 raise FieldError("file", str(error)) from None
             key = dataset_key(task_id)
             await gateway.storage.put_file(key, zip_path, "application/zip")
         finally:
+            checks.release()
             await asyncio.to_thread(shutil.rmtree, work, True)
         event = TrainingRequested(
             task_id=task_id,

@@ -22,6 +22,7 @@ from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage, open_storage
 from gateway.accepted import AcceptedTasks
+from gateway.dataset_checks import DatasetChecks
 from gateway.keyring import KeyRing
 from gateway.signed_links import LinkSigner
 from gateway.status_view import StatusView
@@ -44,6 +45,8 @@ class GatewayState:
     signer: LinkSigner
     accepted: AcceptedTasks
     """Follows the request topics: accepted tasks are known before `streams` folds them."""
+    dataset_checks: DatasetChecks
+    """Dataset zip checks in child processes, a few at a time."""
     keyring: KeyRing | None = None
     """The farm's API keys; None when `AUTH_MODE=off`."""
     in_flight: set[str] = field(default_factory=set)
@@ -119,6 +122,7 @@ async def running_gateway(settings: Settings, keyring: KeyRing | None = None) ->
             view=view,
             signer=signer,
             accepted=accepted,
+            dataset_checks=DatasetChecks(settings),
             keyring=keyring,
         )
 
