@@ -21,6 +21,7 @@ from gateway.health import HealthController
 from gateway.keyring import KeyRing
 from gateway.loras import lora_routes
 from gateway.metrics import MetricsController, metrics_middleware
+from gateway.openapi import strict_openapi
 from gateway.page import SWAGGER, page_routes
 from gateway.state import STATE_KEY, provide_gateway, running_gateway
 from gateway.submit import GenerationController
@@ -72,7 +73,7 @@ def create_app(settings: Settings) -> Litestar:
                     del app.state[key]
 
     exception_handlers: Any = {ClientException: client_error_handler}
-    return Litestar(
+    app = Litestar(
         route_handlers=[api, HealthController, WorkersController, MetricsController, *page_routes()],
         dependencies={
             "gateway": Provide(provide_gateway, sync_to_thread=False),
@@ -92,3 +93,5 @@ def create_app(settings: Settings) -> Litestar:
             render_plugins=[SWAGGER],
         ),
     )
+    strict_openapi(app.openapi_schema)
+    return app

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded", "text/plain")
 """Content types a browser may post cross-site without a preflight."""
@@ -71,10 +71,9 @@ def cross_site_form(method: str, headers: dict[str, str]) -> bool:
 def _refuse(status: int, detail: str) -> list[Message]:
     body = json.dumps({"status_code": status, "detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), NOSNIFF]
-    return [
-        {"type": "http.response.start", "status": status, "headers": headers},
-        {"type": "http.response.body", "body": body},
-    ]
+    start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status, "headers": headers}
+    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+    return [start, end]
 
 
 def hardening_middleware(allowed_hosts: str) -> Callable[[ASGIApp], ASGIApp]:
@@ -90,7 +89,7 @@ def hardening_middleware(allowed_hosts: str) -> Callable[[ASGIApp], ASGIApp]:
             refusal: list[Message] | None = None
             if not host_allowed(headers.get("host"), allowed):
                 refusal = _refuse(400, "this host name is not served here; add it to ALLOWED_HOSTS")
-            elif cross_site_form(scope.get("method", "GET"), headers):
+            elif cross_site_form(str(scope.get("method", "GET")), headers):
                 refusal = _refuse(403, "cross-site form posts are refused; call the API with a key instead")
             if refusal is not None:
                 for message in refusal:

@@ -28,7 +28,7 @@ from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
 from litestar.params import Body, FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_413_REQUEST_ENTITY_TOO_LARGE
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
@@ -105,6 +105,8 @@ def training_options(form: DatasetUpload) -> TrainingOptions:
 
 class LoraUpdate(BaseModel):
     """Body of `PATCH /loras/{lora_id}`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     public: bool
     """True: every user may list it and generate with it (its lyrics and captions stay private)."""
@@ -193,7 +195,7 @@ class LorasController(Controller):
         """
         settings = gateway.settings
         style_name = (data.style_name or "").strip()
-        if not style_name or len(style_name) > 100:
+        if not style_name or len(data.style_name) > 100:
             raise FieldError("style_name", "give the style a name of 1 to 100 characters")
         if not isinstance(data.file, UploadFile):
             raise FieldError("file", "attach the dataset as a file field named 'file' (a .zip of your tracks)")
