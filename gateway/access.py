@@ -23,21 +23,21 @@ def unknown_task(task_id: str) -> NotFoundException:
     return NotFoundException(detail=f"no task has the id {task_id!r}; use the task_id returned by POST /generate")
 
 
-def still_loading() -> HTTPException:
-    """The 503 for a status read while a freshly started gateway is still reading the status topic."""
+def tasks_not_current() -> HTTPException:
+    """The 503 for a task id asked about before the gateway has read the status and request topics."""
     return HTTPException(
         status_code=HTTP_503_SERVICE_UNAVAILABLE,
-        detail="the gateway is still reading task statuses after a restart; retry in a moment",
+        detail="the gateway is still reading task statuses and accepted requests after a restart; retry in a moment",
         headers={"Retry-After": "1"},
     )
 
 
 def known_status(gateway: GatewayState, task_id: str) -> TaskStatus:
-    """The task's latest status, whoever owns it; 404 when unknown, 503 while the view is still reading."""
-    view = gateway.view
-    status = view.store.get(task_id)
-    if status is None and not view.caught_up.is_set():
-        raise still_loading()
+    """The task's latest status, whoever owns it; 404 when unknown, 503 while the gateway is still reading
+    the status and request topics after a start (`tasks_not_current`)."""
+    status = gateway.view.store.get(task_id)
+    if status is None and not gateway.tasks_current():
+        raise tasks_not_current()
     if status is None:
         raise unknown_task(task_id)
     return status

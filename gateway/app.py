@@ -17,16 +17,19 @@ from gateway.auth import principal_dependency, principal_guard
 from gateway.backlog import BACKLOG_KEY, Backlog, provide_backlog
 from gateway.errors import client_error_handler
 from gateway.files import FilesController
+from gateway.hardening import hardening_middleware
 from gateway.health import HealthController
 from gateway.keyring import KeyRing
 from gateway.loras import lora_routes
 from gateway.metrics import MetricsController, metrics_middleware
+from gateway.openapi import strict_openapi
 from gateway.page import SWAGGER, page_routes
 from gateway.planning import PlanningController
 from gateway.state import STATE_KEY, provide_gateway, running_gateway
 from gateway.submit import GenerationController
 from gateway.task_list import TaskListController
 from gateway.tasks import TasksController
+from gateway.uploads import upload_routes
 from gateway.workers import WORKERS_KEY, WorkersController, WorkerTable, provide_workers
 
 
@@ -50,6 +53,7 @@ def create_app(settings: Settings, backlog: BacklogProbe | None = None) -> Lites
         route_handlers=[
             GenerationController,
             PlanningController,
+            upload_routes(settings),
             TasksController,
             TaskListController,
             FilesController,
@@ -76,14 +80,14 @@ def create_app(settings: Settings, backlog: BacklogProbe | None = None) -> Lites
                     del app.state[key]
 
     exception_handlers: Any = {ClientException: client_error_handler}
-    return Litestar(
+    app = Litestar(
         route_handlers=[api, HealthController, WorkersController, MetricsController, *page_routes()],
         dependencies={
             "gateway": Provide(provide_gateway, sync_to_thread=False),
             "workers": Provide(provide_workers, sync_to_thread=False),
             "backlog": Provide(provide_backlog, sync_to_thread=False),
         },
-        middleware=[metrics_middleware],
+        middleware=[metrics_middleware, hardening_middleware(settings.allowed_hosts)],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=max_body_bytes(settings),
@@ -96,3 +100,5 @@ def create_app(settings: Settings, backlog: BacklogProbe | None = None) -> Lites
             render_plugins=[SWAGGER],
         ),
     )
+    strict_openapi(app.openapi_schema)
+    return app

@@ -9,6 +9,7 @@ from litestar.exceptions import ClientException, HTTPException, SerializationExc
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
+from gateway.hardening import without_local_paths
 from schemas.status import ErrorBody
 
 _PREFIXES = ("Value error, ", "Assertion failed, ")
@@ -46,8 +47,18 @@ def readable_validation_detail(extra: Any) -> str | None:
     return "; ".join(_readable(item) for item in extra if isinstance(item, dict)) or None
 
 
+def _scrubbed(extra: Any) -> Any:
+    if isinstance(extra, list):
+        return [_scrubbed(item) for item in extra]
+    if isinstance(extra, dict):
+        return {key: _scrubbed(value) for key, value in extra.items()}
+    return without_local_paths(extra) if isinstance(extra, str) else extra
+
+
 def client_error_handler(_: Request[Any, Any, Any], exc: ClientException) -> Response[dict[str, Any]]:
-    """4xx answers as `ErrorBody`; validation failures list each bad field and what is wrong with it."""
+    """4xx answers as `ErrorBody`; validation failures list each bad field and what is wrong with it.
+
+    Local file paths (temporary files, the data directory) never reach the client."""
     detail = str(exc.detail)
     if isinstance(exc, ValidationException):
         detail = readable_validation_detail(exc.extra) or detail
@@ -55,9 +66,9 @@ def client_error_handler(_: Request[Any, Any, Any], exc: ClientException) -> Res
         detail = f"body is not valid JSON ({detail.removeprefix('JSON is malformed: ')})"
     elif exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE and detail == "Request Entity Too Large":
         detail = "body: the request is too large; each audio input may be at most MAX_INPUT_AUDIO_BYTES"
-    body: dict[str, Any] = {"status_code": exc.status_code, "detail": detail}
+    body: dict[str, Any] = {"status_code": exc.status_code, "detail": without_local_paths(detail)}
     if exc.extra:
-        body["extra"] = exc.extra
+        body["extra"] = _scrubbed(exc.extra)
     return Response(body, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -65,14 +76,16 @@ _MEANINGS = {
     400: "A field is invalid, or the request costs more than the key allows (`extra.limit`: cost); `detail` "
     "says what to fix.",
     401: "No valid API key: send it as `Authorization: Bearer <key>` or `X-API-Key` (see `WWW-Authenticate`).",
-    403: "The API key does not allow this (e.g. the requested priority); `extra.limit` names the limit.",
+    403: "The API key does not allow this (e.g. the requested priority; `extra.limit` names the limit), or a "
+    "cross-site form post (send the request from an API client with a key).",
     404: "Not found.",
     409: "Conflicts with the task's current state.",
     413: "Too large.",
     415: "Wrong Content-Type.",
+    416: "The Range lies outside the file.",
     422: "Refused: an Idempotency-Key already used with a different body, or a webhook the farm may not call.",
     429: "A limit of the API key (`extra.limit`: rate or unfinished); retry after `Retry-After` seconds.",
-    503: "Not ready, or the farm's queue is full (`extra.limit`: backlog); retry after `Retry-After` seconds.",
+    503: "Not ready or busy, or the farm's queue is full (`extra.limit`: backlog); retry after `Retry-After` seconds.",
 }
 
 

@@ -33,6 +33,8 @@ SERVED_PREFIXES = (storage_keys.OUTPUTS,)
 _TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CHUNK = 256 * 1024
+_MAX_DIGITS = 18
+"""Longest byte position a `Range` may name (10^18 bytes is beyond any file; longer is 416, never parsed)."""
 
 PRESIGNED_REDIRECT_S = 300
 """Seconds the presigned S3 URL of a download redirect lives (followed at once; less if S3_PRESIGN_EXPIRY_S is)."""
@@ -49,17 +51,24 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     first, last = match.groups()
     if not first and not last:
         return None
+    if len(first) > _MAX_DIGITS or len(last) > _MAX_DIGITS:  # no stored file is that large
+        raise _unsatisfiable(header, size)
     if not first:
         start, end = max(size - int(last), 0), size - 1
     else:
         start, end = int(first), min(int(last), size - 1) if last else size - 1
     if start >= size or start > end:
-        raise HTTPException(
-            status_code=416,
-            detail=f"the range {header!r} is outside the file's {size} bytes",
-            headers={"Content-Range": f"bytes */{size}"},
-        )
+        raise _unsatisfiable(header, size)
     return start, end
+
+
+def _unsatisfiable(header: str | None, size: int) -> HTTPException:
+    shown = header if header is None or len(header) <= 80 else header[:77] + "..."
+    return HTTPException(
+        status_code=416,
+        detail=f"the range {shown!r} is outside the file's {size} bytes",
+        headers={"Content-Range": f"bytes */{size}"},
+    )
 
 
 async def _read_span(path: Path, start: int, end: int) -> AsyncIterator[bytes]:
@@ -109,7 +118,7 @@ class FilesController(Controller):
     @get(
         "/files/{key:path}",
         summary="Download a result file",
-        responses=error_responses(401, 404),
+        responses=error_responses(401, 404, 416),
         opt={SIGNED_LINKS: True},
     )
     async def get_file(

@@ -20,23 +20,29 @@ class HealthController(Controller):
         """Always 200 while the process serves requests."""
         return {"status": "ok"}
 
-    @get("/readyz", summary="Readiness: Kafka answers, the status view and the key ring are current")
+    @get(
+        "/readyz",
+        summary="Readiness: Kafka answers, the status view, the accepted requests and the key ring are current",
+    )
     async def readyz(
         self, gateway: NamedDependency[GatewayState], workers: NamedDependency[WorkerTable]
     ) -> Response[dict[str, object]]:
-        """200 only while Kafka answers, the status view has read the status topic and the key ring
-        (AUTH_MODE=keys) has read the key topic; 503 otherwise.
+        """200 only while Kafka answers, the status view has read the status topic, the gateway has read
+        the request topics' lookback (`intake_caught_up`: until then an unknown task id answers 503, not
+        404) and the key ring (AUTH_MODE=keys) has read the key topic; 503 otherwise.
 
         The body also says how many workers of each kind are alive; none are needed to be ready.
         """
         kafka = await gateway.kafka_answers()
         view = gateway.ready()
+        intake = gateway.intake_ready()
         keys = gateway.keys_ready()
-        ready = kafka and view and keys
+        ready = kafka and view and intake and keys
         body: dict[str, object] = {
             "status": "ready" if ready else "not ready",
             "kafka": kafka,
             "status_view_caught_up": view,
+            "intake_caught_up": intake,
             "keys_caught_up": keys,
             "auth_mode": gateway.settings.auth_mode,
             "tasks_known": len(gateway.view.store),

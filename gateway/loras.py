@@ -19,23 +19,23 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-from litestar import Controller, Response, Router, delete, get, patch, post
+from litestar import Controller, Request, Response, Router, delete, get, patch, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
 from litestar.params import Body, FromPath, JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_413_REQUEST_ENTITY_TOO_LARGE
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
 from acefarm.infra.metrics import TASKS_SUBMITTED
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
-from acefarm.model.datasets import DatasetError, DatasetLimits, validate_dataset_zip
+from acefarm.model.datasets import DatasetError
 from acefarm.model.loras import (
     delete_lora,
     list_manifests,
@@ -107,6 +107,8 @@ def training_options(form: DatasetUpload) -> TrainingOptions:
 class LoraUpdate(BaseModel):
     """Body of `PATCH /loras/{lora_id}`."""
 
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     public: bool
     """True: every user may list it and generate with it (its lyrics and captions stay private)."""
 
@@ -165,21 +167,26 @@ async def _save_upload(upload: UploadFile, dest: Path, limit: int) -> None:
         raise FieldError("file", "the upload is empty; attach a zip of your tracks")
 
 
-async def _stored_dataset(gateway: GatewayState, upload: UploadFile, task_id: str) -> tuple[str, int]:
-    """Save the uploaded zip, check it completely and store it as `datasets/{task_id}.zip`; the key and
-    the number of tracks. Every problem is a `FieldError` on `file`."""
-    settings = gateway.settings
+async def _stored_dataset(
+    gateway: GatewayState, upload: UploadFile, task_id: str, request: Request[Any, Any, Any]
+) -> tuple[str, int]:
+    """Save the uploaded zip, check it completely (in a child process, a few at a time: 503 when busy; the
+    check stops when the client leaves) and store it as `datasets/{task_id}.zip`; the key and the number of
+    tracks. Every problem is a `FieldError` on `file`."""
+    settings, checks = gateway.settings, gateway.dataset_checks
+    checks.reserve()
     work = Path(tempfile.mkdtemp(prefix="acefarm-upload-"))
     try:
         zip_path = work / "dataset.zip"
         await _save_upload(upload, zip_path, settings.lora_max_zip_bytes)
         try:
-            tracks = await asyncio.to_thread(validate_dataset_zip, zip_path, DatasetLimits.from_settings(settings))
+            tracks = await checks.check(zip_path, request)
         except DatasetError as error:
             raise FieldError("file", str(error)) from None
         key = dataset_key(task_id)
         await gateway.storage.put_file(key, zip_path, "application/zip")
     finally:
+        checks.release()
         await asyncio.to_thread(shutil.rmtree, work, True)
     return key, len(tracks)
 
@@ -193,12 +200,13 @@ class LorasController(Controller):
         "/train/lora",
         status_code=HTTP_202_ACCEPTED,
         summary="Train a LoRA style from a zip of tracks",
-        responses=error_responses(400, 401, 413, 415, 422, 429, 503),
+        responses=error_responses(400, 401, 403, 413, 415, 422, 429, 503),
     )
     async def train_lora(
         self,
         gateway: NamedDependency[GatewayState],
         principal: NamedDependency[Principal],
+        request: Request[Any, Any, Any],
         data: Annotated[TrainLoraForm, Body(media_type=RequestEncodingType.MULTI_PART)],
     ) -> Response[TaskAccepted]:
         """Check the dataset zip completely (paths, zip bombs, track count, every track decodes and fits the
@@ -206,13 +214,15 @@ class LorasController(Controller):
 
         Answers 202 `{task_id, lora_id}`: follow the job at `/status/{task_id}`; once it succeeds, pass
         `lora_id` to `POST /generate`. Every problem answers 400 (413 for size) naming the file and why.
+        The check runs in a child process with memory and time limits, a few at a time per gateway (503 with
+        `Retry-After` when all are busy), and stops when the client disconnects.
         The LoRA belongs to the caller and stays private until published (`PATCH /loras/{lora_id}`).
         The key's limits are checked before the zip is stored: a cost (steps × `TRAINING_STEP_COST`) over
         its ceiling is 400, too many unfinished jobs or requests 429, a full farm queue 503.
         """
         settings = gateway.settings
         style_name = (data.style_name or "").strip()
-        if not style_name or len(style_name) > 100:
+        if not style_name or len(data.style_name) > 100:
             raise FieldError("style_name", "give the style a name of 1 to 100 characters")
         if not isinstance(data.file, UploadFile):
             raise FieldError("file", "attach the dataset as a file field named 'file' (a .zip of your tracks)")
@@ -222,7 +232,7 @@ class LorasController(Controller):
         task_id = uuid.uuid4().hex
         lora_id = new_lora_id(style_name)
         with gateway.admission.admit_job(principal, training_cost(options.steps, settings.training_step_cost)):
-            key, tracks = await _stored_dataset(gateway, data.file, task_id)
+            key, tracks = await _stored_dataset(gateway, data.file, task_id, request)
             event = TrainingRequested(
                 task_id=task_id,
                 lora_id=lora_id,

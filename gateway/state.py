@@ -1,5 +1,6 @@
 """What the gateway holds while it runs: settings, the Kafka producer, storage, the status view, the
-scheduler's queue view, the key ring (AUTH_MODE=keys), the link signer and admission control.
+scheduler's queue view, the accepted-task follower, the key ring (AUTH_MODE=keys), the link signer and
+admission control.
 
 `running_gateway` starts them all in the app's lifespan and yields a `GatewayState` with every part
 started; handlers receive it as the `gateway` dependency (`provide_gateway`).
@@ -21,7 +22,9 @@ from acefarm.infra.kafka import ensure_topics, make_producer
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage, open_storage
+from gateway.accepted import AcceptedTasks
 from gateway.admission import Admission, BacklogProbe
+from gateway.dataset_checks import DatasetChecks
 from gateway.keyring import KeyRing
 from gateway.queue_view import QueueView
 from gateway.signed_links import LinkSigner
@@ -48,6 +51,10 @@ class GatewayState:
     queues: QueueView
     signer: LinkSigner
     admission: Admission
+    accepted: AcceptedTasks
+    """Follows the request topics: accepted tasks are known before `streams` folds them."""
+    dataset_checks: DatasetChecks
+    """Dataset zip checks in child processes, a few at a time."""
     keyring: KeyRing | None = None
     """The farm's API keys; None when `AUTH_MODE=off`."""
     in_flight: set[str] = field(default_factory=set)
@@ -64,6 +71,14 @@ class GatewayState:
     def ready(self) -> bool:
         """Whether the status view is running and has read the whole status topic once."""
         return self.view.running and self.view.caught_up.is_set()
+
+    def intake_ready(self) -> bool:
+        """Whether the request topics are followed and read up to where they ended at start."""
+        return self.accepted.running and self.accepted.caught_up
+
+    def tasks_current(self) -> bool:
+        """Whether every task any gateway accepted before this one started is known here (else: 503, not 404)."""
+        return self.view.caught_up.is_set() and self.accepted.caught_up
 
     def keys_ready(self) -> bool:
         """Whether the key ring follows its topic and has read every key once (always, with auth off)."""
@@ -107,6 +122,9 @@ async def running_gateway(
         queues = QueueView(settings)
         stack.push_async_callback(queues.stop)
         await queues.start()
+        accepted = AcceptedTasks(settings, view.store)
+        stack.push_async_callback(accepted.stop)
+        await accepted.start()
         if keyring is not None:
             stack.push_async_callback(keyring.stop)
             await keyring.start()
@@ -127,6 +145,8 @@ async def running_gateway(
             queues=queues,
             signer=signer,
             admission=admission,
+            accepted=accepted,
+            dataset_checks=DatasetChecks(settings),
             keyring=keyring,
         )
 

@@ -1,19 +1,16 @@
-"""`POST /generate` and `POST /uploads`: check everything, store input audio, publish the job with its owner."""
+"""`POST /generate`: check everything, store input audio, publish the job with its owner."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, post
-from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
-from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
-from litestar.params import Body, HeaderParameter, JSONBody
+from litestar.params import HeaderParameter, JSONBody
 from litestar.status_codes import (
     HTTP_202_ACCEPTED,
     HTTP_409_CONFLICT,
@@ -25,9 +22,10 @@ from pydantic import BaseModel
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
 from acefarm.infra.metrics import TASKS_SUBMITTED
+from gateway.access import tasks_not_current
 from gateway.auth import Principal
 from gateway.errors import FieldError, error_responses
-from gateway.inputs import check_audio, check_input_key, check_webhook, decode_base64, store_input, upload_prefix
+from gateway.inputs import check_audio, check_input_key, check_webhook, decode_base64, store_input
 from gateway.limits import generation_cost
 from gateway.loras import check_lora_id
 from gateway.routing import route
@@ -40,22 +38,6 @@ from schemas.status import TaskAccepted, TaskKind, TaskState, TaskStatus
 log = get_logger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-
-
-@dataclass
-class UploadForm:
-    """Multipart form of `POST /uploads`: `file` is the audio file (wav, flac, mp3 or ogg)."""
-
-    file: UploadFile
-
-
-class UploadResult(BaseModel):
-    """Body of a successful `POST /uploads`: pass `key` as `src_audio_key` or `reference_audio_key`."""
-
-    key: str
-    content_type: str
-    size_bytes: int
-    duration_s: float
 
 
 async def require_json(request: Request[Any, Any, Any]) -> None:
@@ -125,7 +107,7 @@ async def _stored_inputs(
 
 
 class GenerationController(Controller):
-    """`POST /generate` and `POST /uploads`."""
+    """`POST /generate`."""
 
     tags = ("generation",)
 
@@ -168,6 +150,8 @@ class GenerationController(Controller):
             check_replay(known, body_hash, idempotency_key)
             admission.admit_request(principal)
             return _accepted(task_id, known.status, known.lora_id, replayed=True)
+        if idempotency_key is not None and not gateway.tasks_current():
+            raise tasks_not_current()  # the key's task may have been accepted before this gateway started
         if task_id in gateway.in_flight:
             raise HTTPException(
                 status_code=HTTP_409_CONFLICT,
@@ -206,29 +190,3 @@ class GenerationController(Controller):
             duration=params.duration,
         )
         return _accepted(task_id, TaskState.PENDING, params.lora_id, replayed=False)
-
-    @post(
-        "/uploads",
-        status_code=201,
-        summary="Upload input audio for a later job",
-        responses=error_responses(400, 401, 413, 415, 429),
-    )
-    async def upload(
-        self,
-        gateway: NamedDependency[GatewayState],
-        principal: NamedDependency[Principal],
-        data: Annotated[UploadForm, Body(media_type=RequestEncodingType.MULTI_PART)],
-    ) -> UploadResult:
-        """Store one audio file (checked like inline audio) under the caller's upload prefix; returns its key.
-
-        Pass the key as `src_audio_key` or `reference_audio_key` in `POST /generate`; only its uploader
-        (or an admin) may. Counts against the key's request rate (429 with `Retry-After` when spent).
-        """
-        gateway.admission.admit_request(principal)
-        raw = await data.file.read()
-        audio = await check_audio("file", raw, gateway.settings)
-        info = await store_input(gateway.storage, f"{upload_prefix(principal.owner)}{uuid.uuid4().hex}", audio)
-        log.info("gateway.uploaded", key=info.key, size=info.size, owner=principal.owner)
-        return UploadResult(
-            key=info.key, content_type=audio.content_type, size_bytes=info.size, duration_s=audio.duration_s
-        )

@@ -9,7 +9,7 @@ from litestar.di import NamedDependency
 from litestar.exceptions import ValidationException
 from litestar.params import QueryParameter
 
-from gateway.access import still_loading
+from gateway.access import tasks_not_current
 from gateway.auth import Principal
 from gateway.errors import error_responses
 from gateway.responses import renderer
@@ -74,7 +74,7 @@ class TaskListController(Controller):
         `GET /status/{task_id}` body, with `queue_position` and `eta_s` for pending jobs.
         """
         if not gateway.view.caught_up.is_set():
-            raise still_loading()
+            raise tasks_not_current()
         states = parse_states(status)
         store, render = gateway.view.store, renderer(gateway, principal.owner)
         if ids is not None:

@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from schemas import topics
 from schemas.generation import GenerationParams
@@ -326,6 +326,7 @@ EVENT_MODELS: tuple[type[Envelope], ...] = (
 EVENTS_BY_TOPIC: dict[str, tuple[type[Envelope], ...]] = {
     topics.GENERATION_REQUESTS: (GenerationRequested,),
     topics.PLANNING_REQUESTS: (PlanningRequested,),
+    topics.GENERATION_READY: (GenerationRequested,),
     topics.TRAINING_REQUESTS: (TrainingRequested,),
     topics.TASK_EVENTS: (TaskStarted, TaskProgress, TaskSucceeded, TaskFailed, TaskCancelled, WebhookDelivery),
     topics.TASK_CONTROL: (CancelRequested,),
@@ -344,3 +345,29 @@ def parse_event(raw: bytes | str) -> AnyEvent:
 def parse_lifecycle(raw: bytes | str) -> LifecycleEvent:
     """Validate raw JSON as a lifecycle event; raises `pydantic.ValidationError`."""
     return _LIFECYCLE.validate_json(raw)
+
+
+class InvalidRecord(ValueError):
+    """A Kafka record that is not a valid event for its topic; the message says what is wrong."""
+
+
+def validate_record(topic: str, key: bytes | None, value: bytes | None) -> AnyEvent:
+    """The one rule for a valid record, applied by every consumer (streams fold, scheduler, workers).
+
+    The value must parse as an event, its type must belong on `topic` (`EVENTS_BY_TOPIC`) and the
+    record key must equal its task id. Raises `InvalidRecord` saying which rule failed.
+    """
+    if not value:
+        raise InvalidRecord("empty value")
+    try:
+        event = parse_event(value)
+    except ValidationError as error:
+        parts = [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in error.errors()[:10]]
+        raise InvalidRecord("invalid event: " + "; ".join(parts)) from None
+    allowed = EVENTS_BY_TOPIC.get(topic, ())
+    if not isinstance(event, allowed):
+        names = ", ".join(str(kind.model_fields["type"].default) for kind in allowed) or "no"
+        raise InvalidRecord(f"event type {event.type!r} does not belong on topic {topic!r} (expected a {names} event)")
+    if key is None or key.decode(errors="replace") != event.task_id:
+        raise InvalidRecord(f"record key {key!r} must equal the task id {event.task_id!r}")
+    return event

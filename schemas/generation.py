@@ -114,6 +114,28 @@ class GenerationParams(LmOptions):
     ] = None
     lora_scale: Annotated[float, Field(ge=0.0, le=2.0, description="Strength of the LoRA (0 = base model).")] = 1.0
 
+    @field_validator(
+        "duration",
+        "bpm",
+        "time_signature",
+        "seed",
+        "inference_steps",
+        "guidance_scale",
+        "shift",
+        "batch_size",
+        "repaint_start",
+        "repaint_end",
+        "cover_strength",
+        "lora_scale",
+        mode="before",
+    )
+    @classmethod
+    def _not_a_boolean(cls, value: object) -> object:
+        """Refuse `true`/`false` where a number is expected (lax validation would take them as 1 and 0)."""
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not true or false")
+        return value
+
     @field_validator("key")
     @classmethod
     def _check_key(cls, value: str | None) -> str | None:

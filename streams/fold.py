@@ -37,9 +37,9 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from schemas import topics
 from schemas.events import (
-    EVENTS_BY_TOPIC,
     CancelRequested,
     GenerationRequested,
+    InvalidRecord,
     PlanningRequested,
     TaskCancelled,
     TaskFailed,
@@ -48,7 +48,7 @@ from schemas.events import (
     TaskSucceeded,
     TrainingRequested,
     WebhookDelivery,
-    parse_event,
+    validate_record,
 )
 from schemas.status import PLANNED_KINDS, TaskKind, TaskState, TaskStatus
 from schemas.webhooks import WebhookStatus
@@ -81,18 +81,14 @@ class MalformedRecord(ValueError):
 
 
 def decode(topic: str, key: bytes | None, value: bytes | None) -> FoldEvent:
-    """Validate one record of a folded topic; raises `MalformedRecord` saying what is wrong."""
-    if value is None:
-        raise MalformedRecord("empty value")
+    """Validate one record of a folded topic (`schemas.events.validate_record`, the rule every consumer
+    applies); raises `MalformedRecord` saying what is wrong."""
     try:
-        event = parse_event(value)
-    except ValueError as exc:  # pydantic.ValidationError is a ValueError
-        raise MalformedRecord(str(exc)) from exc
-    allowed = EVENTS_BY_TOPIC.get(topic, ()) if topic in SOURCE_TOPICS else ()
-    if not isinstance(event, allowed) or not isinstance(event, FoldEvent):
+        event = validate_record(topic, key, value)
+    except InvalidRecord as exc:
+        raise MalformedRecord(str(exc)) from None
+    if topic not in SOURCE_TOPICS or not isinstance(event, FoldEvent):
         raise MalformedRecord(f"event type {event.type!r} does not belong on topic {topic!r}")
-    if key is None or key.decode(errors="replace") != event.task_id:
-        raise MalformedRecord(f"record key {key!r} must equal the task id {event.task_id!r}")
     return event
 
 

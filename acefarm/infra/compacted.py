@@ -1,17 +1,18 @@
-"""Read a compacted topic whole into memory and follow it live.
+"""Read a compacted topic whole into memory and follow it live (or any topic from a bounded lookback).
 
-Every partition is assigned from the beginning with no consumer group: start-up needs no group join,
-and every process (every gateway replica) sees every record. `caught_up` is set once the reader has
-reached the end offsets the topic had when it started, i.e. once the in-memory table is as complete
-as the topic was at start. What a record means is the caller's business: `apply(key, value)` gets
-each record in partition order (`value` None is a tombstone); a record it raises on is logged,
-counted in `failed` and skipped.
+Every partition is assigned from the beginning (or from `since_s` seconds ago) with no consumer group:
+start-up needs no group join, and every process (every gateway replica) sees every record.
+`caught_up` is set once the reader has reached the end offsets the topic had when it started, i.e.
+once the in-memory table is as complete as the topic was at start. What a record means is the
+caller's business: `apply(key, value)` gets each record in partition order (`value` None is a
+tombstone); a record it raises on is logged, counted in `failed` and skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -31,8 +32,12 @@ Apply = Callable[[bytes | None, bytes | None], None]
 class CompactedReader:
     """Feeds every record of `topic` to `apply` in a background task, from the beginning, forever."""
 
-    def __init__(self, settings: Settings, topic: str, apply: Apply, name: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, topic: str, apply: Apply, name: str | None = None, since_s: float | None = None
+    ) -> None:
         self.settings = settings
+        self.since_s = since_s
+        """Start at the first record of the last `since_s` seconds instead of the beginning (None: beginning)."""
         self.topic = topic
         self.name = name or topic
         self._apply = apply
@@ -44,7 +49,7 @@ class CompactedReader:
         self.failed = 0
 
     async def start(self) -> None:
-        """Assign every partition from the beginning, note the end offsets and start following.
+        """Assign every partition from the beginning (or `since_s` ago), note the end offsets and start following.
 
         Raises RuntimeError when the topic does not exist (create it first: `ensure_topics`).
         """
@@ -57,17 +62,33 @@ class CompactedReader:
                 raise RuntimeError(f"topic {self.topic} does not exist; create it first (ensure_topics)")
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
+            starts = await self._seek_start(consumer, tps, ends)
         except BaseException:
             await consumer.stop()
             raise
         self._consumer = consumer
-        self._targets = {tp: end for tp, end in ends.items() if end > 0}
+        self._targets = {tp: end for tp, end in ends.items() if end > starts[tp]}
         if not self._targets:
             self.caught_up.set()
         self._task = asyncio.create_task(self._run(), name=f"compacted-{self.name}")
         log.info("compacted.started", reader=self.name, partitions=len(tps), backlog=sum(self._targets.values()))
+
+    async def _seek_start(
+        self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], ends: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, int]:
+        """Seek each partition to where reading starts; returns those offsets (0: the beginning)."""
+        if self.since_s is None:
+            await consumer.seek_to_beginning(*tps)
+            return dict.fromkeys(tps, 0)
+        since_ms = int((time.time() - self.since_s) * 1000)
+        found = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+        starts: dict[TopicPartition, int] = {}
+        for tp in tps:
+            hit = found.get(tp)
+            starts[tp] = hit.offset if hit is not None else ends[tp]  # nothing that recent: start at the end
+            consumer.seek(tp, starts[tp])
+        return starts
 
     async def stop(self) -> None:
         """Stop following and close the consumer."""

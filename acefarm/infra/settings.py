@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     s3_public_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
-    s3_presign_expiry_s: int = Field(default=7 * 24 * 3600, ge=60)
+    s3_presign_expiry_s: int = Field(default=3600, ge=60, le=3600)
 
     # Gateway
     gateway_host: str = "127.0.0.1"
@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     auth_mode: Literal["keys", "off"] = "keys"
     link_signing_secret: SecretStr | None = None
     signed_link_ttl_s: int = Field(default=3600, ge=10, le=7 * 24 * 3600)
+    allowed_hosts: str = "localhost,127.0.0.1,[::1]"
+    gateway_intake_lookback_s: float = Field(default=3600.0, ge=0)
 
     # Admission: defaults for keys that set no limits of their own, and the farm-wide queue limit
     default_rate_per_s: float = Field(default=5.0, gt=0)
@@ -107,6 +109,9 @@ class Settings(BaseSettings):
     lora_max_tracks: int = Field(default=50, ge=1)
     lora_min_track_seconds: float = Field(default=5.0, gt=0)
     lora_max_track_seconds: float = Field(default=600.0, gt=0)
+    dataset_check_concurrency: int = Field(default=2, ge=1)
+    dataset_check_timeout_s: float = Field(default=300.0, gt=0)
+    dataset_check_memory_bytes: int = Field(default=4 * 1024 * 1024 * 1024, ge=256 * 1024 * 1024)
 
     # Scheduler (fair queues between the intake and the ready topic; docs/scheduling.md)
     scheduler_id: str | None = None

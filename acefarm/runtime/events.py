@@ -8,12 +8,11 @@ from typing import TypeVar
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import RecordMetadata
-from pydantic import ValidationError
 
 from acefarm.infra.kafka import dead_letter, publish, send
 from acefarm.infra.logging import get_logger
 from schemas import topics
-from schemas.events import Envelope, parse_event
+from schemas.events import Envelope, InvalidRecord, validate_record
 
 log = get_logger(__name__)
 E = TypeVar("E", bound=Envelope)
@@ -22,11 +21,12 @@ E = TypeVar("E", bound=Envelope)
 async def parse_request(
     producer: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], expected: type[E], worker: str
 ) -> E | None:
-    """The record's event when it is a valid `expected`; otherwise it is dead-lettered and None returned."""
+    """The record's event when it is valid for its topic (`schemas.events.validate_record`, the rule every
+    consumer applies) and an `expected`; otherwise it is dead-lettered and None returned."""
     try:
-        event = parse_event(record.value or b"")
-    except ValidationError as error:
-        await dead_letter(producer, record, _validation_message(error), worker)
+        event = validate_record(record.topic, record.key, record.value)
+    except InvalidRecord as error:
+        await dead_letter(producer, record, str(error), worker)
         return None
     if not isinstance(event, expected):
         await dead_letter(producer, record, f"expected a {_type_name(expected)} event, got {event.type}", worker)
@@ -84,8 +84,3 @@ class JobEvents:
 def _type_name(expected: type[Envelope]) -> str:
     default = expected.model_fields["type"].default
     return str(default) if isinstance(default, str) else expected.__name__
-
-
-def _validation_message(error: ValidationError) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in error.errors()[:10]]
-    return "invalid event: " + "; ".join(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -45,9 +46,16 @@ class RecordingProducer:
         return [event.type for event in self.events()]
 
 
-def record(value: bytes, *, topic: str = topics.GENERATION_REQUESTS, offset: int = 0) -> ConsumerRecord[bytes, bytes]:
-    """A consumed record as aiokafka hands it over."""
-    return ConsumerRecord(topic, 0, offset, 0, 0, b"key", value, None, 3, len(value), [])
+def record(
+    value: bytes, *, topic: str = topics.GENERATION_REQUESTS, offset: int = 0, key: bytes | None = None
+) -> ConsumerRecord[bytes, bytes]:
+    """A consumed record as aiokafka hands it over, keyed by the value's task id unless `key` is given."""
+    if key is None:
+        try:
+            key = str(json.loads(value).get("task_id", "")).encode()
+        except (ValueError, AttributeError):
+            key = b"key"
+    return ConsumerRecord(topic, 0, offset, 0, 0, key, value, None, len(key), len(value), [])
 
 
 def request(task_id: str) -> GenerationRequested:

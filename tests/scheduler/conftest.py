@@ -166,7 +166,7 @@ class Intake:
         ]
         await asyncio.gather(*futures)
 
-    async def submit_raw(self, key: bytes, value: bytes) -> None:
+    async def submit_raw(self, key: bytes | None, value: bytes) -> None:
         await self.producer.send_and_wait(topics.GENERATION_REQUESTS, value, key=key)
 
 

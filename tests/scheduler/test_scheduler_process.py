@@ -12,7 +12,8 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer
 
 from schemas import topics
-from schemas.events import DeadLetter, parse_event
+from schemas.events import DeadLetter, GenerationRequested, parse_event
+from schemas.generation import GenerationParams
 from tests.scheduler.conftest import SCHEDULER_ID, Intake, StandInWorker
 from tests.support.processes import Service
 
@@ -71,19 +72,29 @@ async def test_invalid_intake_records_are_dead_lettered_and_scheduling_goes_on(
     intake: Intake,
     kafka_env: dict[str, str],
 ) -> None:
+    """Malformed records, and valid requests with no key or another task's key (the one rule for a
+    valid record, `schemas.events.validate_record`), are dead-lettered and never reach a GPU worker."""
     start_scheduler()
     run = run_id()
+    params = GenerationParams(prompt="a calm sine", duration=1.0)
+    wrong_key, no_key = f"wk-{run}", f"nk-{run}"
     await intake.submit_raw(f"bad-{run}".encode(), b"{not json")
     await intake.submit_raw(f"bad2-{run}".encode(), b'{"type": "generation.requested", "task_id": "x"}')
+    await intake.submit_raw(f"other-{run}".encode(), GenerationRequested(task_id=wrong_key, params=params).to_bytes())
+    await intake.submit_raw(None, GenerationRequested(task_id=no_key, params=params).to_bytes())
     good = f"ok-{run}"
     await intake.submit_many([good])
     await worker.wait_for(lambda: good in worker.finished, 60, "the valid job")
 
     letters = await read_topic(kafka_env["KAFKA_BOOTSTRAP_SERVERS"], topics.DEAD_LETTER)
-    ours = [e for e in letters if isinstance(e, DeadLetter) and e.consumer == SCHEDULER_ID and run in (e.key or "")]
-    assert sorted(e.key or "" for e in ours) == sorted([f"bad-{run}", f"bad2-{run}"])
+    ours = [
+        e for e in letters if isinstance(e, DeadLetter) and e.consumer == SCHEDULER_ID and run in (e.key or e.value)
+    ]
+    assert sorted(e.key or "" for e in ours) == sorted(["", f"bad-{run}", f"bad2-{run}", f"other-{run}"])
     assert all(e.source_topic == topics.GENERATION_REQUESTS for e in ours)
+    assert sum("must equal the task id" in e.error for e in ours) == 2
     assert worker.order(f"ok-{run}") == [good]
+    assert not {wrong_key, no_key} & {r.task_id for r in worker.received}, "an invalid record reached a GPU worker"
 
 
 async def test_a_killed_scheduler_loses_nothing_and_duplicates_stay_bounded(
