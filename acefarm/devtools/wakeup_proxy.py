@@ -5,11 +5,12 @@ wait, ...) and never when a record arrives, so a consumer's long poll sees new d
 late, and a short wait makes every idle consumer fetch (and the broker scan) dozens of times a second.
 This proxy sits between the clients and Tansu and gives fetches Apache Kafka's behaviour instead:
 
-- a Fetch goes on to Tansu with its wait set to 1 ms (answered at once) unless it asks for exactly what
+- a Fetch goes on to Tansu with its wait cut to `FORWARDED_WAIT_MS` unless it asks for exactly what
   the connection's previous fetch asked for and nothing was produced since that one went on; such a
   repeated fetch is held here, costing nothing, until something is produced, the client sends another
   request on the same connection, or the client's own wait runs out;
-- a Produce acknowledgement (or the sending of an `acks=0` produce) wakes every held fetch;
+- a Produce acknowledgement (or the sending of an `acks=0` produce) wakes every held fetch, and wakes
+  them again shortly after the last produce (`REWAKE_AFTER_S`);
 - every other request and every response passes through unchanged, in order.
 
 A record acknowledged before a fetch goes on is in Tansu's storage when that fetch reads it; one
@@ -30,7 +31,12 @@ from collections import deque
 
 PRODUCE, FETCH = 0, 1
 MAX_HELD_FETCH_VERSION = 11  # Fetch v12+ uses flexible (tagged) headers: passed through unchanged
-FORWARDED_WAIT_MS = 1  # Tansu 0.6 answers a fetch with max wait 0 without its records
+# Tansu 0.6 answers without records when its storage read outlasts the fetch's wait (always at 0 ms,
+# now and then at 1 ms under load); 10 ms leaves room, and it still answers within ms when data is there.
+FORWARDED_WAIT_MS = 10
+# Held fetches are woken again this long after the last produce, in case a fetch that went on just
+# then was answered without the new record (a slow storage read under load, see FORWARDED_WAIT_MS).
+REWAKE_AFTER_S = (0.02, 0.2)
 HOST = "127.0.0.1"
 
 
@@ -107,8 +113,17 @@ class WakeupProxy:
         self.upstream_port = upstream_port
         self.produced = 0
         self._wake = asyncio.Event()
+        self._rewakes: list[asyncio.TimerHandle | None] = [None] * len(REWAKE_AFTER_S)
 
     def _produce_seen(self) -> None:
+        self._wake_all()
+        loop = asyncio.get_running_loop()
+        for i, delay in enumerate(REWAKE_AFTER_S):  # trailing: re-armed by every produce
+            if self._rewakes[i] is not None:
+                self._rewakes[i].cancel()
+            self._rewakes[i] = loop.call_later(delay, self._wake_all)
+
+    def _wake_all(self) -> None:
         self.produced += 1
         self._wake.set()
         self._wake = asyncio.Event()
