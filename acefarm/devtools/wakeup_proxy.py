@@ -68,7 +68,9 @@ def asked_for(frame: bytes) -> frozenset[bytes]:
     """
     _, version = struct.unpack_from(">hh", frame)
     # replica_id, max_wait, min_bytes; max_bytes (v3+); isolation_level (v4+); session id and epoch (v7+)
-    offset = body_offset(frame) + 12 + (4 if version >= 3 else 0) + (1 if version >= 4 else 0) + (8 if version >= 7 else 0)
+    offset = (
+        body_offset(frame) + 12 + (4 if version >= 3 else 0) + (1 if version >= 4 else 0) + (8 if version >= 7 else 0)
+    )
     # partition, fetch_offset, partition_max_bytes; current_leader_epoch (v9+); log_start_offset (v5+)
     entry = 16 + (4 if version >= 9 else 0) + (8 if version >= 5 else 0)
     entries = set()
@@ -141,15 +143,16 @@ class WakeupProxy:
             client_writer.close()
             return
         awaiting: deque[int] = deque()  # api keys of the requests sent on, in order
-        responses = asyncio.create_task(self._responses(upstream_reader, client_writer, awaiting))
-        try:
-            await self._requests(client_reader, upstream_writer, awaiting)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        directions = (
+            asyncio.create_task(self._requests(client_reader, upstream_writer, awaiting)),
+            asyncio.create_task(self._responses(upstream_reader, client_writer, awaiting)),
+        )
+        try:  # either side closing (or failing) ends the connection
+            await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            responses.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
-                await responses
+            for task in directions:
+                task.cancel()
+            await asyncio.gather(*directions, return_exceptions=True)
             for writer in (upstream_writer, client_writer):
                 writer.close()
 
