@@ -121,8 +121,9 @@ class WakeupProxy:
         self._wake_all()
         loop = asyncio.get_running_loop()
         for i, delay in enumerate(REWAKE_AFTER_S):  # trailing: re-armed by every produce
-            if self._rewakes[i] is not None:
-                self._rewakes[i].cancel()
+            pending = self._rewakes[i]
+            if pending is not None:
+                pending.cancel()
             self._rewakes[i] = loop.call_later(delay, self._wake_all)
 
     def _wake_all(self) -> None:
