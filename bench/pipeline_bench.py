@@ -49,6 +49,7 @@ def start_stack(bootstrap: str, port: int, workdir: Path) -> subprocess.Popen[by
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         OUTPUT_DIR=str(workdir),
         LOG_LEVEL="WARNING",
+        KAFKA_BROKER_KIND="embedded",
         KAFKA_SESSION_TIMEOUT_MS="6000",
         KAFKA_REBALANCE_TIMEOUT_MS="3000",
         KAFKA_HEARTBEAT_INTERVAL_MS="1000",

@@ -78,7 +78,7 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
         web_enabled=False,
         autodiscover=False,
     )
-    app.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     source = app.topic(*SOURCE_TOPICS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     status_topic = app.topic(topics.TASK_STATUS, key_serializer="raw", value_serializer="raw")
     dead_topic = app.topic(topics.DEAD_LETTER, key_serializer="raw", value_serializer="raw")

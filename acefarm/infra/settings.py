@@ -16,6 +16,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.generation import TaskType
 from schemas.keys import MAX_COST, parse_priorities
 
+BrokerKind = Literal["kafka", "embedded"]
+FETCH_MAX_WAIT_MS: dict[BrokerKind, int] = {
+    # Apache Kafka answers a waiting fetch as soon as data arrives: the wait only bounds idle round trips.
+    "kafka": 500,
+    # The embedded broker's wake-up proxy answers a waiting fetch on the next produce, so a long wait
+    # costs no latency and makes an idle consumer fetch once every few seconds.
+    "embedded": 5_000,
+}
+
 
 class Settings(BaseSettings):
     """All acefarm configuration."""
@@ -36,7 +45,8 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(default=30_000, ge=1_000)
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     kafka_rebalance_timeout_ms: int = Field(default=60_000, ge=1_000)
-    kafka_fetch_max_wait_ms: int = Field(default=20, ge=0, le=10_000)
+    kafka_broker_kind: BrokerKind = "kafka"
+    kafka_fetch_max_wait_ms: int | None = Field(default=None, ge=0, le=60_000)
 
     # Storage
     storage_backend: Literal["local", "s3"] = "local"
@@ -141,6 +151,13 @@ class Settings(BaseSettings):
     # Logging
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        """How long a consumer's fetch may wait at the broker: KAFKA_FETCH_MAX_WAIT_MS or the broker kind's default."""
+        if self.kafka_fetch_max_wait_ms is not None:
+            return self.kafka_fetch_max_wait_ms
+        return FETCH_MAX_WAIT_MS[self.kafka_broker_kind]
 
     @field_validator("task_types")
     @classmethod

@@ -1,0 +1,215 @@
+"""A long-poll front for the embedded broker: a waiting fetch is answered as soon as something is produced.
+
+Tansu answers a fetch by re-reading its storage on a timer (at the start, then after half the remaining
+wait, ...) and never when a record arrives, so a consumer's long poll sees new data up to half its wait
+late, and a short wait makes every idle consumer fetch (and the broker scan) dozens of times a second.
+This proxy sits between the clients and Tansu and gives fetches Apache Kafka's behaviour instead:
+
+- a Fetch goes on to Tansu with its wait cut to `FORWARDED_WAIT_MS` unless it asks for exactly what
+  the connection's previous fetch asked for and nothing was produced since that one went on; such a
+  repeated fetch is held here, costing nothing, until something is produced, the client sends another
+  request on the same connection, or the client's own wait runs out;
+- a Produce acknowledgement (or the sending of an `acks=0` produce) wakes every held fetch, and wakes
+  them again shortly after the last produce (`REWAKE_AFTER_S`);
+- every other request and every response passes through unchanged, in order.
+
+A record acknowledged before a fetch goes on is in Tansu's storage when that fetch reads it; one
+acknowledged after wakes the connection's next fetch; a fetch for other partitions or offsets (records
+consumed, a seek, a new assignment) is a new question and goes on at once. Only the non-flexible Fetch versions aiokafka
+sends (0-11) are held; others pass through as they are.
+
+Run: `python -m acefarm.devtools.wakeup_proxy LISTEN_PORT UPSTREAM_PORT` (both on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import sys
+from collections import deque
+
+PRODUCE, FETCH = 0, 1
+MAX_HELD_FETCH_VERSION = 11  # Fetch v12+ uses flexible (tagged) headers: passed through unchanged
+# Tansu 0.6 answers without records when its storage read outlasts the fetch's wait (always at 0 ms,
+# now and then at 1 ms under load); 10 ms leaves room, and it still answers within ms when data is there.
+FORWARDED_WAIT_MS = 10
+# Held fetches are woken again this long after the last produce, in case a fetch that went on just
+# then was answered without the new record (a slow storage read under load, see FORWARDED_WAIT_MS).
+REWAKE_AFTER_S = (0.02, 0.2)
+HOST = "127.0.0.1"
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    """One size-prefixed Kafka frame (without its size); IncompleteReadError at the end of the stream."""
+    size = int.from_bytes(await reader.readexactly(4), "big")
+    return await reader.readexactly(size)
+
+
+def body_offset(frame: bytes) -> int:
+    """Where a v1 request header (api key, version, correlation id, client id) ends."""
+    (client_id_length,) = struct.unpack_from(">h", frame, 8)
+    return 10 + max(client_id_length, 0)
+
+
+def fetch_wait_s(frame: bytes) -> float | None:
+    """The max wait of a holdable Fetch request in seconds; None for anything else."""
+    api_key, version = struct.unpack_from(">hh", frame)
+    if api_key != FETCH or version > MAX_HELD_FETCH_VERSION:
+        return None
+    (wait_ms,) = struct.unpack_from(">i", frame, body_offset(frame) + 4)  # after replica_id
+    return max(wait_ms, 0) / 1000
+
+
+def asked_for(frame: bytes) -> frozenset[bytes]:
+    """What a holdable Fetch asks for: one (topic, partition, offsets, max bytes) entry per partition.
+
+    A set, because aiokafka shuffles the partitions of every fetch.
+    """
+    _, version = struct.unpack_from(">hh", frame)
+    # replica_id, max_wait, min_bytes; max_bytes (v3+); isolation_level (v4+); session id and epoch (v7+)
+    offset = (
+        body_offset(frame) + 12 + (4 if version >= 3 else 0) + (1 if version >= 4 else 0) + (8 if version >= 7 else 0)
+    )
+    # partition, fetch_offset, partition_max_bytes; current_leader_epoch (v9+); log_start_offset (v5+)
+    entry = 16 + (4 if version >= 9 else 0) + (8 if version >= 5 else 0)
+    entries = set()
+    (topic_count,) = struct.unpack_from(">i", frame, offset)
+    offset += 4
+    for _ in range(topic_count):
+        (name_length,) = struct.unpack_from(">h", frame, offset)
+        name = frame[offset : offset + 2 + name_length]
+        (partition_count,) = struct.unpack_from(">i", frame, offset + 2 + name_length)
+        offset += 6 + name_length
+        for _ in range(partition_count):
+            entries.add(name + frame[offset : offset + entry])
+            offset += entry
+    return frozenset(entries)
+
+
+def without_wait(frame: bytes) -> bytes:
+    """The same Fetch request with its max wait cut to `FORWARDED_WAIT_MS`."""
+    out = bytearray(frame)
+    struct.pack_into(">i", out, body_offset(frame) + 4, FORWARDED_WAIT_MS)
+    return bytes(out)
+
+
+def expects_response(frame: bytes) -> bool:
+    """False only for a Produce with `acks=0`, which the broker does not answer."""
+    api_key, version = struct.unpack_from(">hh", frame)
+    if api_key != PRODUCE:
+        return True
+    offset = body_offset(frame)
+    if version >= 3:  # transactional_id (nullable string) comes first
+        (length,) = struct.unpack_from(">h", frame, offset)
+        offset += 2 + max(length, 0)
+    (acks,) = struct.unpack_from(">h", frame, offset)
+    return acks != 0
+
+
+class WakeupProxy:
+    """Forwards Kafka connections from `listen_port` to a broker on `upstream_port`, holding idle fetches."""
+
+    def __init__(self, listen_port: int, upstream_port: int) -> None:
+        self.listen_port = listen_port
+        self.upstream_port = upstream_port
+        self.produced = 0
+        self._wake = asyncio.Event()
+        self._rewakes: list[asyncio.TimerHandle | None] = [None] * len(REWAKE_AFTER_S)
+
+    def _produce_seen(self) -> None:
+        self._wake_all()
+        loop = asyncio.get_running_loop()
+        for i, delay in enumerate(REWAKE_AFTER_S):  # trailing: re-armed by every produce
+            pending = self._rewakes[i]
+            if pending is not None:
+                pending.cancel()
+            self._rewakes[i] = loop.call_later(delay, self._wake_all)
+
+    def _wake_all(self) -> None:
+        self.produced += 1
+        self._wake.set()
+        self._wake = asyncio.Event()
+
+    async def serve_forever(self) -> None:
+        """Accept connections until cancelled."""
+        server = await asyncio.start_server(self._serve, HOST, self.listen_port)
+        async with server:
+            await server.serve_forever()
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(HOST, self.upstream_port)
+        except OSError:
+            client_writer.close()
+            return
+        awaiting: deque[int] = deque()  # api keys of the requests sent on, in order
+        directions = (
+            asyncio.create_task(self._requests(client_reader, upstream_writer, awaiting)),
+            asyncio.create_task(self._responses(upstream_reader, client_writer, awaiting)),
+        )
+        try:  # either side closing (or failing) ends the connection
+            await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in directions:
+                task.cancel()
+            await asyncio.gather(*directions, return_exceptions=True)
+            for writer in (upstream_writer, client_writer):
+                writer.close()
+
+    async def _requests(
+        self, reader: asyncio.StreamReader, upstream: asyncio.StreamWriter, awaiting: deque[int]
+    ) -> None:
+        seen = -1  # the produce count when this connection's previous fetch went on
+        asked: frozenset[bytes] = frozenset()  # what that fetch asked for
+        following: asyncio.Task[bytes] = asyncio.create_task(read_frame(reader))
+        try:
+            while True:
+                frame = await following
+                following = asyncio.create_task(read_frame(reader))
+                wait_s = fetch_wait_s(frame)
+                if wait_s is not None:
+                    asking = asked_for(frame)
+                    if self.produced == seen and asking == asked and wait_s > 0:
+                        await self._hold(following, wait_s)
+                    seen, asked = self.produced, asking
+                    frame = without_wait(frame)
+                answered = expects_response(frame)
+                if answered:
+                    awaiting.append(struct.unpack_from(">h", frame)[0])
+                upstream.write(len(frame).to_bytes(4, "big") + frame)
+                await upstream.drain()
+                if not answered:  # an acks=0 produce: nothing will acknowledge it
+                    self._produce_seen()
+        finally:
+            following.cancel()
+
+    async def _hold(self, following: asyncio.Task[bytes], wait_s: float) -> None:
+        """Wait for a produce, the connection's next request or `wait_s`, whichever comes first."""
+        woken = asyncio.create_task(self._wake.wait())
+        try:
+            await asyncio.wait({woken, following}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+
+    async def _responses(
+        self, reader: asyncio.StreamReader, client: asyncio.StreamWriter, awaiting: deque[int]
+    ) -> None:
+        while True:
+            frame = await read_frame(reader)
+            api_key = awaiting.popleft() if awaiting else None
+            client.write(len(frame).to_bytes(4, "big") + frame)
+            await client.drain()
+            if api_key == PRODUCE:
+                self._produce_seen()
+
+
+def main(argv: list[str]) -> None:
+    """Entry point: `python -m acefarm.devtools.wakeup_proxy LISTEN_PORT UPSTREAM_PORT`."""
+    listen_port, upstream_port = (int(arg) for arg in argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(WakeupProxy(listen_port, upstream_port).serve_forever())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,70 @@
+"""The embedded broker's wake-up proxy: a long-polling consumer sees a record at once, not after its wait."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+import uuid
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.protocol.fetch import FetchRequest_v4
+
+from acefarm.devtools.broker import EmbeddedBroker
+from acefarm.devtools.wakeup_proxy import FORWARDED_WAIT_MS, asked_for, fetch_wait_s, without_wait
+
+LONG_WAIT_MS = 20_000
+
+
+def fetch_frame(partitions: list[tuple[int, int]]) -> bytes:
+    """A Fetch v4 request as aiokafka frames it (header v1, then the body), for `(partition, offset)`."""
+    request = FetchRequest_v4(-1, LONG_WAIT_MS, 1, 1024, 0, [("t", [(p, o, 1024) for p, o in partitions])])
+    client_id = b"aiokafka"
+    header = struct.pack(">hhih", 1, 4, 7, len(client_id)) + client_id
+    return header + request.encode()
+
+
+def test_a_fetch_is_read_as_its_partitions_in_any_order_and_its_wait_cut() -> None:
+    frame = fetch_frame([(0, 5), (1, 9)])
+    assert fetch_wait_s(frame) == LONG_WAIT_MS / 1000
+    assert asked_for(frame) == asked_for(fetch_frame([(1, 9), (0, 5)]))
+    assert asked_for(frame) != asked_for(fetch_frame([(0, 6), (1, 9)]))
+    assert fetch_wait_s(without_wait(frame)) == FORWARDED_WAIT_MS / 1000
+
+
+async def produce_and_time(bootstrap: str, topic: str, samples: int) -> list[float]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, fetch_max_wait_ms=LONG_WAIT_MS)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        await consumer.getmany(timeout_ms=500)  # positioned, now long-polling
+        seconds = []
+        for i in range(samples):
+            await asyncio.sleep(0.2)
+            start = time.perf_counter()
+            await producer.send_and_wait(topic, b"x", key=str(i).encode())
+            while not any((await consumer.getmany(timeout_ms=LONG_WAIT_MS)).values()):
+                pass
+            seconds.append(time.perf_counter() - start)
+        return seconds
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def test_a_long_polling_consumer_sees_each_record_long_before_its_wait_runs_out() -> None:
+    topic = f"wakeup-{uuid.uuid4().hex[:8]}"
+    with EmbeddedBroker() as broker:
+
+        async def run() -> list[float]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+            await admin.start()
+            await admin.create_topics([NewTopic(topic, 4, 1)])
+            await admin.close()
+            return await produce_and_time(broker.bootstrap_servers, topic, samples=10)
+
+        seconds = asyncio.run(run())
+    # Tansu alone would answer a 20 s long poll only at its next storage check (seconds later).
+    assert max(seconds) < 1.0, seconds
