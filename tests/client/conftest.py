@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 
 from acefarm.devtools.broker import EmbeddedBroker, free_port
+from acefarm.devtools.cli import app
 from acefarm.devtools.keys_cli import publish_key
 from acefarm.infra.settings import Settings
 from schemas.keys import ApiKeyRecord, KeyLimits
@@ -33,21 +35,26 @@ class Farm:
     api_key: str
     bootstrap: str
 
-    def cli(self, *args: str, api_key: str | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
         """Run `python -m acefarm ARGS` against the farm (ACEFARM_URL and ACEFARM_API_KEY set) and wait."""
         return subprocess.run(
             [sys.executable, "-m", "acefarm", *args],
             cwd=ROOT,
-            env=self.cli_env(api_key),
+            env=self.cli_env(),
             capture_output=True,
             text=True,
             timeout=timeout_s,
             stdin=subprocess.DEVNULL,
         )
 
-    def cli_env(self, api_key: str | None = None) -> dict[str, str]:
-        """The environment of a CLI run: the farm's URL and a key (the farm's unless `api_key` is given)."""
-        return {**os.environ, "ACEFARM_URL": self.url, "ACEFARM_API_KEY": api_key or self.api_key, "COLUMNS": "120"}
+    def invoke(self, *args: str, api_key: str | None = None) -> Result:
+        """Run the `acefarm` command ARGS in this process (quicker than a process) against the farm."""
+        env = {"ACEFARM_URL": self.url, "ACEFARM_API_KEY": api_key or self.api_key}
+        return CliRunner().invoke(app, list(args), env=env)
+
+    def cli_env(self) -> dict[str, str]:
+        """The environment of a CLI process: the farm's URL and key."""
+        return {**os.environ, "ACEFARM_URL": self.url, "ACEFARM_API_KEY": self.api_key, "COLUMNS": "120"}
 
 
 @pytest.fixture(scope="package")
