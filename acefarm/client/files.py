@@ -14,12 +14,18 @@ def name_from_url(url: str) -> str:
     return "-".join(tail) or "download"
 
 
-def result_paths(dest: Path, urls: list[str]) -> list[Path]:
-    """Paths for `urls`: inside `dest` when it is a directory (or ends with a separator), named by `name_from_url`;
+def is_directory(dest: str | Path) -> bool:
+    """Whether `dest` names a directory: an existing one, or a path written with a trailing separator."""
+    return Path(dest).is_dir() or str(dest).endswith(("/", os.sep))
+
+
+def result_paths(dest: str | Path, urls: list[str]) -> list[Path]:
+    """Paths for `urls`: inside `dest` when it is a directory (`is_directory`), named by `name_from_url`;
     otherwise `dest` for the first and `{stem}-{n}{suffix}` for take n of the others."""
-    if dest.is_dir() or str(dest).endswith(os.sep):
-        return [dest / name_from_url(url) for url in urls]
-    return [dest if n == 0 else dest.with_name(f"{dest.stem}-{n}{dest.suffix}") for n in range(len(urls))]
+    path = Path(dest)
+    if is_directory(dest):
+        return [path / name_from_url(url) for url in urls]
+    return [path if n == 0 else path.with_name(f"{path.stem}-{n}{path.suffix}") for n in range(len(urls))]
 
 
 def partial_path(dest: Path) -> Path:

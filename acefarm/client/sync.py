@@ -16,7 +16,7 @@ from acefarm.client import calls
 from acefarm.client.calls import STREAM, Call, OnStatus, Outcome, check_deadline, retry_delay
 from acefarm.client.config import USER_AGENT, ClientConfig, RetryPolicy
 from acefarm.client.errors import AcefarmError, TaskFailed
-from acefarm.client.files import name_from_url, partial_path, result_paths
+from acefarm.client.files import is_directory, name_from_url, partial_path, result_paths
 from acefarm.client.models import GenerateResult, TrainingResult, UploadedAudio
 from acefarm.client.sse import EventDecoder
 from schemas.generation import GenerateRequest
@@ -170,15 +170,17 @@ class Client:
     def download_results(self, status: TaskStatusResponse, dest: str | Path) -> list[Path]:
         """Download every result file of a finished job (see `generate` for how they are named)."""
         urls = status.file_urls
-        return [self.download(url, path) for url, path in zip(urls, result_paths(Path(dest), urls), strict=True)]
+        return [self.download(url, path) for url, path in zip(urls, result_paths(dest, urls), strict=True)]
 
     def download(self, file_url: str, dest: str | Path) -> Path:
         """Download one result URL (relative or absolute; redirects to S3 followed) to `dest` (a file, or a
-        directory to put it in); written to a temporary file first, so `dest` is whole or absent."""
+        directory to put it in, created if missing); written to a temporary file first, so `dest` is whole or
+        absent."""
         url = self.config.absolute(file_url)
         target = Path(dest)
-        if target.is_dir():
+        if is_directory(dest):
             target = target / name_from_url(url)
+        target.parent.mkdir(parents=True, exist_ok=True)
         part, retry = partial_path(target), 0
         while True:
             outcome: Outcome

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from acefarm.client import AcefarmError, Client, TaskFailed
 from acefarm.client.config import API_KEY_ENV, URL_ENV
+from acefarm.client.files import is_directory
 from acefarm.devtools.client_progress import OUTCOME_CODES, ExitCode, follow
 from schemas.generation import AudioFormat
 from schemas.status import TaskState, TaskStatusResponse
@@ -49,7 +50,7 @@ def _print_json(status: TaskStatusResponse) -> None:
     typer.echo(status.model_dump_json(indent=2, exclude_none=True))
 
 
-def _finish(client: Client, status: TaskStatusResponse, out: Path | None) -> None:
+def _finish(client: Client, status: TaskStatusResponse, out: str | None) -> None:
     """Download a successful job's files to `out` (printing their paths), or exit with the outcome's code."""
     if status.status is not TaskState.SUCCESS:
         raise TaskFailed(status)
@@ -58,10 +59,10 @@ def _finish(client: Client, status: TaskStatusResponse, out: Path | None) -> Non
             typer.echo(path)
 
 
-def _format_for(out: Path | None, chosen: AudioFormat | None) -> AudioFormat | None:
-    if chosen is not None or out is None:
+def _format_for(out: str, chosen: AudioFormat | None) -> AudioFormat | None:
+    if chosen is not None or is_directory(out):
         return chosen
-    return next((f for f in AudioFormat if out.suffix.lower() == f".{f.value}"), None)
+    return next((f for f in AudioFormat if Path(out).suffix.lower() == f".{f.value}"), None)
 
 
 def generate(
@@ -70,8 +71,8 @@ def generate(
     lyrics: Annotated[str | None, typer.Option(help="Lyrics, with tags such as \\[verse] and \\[chorus].")] = None,
     lyrics_file: Annotated[Path | None, typer.Option(help="Read the lyrics from this UTF-8 file.", exists=True)] = None,
     out: Annotated[
-        Path, typer.Option(help="File to write (takes after the first get -1, -2...), or a directory.")
-    ] = Path("."),
+        str, typer.Option(help="File to write (takes after the first get -1, -2...), or a directory (ending in /).")
+    ] = ".",
     audio_format: Annotated[
         AudioFormat | None, typer.Option("--format", help="wav, flac or mp3 (default: the --out suffix, else wav).")
     ] = None,
@@ -144,7 +145,7 @@ def cancel(
 
 def download(
     target: Annotated[str, typer.Argument(help="A task id (all its files) or one file URL.")],
-    out: Annotated[Path, typer.Option(help="File or directory to write to.")] = Path("."),
+    out: Annotated[str, typer.Option(help="File or directory (ending in /) to write to.")] = ".",
     url: Url = None,
     api_key: ApiKey = None,
 ) -> None:

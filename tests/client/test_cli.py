@@ -42,7 +42,7 @@ def test_generate_writes_the_file_then_status_and_download_find_it(
 
     shown = farm.invoke("status", task_id)
     assert shown.exit_code == ExitCode.OK and json.loads(shown.stdout)["status"] == "success"
-    fetched = farm.invoke("download", task_id, "--out", str(tmp_path / "copy.mp3"))
+    fetched = farm.invoke("download", task_id, "--out", f"{tmp_path}/copies/")
     assert fetched.exit_code == ExitCode.OK
     assert Path(fetched.stdout.strip()).read_bytes() == out.read_bytes()
 

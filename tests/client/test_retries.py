@@ -131,3 +131,4 @@ def test_result_paths_for_a_file_or_a_directory(tmp_path: Path) -> None:
     urls = ["/files/outputs/t9/take-0.mp3?sig=1", "/files/outputs/t9/take-1.mp3?sig=2"]
     assert result_paths(tmp_path, urls) == [tmp_path / "t9-take-0.mp3", tmp_path / "t9-take-1.mp3"]
     assert result_paths(tmp_path / "song.mp3", urls) == [tmp_path / "song.mp3", tmp_path / "song-1.mp3"]
+    assert result_paths(f"{tmp_path}/new/", urls)[0] == tmp_path / "new" / "t9-take-0.mp3", "a trailing / means a dir"
