@@ -20,8 +20,10 @@ from acefarm.client import AcefarmError, AsyncClient, Client, InvalidSignature, 
 from acefarm.devtools.broker import free_port
 from schemas import topics
 from schemas.events import GenerationRequested, parse_event
-from schemas.status import TaskState, TaskStatusResponse
+from schemas.status import TaskKind, TaskState, TaskStatusResponse
+from schemas.training import TrainingOptions
 from tests.client.conftest import WEBHOOK_SECRET, Farm
+from tests.lora.zips import tone, tone_dataset
 from tests.support.cutting_proxy import CuttingProxy, after_events, at_once
 
 pytestmark = pytest.mark.timeout(300)
@@ -130,6 +132,22 @@ def test_unknown_task_is_a_404_and_bad_fields_are_refused_before_sending(farm: F
         assert unknown.value.status_code == 404
         with pytest.raises(ValueError, match="duration"):
             client.submit(prompt="x", duration=0)
+
+
+def test_upload_and_lora_training_requests_reach_the_gateway(farm: Farm, tmp_path: Path) -> None:
+    source = tmp_path / "source.wav"
+    source.write_bytes(tone(2.0))
+    options = TrainingOptions(steps=5, rank=4, trigger_tag="sines")
+    with Client(farm.url, farm.api_key) as client:
+        uploaded = client.upload(source)
+        with pytest.raises(AcefarmError) as refused:
+            client.train_lora(tone_dataset(tmp_path / "one.zip", tracks=1, seconds=6), "Too few")
+        accepted = client.train_lora(tone_dataset(tmp_path / "three.zip", seconds=6), "Sine waves", options)
+        queued = client.status(accepted.task_id)
+    assert uploaded.key.startswith("inputs/uploads/") and abs(uploaded.duration_s - 2.0) < 0.01
+    assert refused.value.status_code == 400 and "file" in refused.value.detail
+    assert accepted.lora_id is not None and accepted.lora_id.startswith("sine-waves")
+    assert queued.kind is TaskKind.TRAINING and queued.lora_id == accepted.lora_id
 
 
 Received = list[tuple[dict[str, str], bytes]]
