@@ -1,4 +1,5 @@
-"""The `acefarm` command: run the whole stack locally (`dev`), or one service, or manage models.
+"""The `acefarm` command: run the whole stack locally (`dev`), or one service, or manage models; and talk to a
+running farm as a client (`generate`, `status`, `cancel`, `download`, `loras`, `train`: `client_cli`).
 
 The developer tools sit above the services: each service command calls that service's run function in
 this process (the service's package is imported only when its command runs).
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from acefarm.devtools import client_cli
 from acefarm.devtools.keys_cli import keys_app
 from acefarm.devtools.models_cli import models_app
 from acefarm.devtools.schemas_cli import schemas_app
@@ -23,6 +25,7 @@ app = typer.Typer(help="acefarm: ACE-Step 1.5 behind a REST + Kafka API.", no_ar
 app.add_typer(models_app, name="models", help="Download, inspect or build ACE-Step checkpoints.")
 app.add_typer(schemas_app, name="schemas", help="Export the event and API contract as JSON Schema.")
 app.add_typer(keys_app, name="keys", help="Create, list or revoke API keys.")
+client_cli.register(app)
 
 
 @app.callback()

@@ -20,6 +20,9 @@ from acefarm.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PACKAGES = ("acefarm", "gateway", "streams", "gpu_consumer", "trainer", "scheduler", "schemas")
+CLIENT_PACKAGE = "acefarm/client"
+"""The Python client: what it reads (ACEFARM_URL, ACEFARM_API_KEY) is its user's environment, not a deployment
+setting, so it is documented in docs/client.md and README's client sections rather than in the config table."""
 
 # Read by libraries rather than by acefarm's code, but part of its deployment interface.
 EXTERNAL_ENV = {
@@ -118,12 +121,14 @@ def env_reads_in_source(source: str, path: Path) -> list[EnvRead]:
     return found
 
 
-def env_reads(packages: Iterable[str] = SERVICE_PACKAGES) -> list[EnvRead]:
-    """Every literal environment read in the service packages' Python files."""
+def env_reads(packages: Iterable[str] = SERVICE_PACKAGES, skip: str | None = CLIENT_PACKAGE) -> list[EnvRead]:
+    """Every literal environment read in the packages' Python files, except those under `skip`."""
     reads: list[EnvRead] = []
     for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
-            reads.extend(env_reads_in_source(path.read_text(encoding="utf-8"), path.relative_to(ROOT)))
+            relative = path.relative_to(ROOT)
+            if skip is None or not relative.is_relative_to(skip):
+                reads.extend(env_reads_in_source(path.read_text(encoding="utf-8"), relative))
     return reads
 
 

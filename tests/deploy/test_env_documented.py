@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tests.deploy import composefile, sync_config_table
 from tests.deploy.envdocs import (
+    CLIENT_PACKAGE,
     EXTERNAL_ENV,
     ROOT,
     env_reads,
@@ -72,6 +73,13 @@ def test_every_env_var_is_in_readme() -> None:
     readme = read("README.md")
     missing = sorted(where(n) for n in required_env_names() if not mentioned(n, readme))
     assert not missing, f"README.md does not document: {missing} (paste docs/_config_table.md into it)"
+
+
+def test_the_clients_env_vars_are_in_the_client_docs() -> None:
+    names = {r.name for r in env_reads((CLIENT_PACKAGE,), skip=None)}
+    assert names == {"ACEFARM_URL", "ACEFARM_API_KEY"}
+    for doc in ("docs/client.md", "README.md"):
+        assert all(mentioned(n, read(doc)) for n in names), f"{doc} does not name {sorted(names)}"
 
 
 def table_rows() -> dict[str, tuple[str, str]]:
