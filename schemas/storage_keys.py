@@ -83,3 +83,8 @@ def manifest_key(lora_id: str) -> str:
 def attempts_key(task_id: str) -> str:
     """Key of a task's attempt record (each start of the job, how it ended)."""
     return f"{ATTEMPTS}{task_id}.json"
+
+
+def task_file_prefixes(task_id: str) -> tuple[str, ...]:
+    """Prefixes of every file kept about one task (`DELETE /tasks/{id}` on a final task removes them)."""
+    return (f"{OUTPUTS}{task_id}/", f"{INPUTS}{task_id}/", checkpoint_prefix(task_id), dataset_key(task_id))
