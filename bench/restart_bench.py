@@ -148,7 +148,6 @@ def main() -> None:
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
             **GROUP_ENV,
-            "KAFKA_PARTITIONS": "4",
             "AUTH_MODE": "off",
             "OUTPUT_DIR": tmp,
             "ENGINE": "tests.support.tone_engine:ToneEngine",
