@@ -21,11 +21,11 @@ from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from gateway.status_view import StatusStore
 from schemas import topics
-from schemas.events import GenerationRequested, InvalidRecord, TrainingRequested, validate_record
+from schemas.events import GenerationRequested, InvalidRecord, PlanningRequested, TrainingRequested, validate_record
 
 log = get_logger(__name__)
 
-INTAKE_TOPICS = (topics.GENERATION_REQUESTS, topics.TRAINING_REQUESTS)
+INTAKE_TOPICS = (topics.GENERATION_REQUESTS, topics.PLANNING_REQUESTS, topics.TRAINING_REQUESTS)
 
 
 class AcceptedTasks:
@@ -70,6 +70,6 @@ class AcceptedTasks:
             event = validate_record(topic, key, value)
         except InvalidRecord:
             return  # dead-lettered by its consumers; never a task
-        if isinstance(event, GenerationRequested | TrainingRequested):
+        if isinstance(event, GenerationRequested | PlanningRequested | TrainingRequested):
             self.seen += 1
             self.store.record_submitted(event)

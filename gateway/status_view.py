@@ -95,6 +95,10 @@ class StatusStore:
             waiter.set()
         return True
 
+    def forget(self, task_id: str) -> None:
+        """Drop a task whose status expired (streams published its tombstone)."""
+        self._tasks.pop(task_id, None)
+
     def insert_pending(self, status: TaskStatus) -> bool:
         """Record a just-submitted task unless the task is already known; returns whether it was."""
         if status.task_id in self._tasks:
@@ -171,8 +175,10 @@ class StatusView:
         """Whether the background consumer is alive."""
         return self._reader.running
 
-    def _apply(self, _key: bytes | None, value: bytes | None) -> None:
-        if value is None:  # a tombstone: compaction removed the task
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None:  # a tombstone: the task's status expired (STATUS_RETENTION_DAYS)
+            if key is not None:
+                self.store.forget(key.decode(errors="replace"))
             return
         try:
             event = parse_event(value)

@@ -9,13 +9,14 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
+from acefarm.infra.retention import delete_task_files
 from gateway.access import caller, events_path, known_status, link_owner, visible_status
 from gateway.auth import SIGNED_LINKS, Principal
 from gateway.errors import error_responses
@@ -126,24 +127,27 @@ class TasksController(Controller):
     @delete(
         "/tasks/{task_id:str}",
         status_code=HTTP_202_ACCEPTED,
-        summary="Cancel a task",
-        responses=error_responses(401, 404, 409, 503),
+        summary="Cancel a task, or delete a finished task's files",
+        responses={
+            204: ResponseSpec(None, description="The task was final: its files are deleted (its status stays)."),
+            **error_responses(401, 404, 503),
+        },
     )
     async def cancel_task(
         self, gateway: NamedDependency[GatewayState], principal: NamedDependency[Principal], task_id: FromPath[str]
-    ) -> Response[TaskStatusResponse]:
+    ) -> Response[TaskStatusResponse | None]:
         """Ask workers to cancel the task: a queued job is skipped, a running one stops at its next step.
 
-        202 with the status as it is now (the final `cancelled` follows over SSE); 409 if already final.
-        Only its owner or an admin may cancel it; anyone else gets the unknown task's 404.
+        202 with the status as it is now (the final `cancelled` follows over SSE). A final task (success,
+        failed, cancelled) is not cancelled but cleaned up: its results, inputs, dataset and checkpoint are
+        deleted, 204 (again 204 when repeated). Only its owner or an admin may; anyone else gets the
+        unknown task's 404.
         """
         status = visible_status(gateway, principal, task_id)
         if status.status.is_final:
-            raise HTTPException(
-                status_code=HTTP_409_CONFLICT,
-                detail=f"task {task_id!r} is already {status.status.value}; "
-                "only pending or running tasks can be cancelled",
-            )
+            removed = await delete_task_files(gateway.storage, task_id)
+            log.info("gateway.task_files_deleted", task_id=task_id, objects=removed, by=principal.owner)
+            return Response(None, status_code=HTTP_204_NO_CONTENT)
         await publish(gateway.producer, topics.TASK_CONTROL, CancelRequested(task_id=task_id))
         log.info("gateway.cancel_requested", task_id=task_id, by=principal.owner)
         return Response(

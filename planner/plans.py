@@ -1,5 +1,5 @@
-"""Between the contract and the LM: what to plan for a request, what the LM's outcome becomes, and
-where the planner keeps what it wrote (storage keys, each spelled by one function here)."""
+"""Between the contract and the LM: what to plan for a request and what the LM's outcome becomes (the
+planner's storage keys are in `schemas.storage_keys`)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,6 @@ from acefarm.model.lm.planner import LmOutcome, PlanInput
 from acefarm.model.lm.protocol import Metas, count_codes
 from schemas.generation import GenerationParams
 from schemas.planning import FormatInput, LmResult, LmSampling, SampleInput
-
-
-def audio_codes_key(task_id: str) -> str:
-    """Storage key of the audio codes the LM wrote for a task (text; served with the task's outputs)."""
-    return f"outputs/{task_id}/audio-codes.txt"
-
-
-def forward_key(task_id: str) -> str:
-    """Storage key of a planned task's forwarded request (republished as is on redelivery)."""
-    return f"plans/{task_id}/forward.json"
 
 
 def forward_event_id(task_id: str) -> str:

@@ -30,9 +30,7 @@ from acefarm.runtime.lifecycle import Cancelled, Failed, Forward, Interrupted, J
 from acefarm.runtime.progress import Eta, ProgressEta, Report
 from acefarm.runtime.service import WorkerKind
 from planner.plans import (
-    audio_codes_key,
     forward_event_id,
-    forward_key,
     given_of_format,
     given_of_sample,
     plan_input,
@@ -46,6 +44,7 @@ from schemas.events import GenerationRequested, PlanningRequested, SubmittedRequ
 from schemas.generation import GenerationParams
 from schemas.planning import LmResult, PlanMode
 from schemas.status import Stage
+from schemas.storage_keys import audio_codes_key, forward_key
 
 log = get_logger(__name__)
 

@@ -9,6 +9,8 @@ names. Layout:
     datasets/{task_id}.zip               LoRA training zips
     checkpoints/{task_id}/state.pt       a training job's latest checkpoint
     checkpoints/{task_id}/outcome.json   a training job's final event, republished on redelivery
+    outputs/{task_id}/audio-codes.txt    the audio codes the 5 Hz LM wrote for a task
+    plans/{task_id}/forward.json         a planned task's forwarded request (republished on redelivery)
     loras/{lora_id}/...                  trained adapters; manifest.json written last
     attempts/{stage}/{task_id}.json      a job's attempts per stage (poison-job detection)
 """
@@ -22,6 +24,7 @@ OUTPUTS: Final = "outputs/"
 DATASETS: Final = "datasets/"
 CHECKPOINTS: Final = "checkpoints/"
 LORAS: Final = "loras/"
+PLANS: Final = "plans/"
 ATTEMPTS: Final = "attempts/"
 
 MANIFEST: Final = "manifest.json"
@@ -83,3 +86,24 @@ def manifest_key(lora_id: str) -> str:
 def attempts_key(task_id: str, stage: str) -> str:
     """Key of a task's attempt record at one stage (planning, generation, training): each start, how it ended."""
     return f"{ATTEMPTS}{stage}/{task_id}.json"
+
+
+def task_file_prefixes(task_id: str) -> tuple[str, ...]:
+    """Prefixes of every file kept about one task (`DELETE /tasks/{id}` on a final task removes them)."""
+    return (
+        f"{OUTPUTS}{task_id}/",
+        f"{INPUTS}{task_id}/",
+        f"{PLANS}{task_id}/",
+        checkpoint_prefix(task_id),
+        dataset_key(task_id),
+    )
+
+
+def audio_codes_key(task_id: str) -> str:
+    """Key of the audio codes the LM wrote for a task (text; served with the task's outputs)."""
+    return f"{OUTPUTS}{task_id}/audio-codes.txt"
+
+
+def forward_key(task_id: str) -> str:
+    """Key of a planned task's forwarded request (republished as is on redelivery)."""
+    return f"{PLANS}{task_id}/forward.json"

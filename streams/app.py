@@ -9,6 +9,11 @@ snapshot was lost in a crash is folded (and published) again. Records that chang
 re-applied harmlessly (the fold only moves forward), so they cost no table write; a second, small
 table remembers the offsets of dead-lettered records so they are dead-lettered once. Those decisions
 are `streams.fold.fold_record`'s; this module only reads and writes the tables and topics.
+
+Retention: every `STATUS_TRIM_INTERVAL_S` a timer deletes the rows of tasks that finished more than
+`STATUS_RETENTION_DAYS` ago on the partitions this worker owns, publishing a tombstone for each on the
+compacted status topic first (so compaction forgets the task too, and gateways drop it). It holds the
+fold's lock while it does, so a row never changes between its check and its deletion.
 """
 
 from __future__ import annotations
@@ -26,16 +31,19 @@ from faust.types.auth import CredentialsT
 
 from acefarm.infra.kafka import client_options, ensure_topics
 from acefarm.infra.logging import configure_logging, get_logger
-from acefarm.infra.metrics import DEAD_LETTERS, FOLDS, serving_metrics
+from acefarm.infra.metrics import DEAD_LETTERS, FOLDS, TRIMMED, serving_metrics
 from acefarm.infra.settings import Settings
 from schemas import topics
 from schemas.events import DeadLetter, TaskStatusRecord
 from streams.fold import SOURCE_TOPICS, Change, Reject, SourceRecord, dumps, fold_record, loads
+from streams.retention import DAY_S, FinishedIndex, row_partition
 from streams.transport import StreamsApp
 
 APP_ID = "acefarm-streams"
 STATUS_TABLE = "task-status"
 DEAD_LETTERED_TABLE = "dead-lettered-offsets"
+TRIM_BATCH = 1000
+"""Most rows one trim tick deletes (the rest wait for the next tick)."""
 
 log = get_logger(__name__)
 
@@ -85,13 +93,20 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
     statuses = app.Table(STATUS_TABLE, default=None, key_type=str, value_type=str)
     dead_lettered = app.Table(DEAD_LETTERED_TABLE, default=None, key_type=str, value_type=int)
     started_at = time.monotonic()
+    lock = asyncio.Lock()  # one fold or one trim at a time
+    finished = FinishedIndex()
+    rescan = True  # the index is rebuilt from the table after each recovery
 
-    async def send(topic: faust.types.TopicT, key: str, value: bytes) -> None:
+    async def send(topic: faust.types.TopicT, key: str, value: bytes | None) -> None:
         """Publish now (not on commit) and wait for the broker's acknowledgement."""
         await (await topic.send(key=key.encode(), value=value, force=True))
 
     async def fold_one(event: EventT) -> None:
         """Carry out `fold_record`'s decision for one source record."""
+        async with lock:
+            await _fold_one(event)
+
+    async def _fold_one(event: EventT) -> None:
         message = event.message
         record = SourceRecord(
             topic=message.topic,
@@ -111,6 +126,7 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
                 new = row.status
                 await send(status_topic, new.task_id, TaskStatusRecord(task_id=new.task_id, status=new).to_bytes())
                 statuses[new.task_id] = dumps(row)
+                finished.note(new)
                 FOLDS.labels(parsed.type).inc()
                 log.info(
                     "streams.status",
@@ -125,8 +141,42 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
         async for event in stream.events():
             await fold_one(event)
 
+    async def trim_one(task_id: str, owned: set[int]) -> bool:
+        """Delete `task_id`'s row and tombstone its snapshot, if it is still final and on a partition we own."""
+        finished.forget(task_id)
+        row = loads(statuses.get(task_id))
+        if row is None or not row.status.status.is_final or (partition := row_partition(row.marks)) not in owned:
+            return False
+        await send(status_topic, task_id, None)
+        statuses.send_changelog(partition, task_id, None, value_serializer="raw")
+        del statuses.data[task_id]
+        return True
+
+    if settings.status_retention_days > 0:
+
+        @app.timer(interval=settings.status_trim_interval_s, name="trim-status")
+        async def trim_statuses() -> None:
+            nonlocal rescan
+            try:
+                async with lock:
+                    if rescan:
+                        finished.rescan(row.status for row in map(loads, statuses.values()) if row is not None)
+                        rescan = False
+                    due = finished.due(time.time(), settings.status_retention_days * DAY_S, TRIM_BATCH)
+                    owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in SOURCE_TOPICS}
+                    trimmed = [task_id for task_id in due if await trim_one(task_id, owned)]
+            except Exception as error:  # a failed trim is retried next tick; it must never stop the fold
+                rescan = True
+                log.warning("streams.trim_failed", error=str(error)[:300])
+                return
+            if trimmed:
+                TRIMMED.inc(len(trimmed))
+                log.info("streams.trimmed", tasks=len(trimmed), first=trimmed[0])
+
     @statuses.on_recover
     async def recovered() -> None:
+        nonlocal rescan
+        rescan = True
         log.info("streams.ready", tasks=len(statuses), startup_s=round(time.monotonic() - started_at, 2))
 
     return app

@@ -76,6 +76,8 @@ class StatusFollower:
             del self._chains[key]
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        if record.value is None:  # a tombstone: the task's status expired (STATUS_RETENTION_DAYS)
+            return
         try:
             status = TaskStatusRecord.model_validate_json(record.value or b"").status
         except ValidationError as error:

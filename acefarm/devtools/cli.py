@@ -16,6 +16,7 @@ from acefarm.devtools import client_cli
 from acefarm.devtools.keys_cli import keys_app
 from acefarm.devtools.models_cli import models_app
 from acefarm.devtools.schemas_cli import schemas_app
+from acefarm.devtools.storage_cli import storage_app
 from acefarm.infra.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ app = typer.Typer(help="acefarm: ACE-Step 1.5 behind a REST + Kafka API.", no_ar
 app.add_typer(models_app, name="models", help="Download, inspect or build ACE-Step checkpoints.")
 app.add_typer(schemas_app, name="schemas", help="Export the event and API contract as JSON Schema.")
 app.add_typer(keys_app, name="keys", help="Create, list or revoke API keys.")
+app.add_typer(storage_app, name="storage", help="Retention: S3 lifecycle rules, or sweep local storage.")
 client_cli.register(app)
 
 

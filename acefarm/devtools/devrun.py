@@ -1,4 +1,5 @@
-"""`acefarm dev`: an embedded broker and one process per service in this terminal, each restarted when it exits."""
+"""`acefarm dev`: an embedded broker and one process per service in this terminal, each restarted when it exits;
+with local storage, a periodic retention sweep."""
 
 from __future__ import annotations
 
@@ -121,6 +122,34 @@ class Supervisor:
                 child.process.wait()
 
 
+class PeriodicSweep:
+    """Runs `acefarm storage sweep` every `interval_s` (never two at once): retention for local storage.
+
+    The supervisor is the one process that runs exactly once wherever local storage is shared by the
+    services, so the sweep lives here rather than in a service (S3 deploys use lifecycle rules instead).
+    """
+
+    def __init__(self, env: dict[str, str], interval_s: float, command: tuple[str, ...]) -> None:
+        self._env = env
+        self._interval_s = interval_s
+        self._command = command
+        self._next = time.monotonic()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def check(self) -> None:
+        """Start a sweep when one is due and the previous one has finished."""
+        if time.monotonic() < self._next or (self._process is not None and self._process.poll() is None):
+            return
+        self._next = time.monotonic() + self._interval_s
+        self._process = subprocess.Popen([*self._command, "storage", "sweep"], env=self._env, start_new_session=True)
+
+    def stop(self) -> None:
+        """Stop a sweep still running."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait()
+
+
 def _has_cached_weights(settings: Settings, repo: str | None = None, file: str = "model_index.json") -> bool:
     """Whether the configured Hugging Face model (or `repo`) is already in the local cache."""
     try:
@@ -217,6 +246,9 @@ def run_dev(*, host: str, port: int, with_trainer: bool, with_planner: bool = Tr
             hint="turn keys on: AUTH_MODE=keys uv run acefarm dev, then `uv run acefarm keys create --owner NAME`",
         )
     supervisor = Supervisor(env)
+    sweeper = None
+    if settings.storage_backend == "local":
+        sweeper = PeriodicSweep(env, settings.retention_sweep_interval_s, (sys.executable, "-m", "acefarm"))
     stopping = False
 
     def on_signal(signum: int, _: FrameType | None) -> None:
@@ -245,6 +277,8 @@ def run_dev(*, host: str, port: int, with_trainer: bool, with_planner: bool = Tr
         ready, next_probe = False, 0.0
         while not stopping:
             supervisor.check()
+            if sweeper is not None:
+                sweeper.check()
             if not ready and time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + READY_POLL_S
                 if consumer_joined(probe):
@@ -254,6 +288,8 @@ def run_dev(*, host: str, port: int, with_trainer: bool, with_planner: bool = Tr
         return 0
     finally:
         log.info("dev.stopping")
+        if sweeper is not None:
+            sweeper.stop()
         supervisor.stop_all()
         if broker is not None:
             broker.stop()

@@ -78,6 +78,7 @@ DEAD_LETTERS = Counter("acefarm_dead_letters", "Records sent to the dead-letter 
 FOLDS = Counter(
     "acefarm_stream_folds", "Status changes folded and published by streams, by event type.", ["event_type"]
 )
+TRIMMED = Counter("acefarm_stream_trimmed", "Finished tasks whose status row streams deleted (STATUS_RETENTION_DAYS).")
 
 # Scheduler
 ADMISSIONS = Counter("acefarm_scheduler_admissions", "Jobs admitted to the ready topic, by priority.", ["priority"])

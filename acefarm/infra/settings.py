@@ -110,6 +110,16 @@ class Settings(BaseSettings):
     lm_device: str | None = None
     lm_lyrics_max_tokens: int = Field(default=1024, ge=16, le=8192)
 
+    # Retention (docs/reliability.md#retention): lifetimes in days, 0 keeps forever
+    output_retention_days: float = Field(default=30.0, ge=0)
+    input_retention_days: float = Field(default=7.0, ge=0)
+    dataset_retention_days: float = Field(default=7.0, ge=0)
+    checkpoint_retention_days: float = Field(default=30.0, ge=0)
+    attempt_retention_days: float = Field(default=30.0, ge=0)
+    status_retention_days: float = Field(default=30.0, ge=0)
+    status_trim_interval_s: float = Field(default=60.0, gt=0)
+    retention_sweep_interval_s: float = Field(default=3600.0, gt=0)
+
     # LoRA datasets (checked by the gateway before queuing, and again by the trainer)
     lora_max_zip_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     lora_max_uncompressed_bytes: int = Field(default=2 * 1024 * 1024 * 1024, ge=1024)

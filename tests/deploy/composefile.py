@@ -61,6 +61,21 @@ def environment(service: dict[str, Any]) -> dict[str, str | None]:
     return {str(k): (None if v is None else interpolate(str(v))) for k, v in env.items()}
 
 
+def raw_environment(service: dict[str, Any]) -> dict[str, str | None]:
+    """A service's environment as written (not interpolated); None marks a pass-through name."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        pairs = (item.partition("=") for item in env)
+        return {k: (v if sep else None) for k, sep, v in pairs}
+    return {str(k): (None if v is None else str(v)) for k, v in env.items()}
+
+
+def is_required(value: str | None) -> bool:
+    """Whether `value` is one required variable (`${VAR:?...}` / `${VAR?...}`), which compose must be given."""
+    match = _VAR.fullmatch(value or "")
+    return bool(match and (match.group(2) or "").endswith("?"))
+
+
 def gpu_device_ids(service: dict[str, Any]) -> list[str]:
     """Host GPU ids a service reserves through deploy.resources.reservations.devices."""
     devices = (((service.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices") or []

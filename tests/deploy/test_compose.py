@@ -64,11 +64,11 @@ def test_compose_file_validates_against_the_compose_spec(compose: dict[str, Any]
 def test_the_schema_rejects_a_broken_compose_file(compose: dict[str, Any]) -> None:
     """The validator is live: typical mistakes in this very file are caught."""
     broken = copy.deepcopy(compose)
-    broken["services"]["gateway"]["ports"] = "8000:8000"  # must be a list
+    broken["services"]["gateway-1"]["ports"] = "8000:8000"  # must be a list
     broken["services"]["gpu0"]["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] = 0
     broken["services"]["streams"]["imgae"] = "typo"  # unknown key
     errors = schema_errors(broken)
-    assert any(e.startswith("services/gateway/ports") for e in errors), errors
+    assert any(e.startswith("services/gateway-1/ports") for e in errors), errors
     assert any("device_ids" in e for e in errors), errors
     assert any("imgae" in e for e in errors), errors
 
@@ -124,14 +124,22 @@ def test_acefarm_environment_names_are_settings_and_values_valid(services: dict[
     for name, service in services.items():
         if not is_acefarm(service):
             continue
+        raw = composefile.raw_environment(service)
         for key, value in composefile.environment(service).items():
             assert key in names or key in EXTERNAL_ENV, f"{name}: {key} is neither a setting nor a known variable"
-            if key in names and value is not None:
+            if key in names and value is not None and not composefile.is_required(raw[key]):
                 _, adapter = settings_adapter(key)
                 adapter.validate_python(value)  # raises with the reason when the value is invalid
 
 
+STORAGE_USERS = {"gateway", "gpu", "planner", "trainer", "lifecycle"}
+"""The MinIO users deploy/minio/init.sh creates (besides the root user, which no acefarm service holds)."""
+
+
 def test_acefarm_services_use_kafka_and_s3_of_this_stack(services: dict[str, dict[str, Any]]) -> None:
+    """Every acefarm service reaches Kafka over SASL/SCRAM as a user of its own role, and S3 (if at all) as a
+    MinIO user of its own role, never as MinIO's root user."""
+    root = composefile.environment(services["minio"])["MINIO_ROOT_USER"]
     for name, service in services.items():
         if not is_acefarm(service):
             continue
@@ -139,14 +147,98 @@ def test_acefarm_services_use_kafka_and_s3_of_this_stack(services: dict[str, dic
         assert env.get("KAFKA_BOOTSTRAP_SERVERS") == "kafka:9092", name
         assert env.get("STORAGE_BACKEND") == "s3", name
         assert env.get("S3_ENDPOINT_URL") == "http://minio:9000", name
-        assert env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"), name
-    minio = composefile.environment(services["minio"])
-    gateway = composefile.environment(services["gateway"])
-    assert minio["MINIO_ROOT_USER"] == gateway["AWS_ACCESS_KEY_ID"]
-    assert minio["MINIO_ROOT_PASSWORD"] == gateway["AWS_SECRET_ACCESS_KEY"]
+        assert env.get("KAFKA_SECURITY_PROTOCOL") == "SASL_PLAINTEXT", name
+        assert env.get("KAFKA_SASL_MECHANISM") == "SCRAM-SHA-512", name
+        role = composefile.command(service)[1]
+        if role in ("gateway", "streams", "scheduler", "planner", "gpu-consumer", "trainer", "webhooks"):
+            assert env.get("KAFKA_SASL_USERNAME") and env.get("KAFKA_SASL_PASSWORD") is not None, name
+        if role in ("gateway", "planner", "gpu-consumer", "trainer", "storage"):
+            assert env.get("AWS_ACCESS_KEY_ID") in STORAGE_USERS, name
+            assert "AWS_SECRET_ACCESS_KEY" in env, name
+        else:
+            assert "AWS_ACCESS_KEY_ID" not in env, f"{name} needs no storage and gets no storage credentials"
+        assert env.get("AWS_ACCESS_KEY_ID") != root, name
     bucket = composefile.environment(services["minio-init"])["BUCKET"]
-    assert bucket == gateway["STORAGE_BUCKET"]
-    assert "mc mb" in " ".join(composefile.command(services["minio-init"]))
+    assert bucket == composefile.environment(services["gateway-1"])["STORAGE_BUCKET"]
+
+
+def test_one_kafka_user_per_role_with_acls_and_minio_users_limited_to_prefixes(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    users_by_role: dict[str, set[str]] = {}
+    for service in services.values():
+        if is_acefarm(service) and (user := composefile.environment(service).get("KAFKA_SASL_USERNAME")):
+            users_by_role.setdefault(composefile.command(service)[1], set()).add(user)
+    assert all(len(users) == 1 for users in users_by_role.values()), users_by_role
+    roles_of_user: dict[str, set[str]] = {}
+    for role, users in users_by_role.items():
+        for user in users:
+            roles_of_user.setdefault(user, set()).add(role)
+    assert all(len(roles) == 1 for roles in roles_of_user.values()), roles_of_user
+    start = (ROOT / "deploy/kafka/start.sh").read_text(encoding="utf-8")
+    kafka = composefile.environment(services["kafka"])
+    for user in roles_of_user:
+        assert f"SCRAM_{user.upper()}" in kafka, f"kafka gets no password for {user}"
+        assert re.search(rf"^\s*(topics|acl) {user} (Read|Write)", start, re.M), f"no ACL grants {user} a topic"
+    assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert "StandardAuthorizer" in (kafka["KAFKA_AUTHORIZER_CLASS_NAME"] or "")
+    protocols = dict(item.split(":") for item in (kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] or "").split(","))
+    for listener in (kafka["KAFKA_LISTENERS"] or "").split(","):
+        label, _, address = listener.partition("://")
+        assert protocols[label].startswith("SASL") or address.startswith("127.0.0.1:"), f"{label} is open: {address}"
+    init = (ROOT / "deploy/minio/init.sh").read_text(encoding="utf-8")
+    for user in STORAGE_USERS:
+        assert f"mc admin user add local {user} " in init and f"policy {user} " in init, user
+    assert "s3:*" not in init and '"Resource": ["arn:aws:s3:::$B/*"]' not in init
+
+
+def test_no_broker_or_minio_port_is_published(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("kafka", "minio", "minio-init"):
+        assert not services[name].get("ports"), f"{name} publishes {services[name]['ports']}"
+    for name in ("prometheus", "grafana"):
+        assert all(str(p).startswith("127.0.0.1:") for p in services[name].get("ports", [])), name
+
+
+SECRET_NAME = re.compile(r"PASSWORD|SECRET")
+
+
+def test_secrets_are_required_and_have_no_defaults(compose: dict[str, Any]) -> None:
+    """Every password or secret the file interpolates is `${VAR:?...}`: compose refuses to start without it."""
+    text = composefile.COMPOSE_FILE.read_text(encoding="utf-8")
+    uses = re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?])?", text)
+    secrets = {name for name, _ in uses if SECRET_NAME.search(name)} | {"MINIO_ROOT_USER"}
+    assert secrets >= {"MINIO_ROOT_PASSWORD", "KAFKA_GATEWAY_PASSWORD", "GRAFANA_ADMIN_PASSWORD"}
+    for name, op in uses:
+        if name in secrets:
+            assert op == ":?", f"${{{name}}} must be required (${{{name}:?...}}), not {op or 'optional'}"
+    assert "acefarm-dev-secret" not in text
+
+
+def test_containers_are_locked_down(services: dict[str, dict[str, Any]]) -> None:
+    """Every container drops all capabilities and cannot gain privileges; acefarm containers run read-only
+    with tmpfs scratch."""
+    for name, service in services.items():
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in (service.get("security_opt") or []), name
+        if is_acefarm(service):
+            assert service.get("read_only") is True and "/tmp" in service.get("tmpfs", []), name
+            assert not service.get("cap_add"), name
+
+
+def test_two_gateways_behind_the_proxy(services: dict[str, dict[str, Any]]) -> None:
+    gateways = [n for n, s in services.items() if is_acefarm(s) and composefile.command(s)[1] == "gateway"]
+    assert len(gateways) >= 2 and not any(services[g].get("ports") for g in gateways), gateways
+    for name in gateways:
+        assert "/readyz" in " ".join(services[name]["healthcheck"]["test"]), name
+        assert composefile.environment(services[name]).get("LINK_SIGNING_SECRET") is not None  # shared by replicas
+    proxy = services["proxy"]
+    assert composefile.interpolate(proxy["image"]).startswith("nginx:")
+    config = (ROOT / "deploy/nginx/acefarm.conf").read_text(encoding="utf-8")
+    assert set(gateways) <= set(re.findall(r"server ([\w.-]+):8000", config)), "the proxy does not list every gateway"
+    for setting in ("proxy_buffering off", "proxy_read_timeout 3600s", "proxy_next_upstream error"):
+        assert setting in config, setting
+    mounted = {str(v).split(":")[0] for v in proxy["volumes"]}
+    assert {"./deploy/nginx/acefarm.conf", "./deploy/nginx/downloads.conf"} <= mounted
 
 
 def test_every_interpolated_variable_is_in_env_example(compose: dict[str, Any]) -> None:
@@ -220,7 +312,7 @@ def test_kafka_runs_kraft_single_node_with_a_healthcheck(services: dict[str, dic
     assert composefile.interpolate(kafka["image"]).startswith("apache/kafka:")
     env = composefile.environment(kafka)
     assert set((env["KAFKA_PROCESS_ROLES"] or "").split(",")) == {"broker", "controller"}
-    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@localhost:9093"  # loopback only
     assert "healthcheck" in kafka and kafka["healthcheck"]["test"]
 
 
@@ -232,7 +324,7 @@ def test_start_order(services: dict[str, dict[str, Any]]) -> None:
             assert dep in services, f"{name} depends on unknown {dep}"
             if spec.get("condition") == "service_healthy":
                 assert "healthcheck" in services[dep], f"{name} waits for {dep}'s health, which has no healthcheck"
-        one_shot = name in ("minio-init",) or composefile.command(service)[1:2] == ["models"]
+        one_shot = name in ("minio-init", "storage-init") or composefile.command(service)[1:2] == ["models"]
         assert service.get("restart") == ("no" if one_shot else "unless-stopped"), name
         if is_acefarm(service) and not one_shot:
             assert (service.get("depends_on") or {}).get("kafka", {}).get("condition") == "service_healthy", name
@@ -269,7 +361,7 @@ def test_prometheus_scrapes_every_long_running_acefarm_service(services: dict[st
     assert set(targets) <= set(services), f"scrape targets that are no service: {set(targets) - set(services)}"
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
     gateway = next(j for j in config["scrape_configs"] if j["job_name"] == "gateway")
-    assert gateway["static_configs"][0]["targets"] == ["gateway:8000"]  # /metrics on the API port
+    assert gateway["static_configs"][0]["targets"] == ["gateway-1:8000", "gateway-2:8000"]  # /metrics on the API port
     env = services["streams"]["environment"]
     assert str(env["METRICS_PORT"]) == "9100" and env["METRICS_HOST"] == "0.0.0.0"
 

@@ -1,7 +1,8 @@
 """Admission control on a real gateway with AUTH_MODE=keys (keys created through the key topic): the rate,
-unfinished-jobs, cost and priority limits per key, the farm-wide backlog 503 (a probe object the test
-sets, for exact `Retry-After` figures; test_backlog_admission.py runs the real backlog reader), each with its status, JSON body and `Retry-After`; a refused request publishes nothing and stores
-nothing, and one tenant's refusal leaves another tenant's requests alone."""
+unfinished-jobs, cost and priority limits per key, the farm-wide backlog 503 (a probe object the test sets, for
+exact `Retry-After` figures; test_backlog_admission.py runs the real backlog reader), each with its status, JSON
+body and `Retry-After`; a refused request publishes nothing and stores nothing, and one tenant's refusal leaves
+another tenant's requests alone."""
 
 from __future__ import annotations
 

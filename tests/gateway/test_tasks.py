@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from schemas import topics
 from schemas.events import CancelRequested
@@ -218,17 +219,40 @@ async def test_cancel_publishes_cancel_requested(
     await publish_status(task_id, 3, TaskState.CANCELLED)
     await wait_status(client, task_id, 3)
     again = await client.delete(f"/tasks/{task_id}")
-    assert again.status_code == 409
-    assert "already cancelled" in again.json()["detail"]
+    assert again.status_code == 204  # final now: the second DELETE cleans up instead
+    assert len(await events_for(kafka_env["KAFKA_BOOTSTRAP_SERVERS"], topics.TASK_CONTROL, task_id)) == 1
 
 
 @pytest.mark.parametrize("state", [TaskState.SUCCESS, TaskState.FAILED])
-async def test_cancel_of_a_final_task_is_409(
-    client: httpx.AsyncClient, publish_status: PublishStatus, state: TaskState
+async def test_delete_of_a_final_task_deletes_its_files_and_keeps_its_status(
+    client: httpx.AsyncClient, publish_status: PublishStatus, data_dir: Path, state: TaskState
 ) -> None:
-    task_id = new_task_id()
-    await publish_status(task_id, 1, state)
+    task_id, other = new_task_id(), new_task_id()
+    take = await result_file(data_dir, f"outputs/{task_id}/take-0.wav", b"RIFF-result", "audio/wav")
+    await result_file(data_dir, f"inputs/{task_id}/source.wav", b"RIFF-input", "audio/wav")
+    await result_file(data_dir, f"outputs/{other}/take-0.wav", b"RIFF-other", "audio/wav")
+    await publish_status(task_id, 1, state, files=[take])
     await wait_status(client, task_id, 1)
+    assert (await client.get(f"/files/{take.key}")).status_code == 200
+
     response = await client.delete(f"/tasks/{task_id}")
-    assert response.status_code == 409
-    assert f"already {state.value}" in response.json()["detail"]
+    assert response.status_code == 204 and response.content == b""
+    assert not (data_dir / "outputs" / task_id).exists() and not (data_dir / "inputs" / task_id).exists()
+    assert (data_dir / "outputs" / other / "take-0.wav").read_bytes() == b"RIFF-other"
+    assert (await client.get(f"/files/{take.key}")).status_code == 404
+    assert (await client.get(f"/status/{task_id}")).json()["status"] == state.value
+    assert (await client.delete(f"/tasks/{task_id}")).status_code == 204  # idempotent
+
+
+async def test_a_tombstone_on_the_status_topic_forgets_the_task(
+    client: httpx.AsyncClient, publish_status: PublishStatus, raw_producer: AIOKafkaProducer
+) -> None:
+    """streams publishes a tombstone when a finished task's status expires: the gateway then answers 404."""
+    task_id = new_task_id()
+    await publish_status(task_id, 1, TaskState.SUCCESS)
+    await wait_status(client, task_id, 1)
+    await raw_producer.send_and_wait(topics.TASK_STATUS, None, key=task_id.encode())
+    deadline = time.monotonic() + 20
+    while (await client.get(f"/status/{task_id}")).status_code != 404:
+        assert time.monotonic() < deadline, "the expired task is still served"
+        await asyncio.sleep(0.05)

@@ -15,12 +15,13 @@ from acefarm.model.lm.planner import FiveHzLm, PlanInput
 from acefarm.model.lm.protocol import Metas, parse_output, think_block
 from acefarm.model.lm.tiny import build_tiny_lm
 from gateway.routing import route
-from planner.plans import forward_event_id, forward_key, plan_input, planned_params
+from planner.plans import forward_event_id, plan_input, planned_params
 from planner.worker import LoadedLm, PlanningWorker
 from schemas import topics
 from schemas.events import GenerationRequested, PlanningRequested
 from schemas.generation import GenerationParams
 from schemas.planning import PlanMode
+from schemas.storage_keys import forward_key
 
 ALL_KEYS = frozenset({"bpm", "caption", "keyscale", "language", "timesignature"})
 

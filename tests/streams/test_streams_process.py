@@ -20,6 +20,7 @@ from acefarm.infra.kafka import ensure_topics, make_consumer, make_producer, pub
 from acefarm.infra.settings import Settings
 from schemas import topics
 from schemas.events import (
+    CancelRequested,
     DeadLetter,
     Envelope,
     GenerationRequested,
@@ -88,7 +89,9 @@ class Watcher:
         batches = await self.consumer.getmany(timeout_ms=timeout_ms)
         for records in batches.values():
             for record in records:
-                event = parse_event(record.value or b"")
+                if record.value is None:  # a tombstone (test_expired_statuses_are_tombstoned_and_trimmed)
+                    continue
+                event = parse_event(record.value)
                 if event.task_id not in self.task_ids:
                     continue
                 if isinstance(event, TaskStatusRecord):
@@ -189,3 +192,52 @@ async def test_fold_dead_letter_and_restart(
     assert watch.trail(a) == [("pending", 1), ("running", 2), ("running", 3), ("success", 4)]
     assert watch.trail(b) == [("pending", 1), ("running", 2), ("running", 3), ("success", 4)]
     print(f"\nstreams: first status {ready_s:.1f}s after start; after a kill, {restart_s:.1f}s to resume")
+
+
+async def test_expired_statuses_are_tombstoned_and_trimmed(
+    start_streams: Callable[..., subprocess.Popen[bytes]],
+    clients: tuple[AIOKafkaProducer, AIOKafkaConsumer],
+) -> None:
+    """A task final for longer than STATUS_RETENTION_DAYS gets a tombstone on the status topic and its row is
+    deleted (a restarted worker does not bring it back); a task still running is kept."""
+    producer, consumer = clients
+    done, running = f"d-{uuid.uuid4().hex[:10]}", f"r-{uuid.uuid4().hex[:10]}"
+    watch = Watcher(consumer, {done, running})
+    tombstones: list[bytes] = []
+    # A lifetime of 3 s; offsets committed every 0.2 s (faust's setting), as they are long before a real
+    # lifetime of days ends: a restarted worker does not re-read the expired task's records.
+    lifetime = {
+        "STATUS_RETENTION_DAYS": str(3 / 86400),
+        "STATUS_TRIM_INTERVAL_S": "0.3",
+        "BROKER_COMMIT_INTERVAL": "0.2",
+    }
+    first = start_streams(**lifetime)
+    params = GenerationParams(prompt="calm piano", duration=5)
+    for task_id in (done, running):
+        await send(producer, GenerationRequested(task_id=task_id, params=params))
+        await watch.status(task_id, 1)
+        await send(producer, TaskStarted(task_id=task_id, attempt=f"{task_id}-1", worker="gpu-0"))
+    succeeded = TaskSucceeded(task_id=done, attempt=f"{done}-1")
+    await send(producer, succeeded)
+    assert (await watch.status(done, 3)).status == "success"
+    assert (await watch.status(running, 2)).status == "running"
+
+    deadline = time.monotonic() + WAIT_S
+    while done.encode() not in tombstones:
+        assert time.monotonic() < deadline, "no tombstone for the expired task"
+        for records in (await consumer.getmany(timeout_ms=200)).values():
+            tombstones.extend(r.key for r in records if r.value is None and r.key is not None)
+    assert time.time() >= succeeded.occurred_at.timestamp() + 3  # not before its lifetime
+    assert running.encode() not in tombstones
+    await asyncio.sleep(1.0)  # a few commit intervals
+
+    # The row is gone for good: after a restart a cancel for the expired task is for an unknown task
+    # (ignored), while the running task still folds from its recovered row.
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    start_streams(**lifetime)
+    await publish(producer, topics.TASK_CONTROL, CancelRequested(task_id=done))
+    await send(producer, TaskProgress(task_id=running, attempt=f"{running}-1", stage=Stage.DIFFUSION, progress=0.5))
+    assert (await watch.status(running, 3)).progress == 0.5
+    await asyncio.gather(watch.poll(500), asyncio.sleep(1.0))
+    assert watch.trail(done) == [("pending", 1), ("running", 2), ("success", 3)]

@@ -150,6 +150,21 @@ class LocalStorage:
             await asyncio.to_thread(self._remove, self._path(info.key))
         return len(infos)
 
+    async def expire(self, prefix: str, before: float) -> int:
+        """Remove every object under `prefix` last modified before `before` (a Unix time); returns how many."""
+        validate_prefix(prefix)
+        return await asyncio.to_thread(self._expire, prefix, before)
+
+    def _expire(self, prefix: str, before: float) -> int:
+        removed = 0
+        for info in self._list(prefix):
+            path = self._path(info.key)
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < before:
+                    self._remove(path)
+                    removed += 1
+        return removed
+
     async def presigned_url(self, key: str, expires_s: int | None = None) -> str | None:
         """None: the gateway serves local files itself."""
         self._path(key)

@@ -10,6 +10,7 @@ the objects' `Content-Type`, so presigned downloads carry them. `list` leaves `c
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import os
 import tempfile
@@ -205,6 +206,26 @@ class S3Storage:
             batch = [{"Key": key} for key in keys[start : start + 1000]]
             await s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
         return len(keys)
+
+    async def put_lifecycle(self, rules: builtins.list[dict[str, Any]]) -> None:
+        """Replace the bucket's lifecycle configuration with `rules` (S3 `Rule` objects; none: remove it)."""
+        s3 = await self._s3()
+        if rules:
+            await s3.put_bucket_lifecycle_configuration(Bucket=self.bucket, LifecycleConfiguration={"Rules": rules})
+        else:
+            await s3.delete_bucket_lifecycle(Bucket=self.bucket)
+
+    async def get_lifecycle(self) -> builtins.list[dict[str, Any]]:
+        """The bucket's lifecycle rules (empty when it has none)."""
+        s3 = await self._s3()
+        try:
+            answer = await s3.get_bucket_lifecycle_configuration(Bucket=self.bucket)
+        except ClientError as exc:
+            if _code(exc) == "NoSuchLifecycleConfiguration":
+                return []
+            raise
+        rules: builtins.list[dict[str, Any]] = answer.get("Rules", [])
+        return rules
 
     async def presigned_url(self, key: str, expires_s: int | None = None) -> str | None:
         """A presigned GET URL valid for `expires_s` (default `S3_PRESIGN_EXPIRY_S`), for the public endpoint."""
