@@ -6,10 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Controller, MediaType, Request, get
+from litestar.di import NamedDependency
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
+
+from gateway.state import GatewayState
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -18,7 +21,8 @@ SWAGGER = SwaggerRenderPlugin(path="/swagger")
 
 
 class PageController(Controller):
-    """`GET /` (the web page) and `GET /docs` (Swagger UI); neither is part of the API schema."""
+    """`GET /` (the web page), `GET /page-config` (its settings) and `GET /docs` (Swagger UI); none is part
+    of the API schema."""
 
     include_in_schema = False
 
@@ -28,6 +32,11 @@ class PageController(Controller):
         return File(
             STATIC_DIR / "index.html", filename="index.html", media_type="text/html", content_disposition_type="inline"
         )
+
+    @get("/page-config")
+    async def page_config(self, gateway: NamedDependency[GatewayState]) -> dict[str, str | None]:
+        """What the page shows beyond the API, public-safe: the dashboard link (`DASHBOARD_URL`; null when unset)."""
+        return {"dashboard_url": gateway.settings.dashboard_url or None}
 
     @get("/docs", media_type=MediaType.HTML)
     async def docs(self, request: Request[Any, Any, Any]) -> bytes:

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8000, ge=1, le=65535)
     public_base_url: str = ""
+    dashboard_url: str = ""
     max_input_audio_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     max_input_audio_seconds: float = Field(default=600.0, gt=0)
     sse_keepalive_s: float = Field(default=15.0, gt=0)
@@ -185,6 +186,13 @@ class Settings(BaseSettings):
     def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("WEBHOOK_SECRET must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("dashboard_url")
+    @classmethod
+    def _check_dashboard_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("DASHBOARD_URL must be an http:// or https:// URL (or empty)")
         return value
 
     @field_validator("default_priorities")

@@ -31,6 +31,7 @@
   const MAX_STORED = 30;
   const STAGE_LABELS = {
     queued: "Queued",
+    planning: "Planning (5 Hz LM)",
     loading: "Loading the model",
     encoding: "Encoding the prompt",
     diffusion: "Generating",
@@ -135,6 +136,17 @@
     announcer.textContent = "";
     // A fresh text node after a tick makes repeated identical messages be read again.
     setTimeout(() => { announcer.textContent = text; }, 50);
+  }
+
+  /**
+   * Run one hook of the page's add-ons (waveform.js, charts.js, lm.js push theirs onto `window.acefarmHooks`).
+   * A failing add-on is rethrown as an uncaught error (the console shows it) without breaking the job card.
+   */
+  function hook(name, ...args) {
+    for (const addOn of window.acefarmHooks || []) {
+      if (typeof addOn[name] !== "function") continue;
+      try { addOn[name](...args); } catch (err) { setTimeout(() => { throw err; }); }
+    }
   }
 
   function shorten(text, max = 80) {
@@ -296,6 +308,7 @@
       if (state.status === "success") this.showResults(state);
       cancel.hidden = this.final;
       dismiss.hidden = !this.final;
+      hook("status", this, state);
       if (previous !== state.status) {
         announce(`${this.info.title}: ${STATUS_LABELS[state.status] || state.status}`);
         updateChrome();
@@ -362,8 +375,10 @@
           link.textContent = urls.length > 1 ? `Download take ${index + 1}` : `Download ${ext}`.trim();
           take.append(audio, link);
           box.append(take);
+          hook("take", take, audio, url);
         });
       }
+      hook("results", this, box, state);
       box.hidden = false;
     }
 
@@ -570,6 +585,7 @@
     };
     if (text("lyrics")) body.lyrics = String(data.get("lyrics"));
     if (data.get("instrumental")) body.instrumental = true;
+    if (data.get("thinking")) body.thinking = true;
     for (const name of ["duration", "seed", "bpm", "inference_steps"]) {
       const value = number(name);
       if (value !== undefined) body[name] = value;
@@ -691,5 +707,9 @@
   // The LoRA list comes first: with keys on it asks for the key, and the job list is the key's own.
   loadLoras().finally(() => { restoreJobs(); updateChrome(); loadUnfinished(); });
   // Exposed for tests and debugging in the console.
-  window.acefarm = { jobs, get lorasAvailable() { return lorasAvailable; } };
+  // lm.js submits sample jobs with these.
+  window.acefarm = {
+    jobs, get lorasAvailable() { return lorasAvailable; },
+    api, addJob, revealJob, readError, showErrors, clearErrors, shorten,
+  };
 })();

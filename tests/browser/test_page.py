@@ -153,6 +153,28 @@ def screenshot(page: Page, name: str) -> Path:
     return path
 
 
+# How many pixels of a canvas something was drawn on (its background is CSS, not pixels).
+DRAWN_PIXELS = """
+(canvas) => {
+  if (!canvas.width || !canvas.height) return 0;
+  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let drawn = 0;
+  for (let i = 3; i < data.length; i += 4) if (data[i] > 0) drawn += 1;
+  return drawn;
+}
+"""
+
+
+def expect_waveform(card: Locator) -> Locator:
+    """The card's first take has a drawn waveform; returns its canvas."""
+    canvas = card.locator("canvas.waveform").first
+    expect(canvas).to_have_attribute("data-waveform", "drawn", timeout=30_000)
+    drawn = canvas.evaluate(DRAWN_PIXELS)
+    box = canvas.bounding_box()
+    assert box and drawn > box["width"], f"a blank waveform: {drawn} pixels drawn"
+    return canvas
+
+
 PROGRESS_BETWEEN_0_AND_1 = """
 () => [...document.querySelectorAll('.job progress')].some(
   (bar) => bar.hasAttribute('value') && bar.value > 0 && bar.value < 1)
@@ -191,6 +213,13 @@ def test_generate_follow_progress_and_play(page: Page, stack: Stack) -> None:
         "(el) => el.readyState >= 1 && el.duration", arg=audio.element_handle(), timeout=30_000
     ).json_value()
     assert abs(float(duration) - 3.0) < 0.1
+
+    # The take's waveform is drawn from the decoded file, and a click on it seeks the player.
+    canvas = expect_waveform(card)
+    box = canvas.bounding_box()
+    assert box
+    canvas.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
+    assert abs(float(audio.evaluate("(el) => el.currentTime")) - 1.5) < 0.2
     response = httpx.get(httpx.URL(stack.url).join(src), follow_redirects=True, timeout=30)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("audio/"), response.headers["content-type"]
@@ -390,12 +419,18 @@ def test_lora_controls_follow_what_the_server_offers(page: Page, stack: Stack) -
 
 
 @pytest.fixture(scope="module")
-def trainer(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """A LoRA trainer process on a tiny random ACE-Step checkpoint, beside the stack."""
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random ACE-Step checkpoint, with its tiny 5 Hz LM in `lm/`."""
     model = tmp_path_factory.mktemp("tiny") / "model"
     # In a child process, as `acefarm dev` does: keeps torch out of the test process.
     subprocess.run([sys.executable, "-m", "acefarm", "models", "make-tiny", str(model)], check=True, cwd=ROOT)
-    env = {**stack.env, "MODEL_PATH": str(model)}
+    return model
+
+
+@pytest.fixture(scope="module")
+def trainer(stack: Stack, tiny_model: Path) -> Iterator[Service]:
+    """A LoRA trainer process on the tiny checkpoint, beside the stack."""
+    env = {**stack.env, "MODEL_PATH": str(tiny_model)}
     service = start_service("trainer", ["-m", "acefarm", "trainer", "--device", "cpu"], env, stack.log_dir)
     stack.services["trainer"] = service
     yield service
@@ -435,6 +470,16 @@ def test_train_a_lora_then_generate_with_it(page: Page, stack: Stack, trainer: S
     stages: list[str] = page.evaluate("window.__stages")
     assert any(re.search(r"step \d+ / 12 · loss \d+\.\d{4}", line) for line in stages), (stages, trainer.log()[-3000:])
     expect(card.locator('[data-role="results"]')).to_contain_text("Sine Waves")
+    # The loss curve was drawn live from the progress events, one point per reported step.
+    chart = card.locator(".loss-chart canvas")
+    expect(chart).to_be_visible()
+    points = int(chart.get_attribute("data-points") or 0)
+    reported = {m.group(1) for line in stages if (m := re.search(r"step (\d+) / 12 · loss", line))}
+    assert points >= max(2, len(reported)), (points, stages)
+    assert chart.evaluate(DRAWN_PIXELS) > 0
+    expect(chart).to_have_attribute(
+        "aria-label", re.compile(r"^Training loss: \d+ points, \d+\.\d{4} at step \d+ of 12$")
+    )
     screenshot(page, "page-lora-trained-390.png")
 
     # "Use this style" picks it for the next track, which the gateway accepts and a worker runs.
@@ -514,3 +559,109 @@ def test_with_keys_on_the_page_asks_for_a_key_and_shows_only_its_own_jobs(browse
         assert not script_errors, f"script errors on the page: {script_errors}\n{stack.logs()}"
     finally:
         stack.services.pop("gateway-keys").stop()
+
+
+@pytest.fixture(scope="module")
+def planner(stack: Stack, tiny_model: Path) -> Iterator[Service]:
+    """A planner process on the tiny 5 Hz LM, beside the stack (the stack's tone engine makes the songs)."""
+    env = {
+        **stack.env,
+        "MODEL_PATH": str(tiny_model),
+        "LM_MODEL_PATH": str(tiny_model / "lm"),
+        "LM_LYRICS_MAX_TOKENS": "24",
+    }
+    service = start_service("planner", ["-m", "acefarm", "planner", "--device", "cpu"], env, stack.log_dir)
+    stack.services["planner"] = service
+    wait_for_log(service, "kafka.group_joined", timeout_s=180)
+    yield service
+    service.stop()
+
+
+LM_FIELDS = ("bpm", "key", "time_signature", "vocal_language")
+
+
+def expect_lm_metadata(card: Locator, result: dict[str, object]) -> None:
+    """The card lists the metadata of the LM's `result`, the values the LM chose marked as such."""
+    meta = card.locator(".lm-meta")
+    for name in LM_FIELDS:
+        item = meta.locator(f'[data-field="{name}"]')
+        expect(item).to_contain_text(str(result[name]))
+        if name in result["decided_by_lm"]:  # type: ignore[operator]
+            expect(item).to_have_class(re.compile(r"\bby-lm\b"))
+            expect(item.locator(".lm-mark")).to_have_text("LM")
+
+
+@pytest.mark.timeout(420)
+def test_thinking_switch_plans_with_the_lm_and_shows_what_it_chose(page: Page, stack: Stack, planner: Service) -> None:
+    page.goto("/")
+    fill_form(page, prompt="thinking piano step_s=0", duration="2", steps="2")
+    page.get_by_role("switch", name="Thinking").check()
+    with page.expect_response("**/generate") as submitted:
+        page.get_by_role("button", name="Generate").click()
+    assert submitted.value.status == 202, submitted.value.text()
+    assert submitted.value.request.post_data_json["thinking"] is True
+    task_id = submitted.value.json()["task_id"]
+    card = page.locator(f'.job[data-task-id="{task_id}"]')
+    expect(card).to_have_attribute("data-status", "success", timeout=240_000)
+
+    result = httpx.get(f"{stack.url}/status/{task_id}").json()["result"]
+    assert set(LM_FIELDS) <= set(result["decided_by_lm"]), result
+    expect_lm_metadata(card, result)
+    expect(card.locator(".lm-meta .by-lm")).to_have_count(len(LM_FIELDS))
+    expect_waveform(card)
+    screenshot(page, "page-thinking-390.png")
+
+
+@pytest.mark.timeout(420)
+def test_describe_it_posts_sample_and_shows_what_the_lm_wrote(page: Page, stack: Stack, planner: Service) -> None:
+    page.goto("/")
+    form = page.locator("#generate-form")
+    form.get_by_text("Describe it").click()
+    expect(form.get_by_label("Prompt")).to_be_hidden()
+    form.get_by_label("Describe the song").fill("a soft love song for a rainy night")
+    form.get_by_label("Duration (s)").fill("10")
+    screenshot(page, "page-describe-it-390.png")
+    with page.expect_response("**/sample") as submitted:
+        form.get_by_role("button", name="Describe and generate").click()
+    assert submitted.value.status == 202, submitted.value.text()
+    body = submitted.value.request.post_data_json
+    assert body == {"query": "a soft love song for a rainy night", "generate": True, "thinking": False, "duration": 10}
+    task_id = submitted.value.json()["task_id"]
+    card = page.locator(f'.job[data-task-id="{task_id}"]')
+    expect(card.locator(".job-title")).to_have_text("a soft love song for a rainy night")
+    expect(card).to_have_attribute("data-status", "success", timeout=240_000)
+
+    status = httpx.get(f"{stack.url}/status/{task_id}").json()
+    result = status["result"]
+    expect_lm_metadata(card, result)
+    expect(card.locator("audio")).to_have_count(len(status["file_urls"]))
+    caption = card.locator('.lm-text[data-field="caption"]')
+    caption.locator("summary").click()
+    expect(caption.locator("p")).to_have_text(result["caption"])
+    screenshot(page, "page-described-390.png")
+
+
+def test_the_dashboard_link_shows_only_when_configured(browser: Browser, page: Page, stack: Stack) -> None:
+    page.goto("/")
+    expect(page.get_by_role("link", name="API docs")).to_be_visible()
+    expect(page.locator("#dashboard-link")).to_be_hidden()
+
+    port = free_port()
+    dashboard = "https://grafana.example.com/d/acefarm-farm"
+    env = {**stack.env, "DASHBOARD_URL": dashboard}
+    gateway = start_service("gateway-dash", ["-m", "acefarm", "gateway", "--port", str(port)], env, stack.log_dir)
+    stack.services["gateway-dash"] = gateway
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", gateway, timeout_s=120)
+        context = browser.new_context(viewport=PHONE, base_url=f"http://127.0.0.1:{port}")
+        try:
+            other = context.new_page()
+            other.goto("/")
+            link = other.get_by_role("link", name="Dashboard")
+            expect(link).to_be_visible()
+            expect(link).to_have_attribute("href", dashboard)
+            screenshot(other, "page-dashboard-link-390.png")
+        finally:
+            context.close()
+    finally:
+        stack.services.pop("gateway-dash").stop()

@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
 from acefarm.devtools.broker import EmbeddedBroker, free_port
+from acefarm.infra.settings import Settings
 from gateway.app import max_body_bytes
 from schemas.status import TaskState
 from tests.conftest import FAST_GROUP_ENV
@@ -47,6 +50,19 @@ async def test_web_page_is_served(client: httpx.AsyncClient) -> None:
     assert page.headers["content-type"].startswith("text/html")
     for name in STATIC_ASSETS:
         assert (await client.get(f"/static/{name}")).status_code == 200, name
+
+
+async def test_page_config_is_public_and_has_no_dashboard_by_default(client: httpx.AsyncClient) -> None:
+    answer = await client.get("/page-config")
+    assert answer.status_code == 200
+    assert answer.json() == {"dashboard_url": None}
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "localhost:3000", "ftp://grafana"])
+def test_a_dashboard_url_must_be_http(url: str) -> None:
+    with pytest.raises(ValidationError, match="DASHBOARD_URL"):
+        Settings(dashboard_url=url)
+    assert Settings(dashboard_url="https://grafana.example.com/d/acefarm-farm").dashboard_url.startswith("https://")
 
 
 def test_readyz_is_503_once_kafka_stops(tmp_path: Path) -> None:
