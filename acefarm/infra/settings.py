@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     lm_backend: Literal["transformers"] = "transformers"
     lm_device: str | None = None
     lm_lyrics_max_tokens: int = Field(default=1024, ge=16, le=8192)
+    trainer_lm_captions: Literal["auto", "on", "off"] = "auto"
 
     # LoRA datasets (checked by the gateway before queuing, and again by the trainer)
     lora_max_zip_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
