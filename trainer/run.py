@@ -18,8 +18,8 @@ from schemas.status import Stage
 from schemas.training import TrackInfo
 from trainer.annotate import Annotator, SidecarAnnotator
 from trainer.clips import make_clips
-from trainer.lm_captions import CaptionLm, LmAnnotator
 from trainer.encode import encode_clips
+from trainer.lm_captions import CaptionLm, LmAnnotator
 from trainer.lora_training import Checkpoint, LoraTrainer, TrainingCancelled, TrainingHooks, TrainingResult
 
 log = get_logger(__name__)

@@ -31,9 +31,17 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_lm(tmp_path_factory.mktemp("tiny-lm") / "lm")
 
 
-def captions(tiny_lm_dir: Path, tiny_pipe: Any, mode: str = "auto", **settings: Any) -> CaptionLm | None:
-    configured = Settings(lm_model_path=tiny_lm_dir, trainer_lm_captions=mode, **settings)  # type: ignore[arg-type]
+def captions(tiny_lm_dir: Path, tiny_pipe: Any, mode: str = "auto") -> CaptionLm | None:
+    configured = Settings(lm_model_path=tiny_lm_dir, trainer_lm_captions=mode)  # type: ignore[arg-type]
     return CaptionLm.configured(configured, "cpu", tiny_pipe)
+
+
+@pytest.fixture(scope="module")
+def caption_lm(tiny_lm_dir: Path, tiny_pipe: Any) -> CaptionLm:
+    """One captioning LM for the module, as a trainer process keeps one (loaded on first use)."""
+    lm = captions(tiny_lm_dir, tiny_pipe)
+    assert lm is not None
+    return lm
 
 
 def assert_from_the_lm(track: TrackInfo) -> None:
@@ -46,12 +54,10 @@ def assert_from_the_lm(track: TrackInfo) -> None:
 
 
 def test_a_dataset_without_metadata_trains_on_lm_captions_shown_in_the_manifest(
-    tiny_pipe: Any, tiny_lm_dir: Path, tmp_path: Path, limits: DatasetLimits
+    tiny_pipe: Any, caption_lm: CaptionLm, tmp_path: Path, limits: DatasetLimits
 ) -> None:
     zip_path = write_zip(tmp_path / "d.zip", {f"t{i}.wav": tone(3, 220.0 * (i + 1)) for i in range(2)})
-    request, output = train(
-        tiny_pipe, zip_path, tmp_path / "w", limits, FEW_STEPS, captions=captions(tiny_lm_dir, tiny_pipe)
-    )
+    request, output = train(tiny_pipe, zip_path, tmp_path / "w", limits, FEW_STEPS, captions=caption_lm)
     assert output.result.steps == 2
     storage = LocalStorage(tmp_path / "data")
     asyncio.run(store_lora(storage, request, output, base_model="tiny", base_revision=None))
@@ -59,18 +65,18 @@ def test_a_dataset_without_metadata_trains_on_lm_captions_shown_in_the_manifest(
     for track in manifest.tracks:
         assert track.caption is None and track.bpm is None  # the dataset said nothing
         assert_from_the_lm(track)
-    _, again = train(tiny_pipe, zip_path, tmp_path / "w2", limits, FEW_STEPS, captions=captions(tiny_lm_dir, tiny_pipe))
+    _, again = train(tiny_pipe, zip_path, tmp_path / "w2", limits, FEW_STEPS, captions=caption_lm)
     assert again.tracks == output.tracks, "a redelivered job gets the same captions"
 
 
 def test_the_datasets_captions_bpm_and_key_win_over_the_lm(
-    tiny_pipe: Any, tiny_lm_dir: Path, tmp_path: Path, limits: DatasetLimits
+    tiny_pipe: Any, caption_lm: CaptionLm, tmp_path: Path, limits: DatasetLimits
 ) -> None:
     files = {f"t{i}.wav": tone(3, 220.0 * (i + 1)) for i in range(3)}
     files["t0.txt"] = b"[verse]\nla la la\n"
     files["metadata.csv"] = b"file,caption,bpm,key\nt1.wav,pure sine tone,120,A minor\nt2.wav,soft hum,,\n"
     zip_path = write_zip(tmp_path / "d.zip", files)
-    _, output = train(tiny_pipe, zip_path, tmp_path / "w", limits, FEW_STEPS, captions=captions(tiny_lm_dir, tiny_pipe))
+    _, output = train(tiny_pipe, zip_path, tmp_path / "w", limits, FEW_STEPS, captions=caption_lm)
     lyrics_only, described, caption_only = output.tracks
     assert_from_the_lm(lyrics_only)
     assert lyrics_only.lyrics == "[verse]\nla la la"
@@ -111,7 +117,7 @@ def test_an_unloadable_lm_fails_the_job_when_on_and_is_skipped_when_auto(
     assert {c.caption_source for t in output.tracks for c in t.clips} == {"style name"}
 
 
-def test_cancel_stops_captioning(tiny_pipe: Any, tiny_lm_dir: Path, tmp_path: Path, limits: DatasetLimits) -> None:
+def test_cancel_stops_captioning(tiny_pipe: Any, caption_lm: CaptionLm, tmp_path: Path, limits: DatasetLimits) -> None:
     zip_path = write_zip(tmp_path / "d.zip", {f"t{i}.wav": tone(3, 220.0 * (i + 1)) for i in range(2)})
     reports: list[str] = []
     hooks = TrainingHooks(is_cancelled=lambda: any("captioning" in r for r in reports))
@@ -122,7 +128,7 @@ def test_cancel_stops_captioning(tiny_pipe: Any, tiny_lm_dir: Path, tmp_path: Pa
             tmp_path / "w",
             limits,
             FEW_STEPS,
-            captions=captions(tiny_lm_dir, tiny_pipe),
+            captions=caption_lm,
             hooks=hooks,
             report=lambda r: reports.append(r.message or ""),
         )
