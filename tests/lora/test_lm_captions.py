@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -31,8 +31,8 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_lm(tmp_path_factory.mktemp("tiny-lm") / "lm")
 
 
-def captions(tiny_lm_dir: Path, tiny_pipe: Any, mode: str = "auto") -> CaptionLm | None:
-    configured = Settings(lm_model_path=tiny_lm_dir, trainer_lm_captions=mode)  # type: ignore[arg-type]
+def captions(tiny_lm_dir: Path, tiny_pipe: Any, mode: Literal["auto", "on", "off"] = "auto") -> CaptionLm | None:
+    configured = Settings(lm_model_path=tiny_lm_dir, trainer_lm_captions=mode)
     return CaptionLm.configured(configured, "cpu", tiny_pipe)
 
 
