@@ -122,7 +122,7 @@ def shown_to(manifest: LoraManifest, principal: Principal) -> LoraManifest:
     """The manifest as `principal` sees it: whole for its owner and admins, without lyrics and captions otherwise."""
     if principal.may_access(manifest.owner):
         return manifest
-    tracks = [track.model_copy(update={"lyrics": None, "caption": None}) for track in manifest.tracks]
+    tracks = [track.model_copy(update={"lyrics": None, "caption": None, "clips": []}) for track in manifest.tracks]
     return manifest.model_copy(update={"tracks": tracks})
 
 

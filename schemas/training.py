@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,8 +32,23 @@ class TrainingOptions(BaseModel):
         return self.alpha if self.alpha is not None else 2 * self.rank
 
 
+CaptionSource = Literal["metadata", "lm", "style name"]
+"""Where a clip's caption came from: the dataset's `metadata.csv/json`, the 5 Hz LM's understand step, or
+the LoRA's style name (nothing else known)."""
+
+
+class ClipCaption(BaseModel):
+    """What the model was told about one training clip, and where its caption came from."""
+
+    start_s: Annotated[float, Field(description="Where the clip starts in its track, in seconds.")]
+    caption: Annotated[str, Field(description="The caption trained on (trigger tag included).")]
+    caption_source: CaptionSource
+    bpm: int | None = None
+    key: str | None = None
+
+
 class TrackInfo(BaseModel):
-    """One training track as found in the uploaded zip."""
+    """One training track as found in the uploaded zip (`clips`: filled in by the trainer)."""
 
     name: str
     duration_s: float
@@ -41,6 +56,7 @@ class TrackInfo(BaseModel):
     lyrics: str | None = None
     bpm: int | None = None
     key: str | None = None
+    clips: Annotated[list[ClipCaption], Field(description="The track's training clips, in order.")] = []
 
 
 class LoraManifest(BaseModel):

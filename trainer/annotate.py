@@ -1,7 +1,8 @@
-"""Captions for training clips: from the dataset's sidecars, else the style name and trigger tag.
+"""Captions for training clips: from the dataset's metadata, else the style name; the trigger tag goes first.
 
-`Annotator` is the seam for automatic annotation (e.g. ACE-Step's 5 Hz language model writing a
-caption, bpm and key per clip): the trainer asks the configured annotator for every clip.
+`Annotator` is the seam for automatic annotation: the trainer asks the configured annotator for every
+clip. `SidecarAnnotator` reads the dataset; `trainer.lm_captions.LmAnnotator` has ACE-Step's 5 Hz
+language model fill in what the dataset leaves out (caption, bpm, key).
 """
 
 from __future__ import annotations
@@ -12,16 +13,24 @@ from typing import Protocol
 import numpy as np
 
 from acefarm.model.datasets import DatasetTrack
+from schemas.training import CaptionSource, ClipCaption
 
 
 @dataclass(frozen=True)
 class Annotation:
-    """What the model is told about one clip."""
+    """What the model is told about one clip, and where its caption came from."""
 
     caption: str
     lyrics: str = ""
     bpm: int | None = None
     key: str | None = None
+    source: CaptionSource = "style name"
+
+    def shown(self, start_s: float) -> ClipCaption:
+        """The clip's entry in the LoRA manifest."""
+        return ClipCaption(
+            start_s=round(start_s, 3), caption=self.caption, caption_source=self.source, bpm=self.bpm, key=self.key
+        )
 
 
 class Annotator(Protocol):
@@ -40,8 +49,11 @@ class SidecarAnnotator:
         self.trigger_tag = trigger_tag
 
     def annotate(self, track: DatasetTrack, clip: np.ndarray, start_s: float) -> Annotation:
-        """Caption from `metadata.csv/json` or the style name; lyrics from `<track>.txt`."""
-        caption = track.caption or self.style_name
-        if self.trigger_tag:
-            caption = f"{self.trigger_tag}, {caption}"
-        return Annotation(caption=caption, lyrics=track.lyrics or "", bpm=track.bpm, key=track.key)
+        """Caption, bpm and key from `metadata.csv/json` (caption: else the style name); lyrics from `<track>.txt`."""
+        source: CaptionSource = "metadata" if track.caption else "style name"
+        caption = self.tagged(track.caption or self.style_name)
+        return Annotation(caption=caption, lyrics=track.lyrics or "", bpm=track.bpm, key=track.key, source=source)
+
+    def tagged(self, caption: str) -> str:
+        """`caption` with the trigger tag in front (when there is one)."""
+        return f"{self.trigger_tag}, {caption}" if self.trigger_tag else caption

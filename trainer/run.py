@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from schemas.training import TrackInfo
 from trainer.annotate import Annotator, SidecarAnnotator
 from trainer.clips import make_clips
 from trainer.encode import encode_clips
+from trainer.lm_captions import CaptionLm, LmAnnotator
 from trainer.lora_training import Checkpoint, LoraTrainer, TrainingCancelled, TrainingHooks, TrainingResult
 
 log = get_logger(__name__)
@@ -47,18 +49,35 @@ def run_training(
     hooks: TrainingHooks,
     report: Callable[[Report], None],
     resume: Checkpoint | None = None,
-    annotator: Annotator | None = None,
+    captions: CaptionLm | None = None,
 ) -> TrainingOutput:
-    """Train one LoRA from the dataset zip; the adapter is written under `work_dir/adapter`.
+    """Train one LoRA from the dataset zip; the adapter is written under `work_dir/adapter`. With `captions`,
+    the LM describes the clips the dataset's metadata leaves undescribed (`trainer.lm_captions`).
 
     Raises `DatasetError`, `TrainingCancelled` or `TrainingInterrupted`.
     """
     options = request.options
     report(Report(Stage.PREPARING, 0.0, message="unpacking and decoding tracks"))
     dataset = extract_dataset(zip_path, work_dir / "dataset", limits)
-    annotator = annotator or SidecarAnnotator(request.style_name, options.trigger_tag)
+    sidecars = SidecarAnnotator(request.style_name, options.trigger_tag)
+    annotator: Annotator = (
+        sidecars
+        if captions is None
+        else LmAnnotator(captions, pipe, sidecars, seed=options.seed, hooks=hooks, report=report)
+    )
     clips = make_clips(dataset.tracks, options.clip_seconds, annotator)
-    log.info("training.dataset", tracks=len(dataset.tracks), clips=len(clips), ignored=dataset.ignored[:20])
+    tracks = [track.info() for track in dataset.tracks]
+    by_name = {track.name: track for track in tracks}
+    for clip in clips:
+        by_name[clip.track].clips.append(clip.annotation.shown(clip.start_s))
+    sources = Counter(clip.annotation.source for clip in clips)
+    log.info(
+        "training.dataset",
+        tracks=len(tracks),
+        clips=len(clips),
+        caption_sources=dict(sources),
+        ignored=dataset.ignored[:20],
+    )
 
     def encoded(done: int, total: int) -> None:
         if hooks.is_cancelled():
@@ -87,4 +106,4 @@ def run_training(
         resumed_from=result.resumed_from,
         seconds_per_step=result.seconds_per_step,
     )
-    return TrainingOutput(result, [t.info() for t in dataset.tracks], adapter_dir, len(cached))
+    return TrainingOutput(result, tracks, adapter_dir, len(cached))

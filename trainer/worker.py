@@ -23,6 +23,7 @@ from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
 from acefarm.model.datasets import DatasetError, DatasetLimits
+from acefarm.model.lm.audio_codes import NoAudioTokenizer
 from acefarm.runtime.lifecycle import Cancelled, Failed, FinalEvent, Interrupted, JobContext, JobWorker, Verdict
 from acefarm.runtime.progress import Eta, Report, StepRateEta
 from acefarm.runtime.service import WorkerKind
@@ -31,6 +32,7 @@ from schemas import topics
 from schemas.events import TaskCancelled, TaskFailed, TaskSucceeded, TrainingRequested, parse_lifecycle
 from schemas.status import Stage
 from schemas.storage_keys import checkpoint_key, outcome_key
+from trainer.lm_captions import CaptionLm, LmUnavailable
 from trainer.lora_training import Checkpoint, TrainingCancelled, TrainingHooks, TrainingInterrupted
 from trainer.results import store_lora
 from trainer.run import ENCODING_SHARE, run_training
@@ -39,12 +41,14 @@ log = get_logger(__name__)
 
 
 class TrainingModel(NamedTuple):
-    """The pipeline loaded once per process, its device, and the base model id and revision."""
+    """The pipeline loaded once per process, its device, the base model id and revision, and the captioning
+    LM (`TRAINER_LM_CAPTIONS`; loaded on first need)."""
 
     pipe: Any
     device: torch.device
     base_model: str
     base_revision: str | None
+    captions: CaptionLm | None = None
 
 
 class TrainingWorker(JobWorker[TrainingRequested]):
@@ -96,6 +100,7 @@ class TrainingWorker(JobWorker[TrainingRequested]):
                     hooks=hooks,
                     report=ctx.report,
                     resume=resume,
+                    captions=self._model.captions,
                 ),
                 name="train",
             )
@@ -107,13 +112,15 @@ class TrainingWorker(JobWorker[TrainingRequested]):
         return ctx.succeeded(lora_id=request.lora_id, loss=output.result.final_loss)
 
     def classify(self, error: Exception) -> Verdict | None:
-        """Interrupted (checkpointed on shutdown), cancelled, unusable dataset, or out of memory."""
+        """Interrupted (checkpointed on shutdown), cancelled, unusable dataset, no captioning LM, or out of memory."""
         if isinstance(error, TrainingInterrupted):
             return Interrupted()
         if isinstance(error, TrainingCancelled):
             return Cancelled("cancelled while training")
         if isinstance(error, DatasetError):
             return Failed("invalid_input", str(error))
+        if isinstance(error, LmUnavailable | NoAudioTokenizer):
+            return Failed("unsupported", str(error))
         if isinstance(error, torch.OutOfMemoryError):
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -159,7 +166,8 @@ async def _load_checkpoint(storage: Storage, task_id: str) -> Checkpoint | None:
 
 
 def load_training_pipeline(settings: Settings) -> TrainingModel:
-    """The pipeline (from `MODEL_PATH` / `MODEL_ID`), its device, and the base model id and revision."""
+    """The pipeline (from `MODEL_PATH` / `MODEL_ID`), its device, the base model id and revision, and the
+    captioning LM as `TRAINER_LM_CAPTIONS` says (not loaded yet)."""
     from acefarm.model.pipeline import load_pipeline
 
     started = time.monotonic()
@@ -167,7 +175,8 @@ def load_training_pipeline(settings: Settings) -> TrainingModel:
     log.info(
         "trainer.pipeline_loaded", seconds=round(time.monotonic() - started, 2), device=info.device, dtype=info.dtype
     )
-    return TrainingModel(pipe, torch.device(info.device), info.source, info.revision)
+    captions = CaptionLm.configured(settings, info.device, pipe)
+    return TrainingModel(pipe, torch.device(info.device), info.source, info.revision, captions)
 
 
 TRAINER = WorkerKind(

@@ -17,6 +17,7 @@ from urllib.request import urlopen
 from acefarm.devtools.broker import EmbeddedBroker
 from acefarm.infra.logging import configure_logging, get_logger
 from acefarm.infra.settings import Settings
+from acefarm.model.lm.loading import lm_available
 from acefarm.runtime.service import EXIT_WEDGED
 
 log = get_logger("acefarm.dev")
@@ -150,14 +151,15 @@ class PeriodicSweep:
             self._process.wait()
 
 
-def _has_cached_weights(settings: Settings, repo: str | None = None, file: str = "model_index.json") -> bool:
-    """Whether the configured Hugging Face model (or `repo`) is already in the local cache."""
+def _has_cached_weights(settings: Settings) -> bool:
+    """Whether the configured Hugging Face model is already in the local cache."""
     try:
         from huggingface_hub import try_to_load_from_cache
 
         cache_dir = str(settings.hf_home / "hub") if settings.hf_home else None
-        revision = settings.lm_model_revision if repo else settings.model_revision
-        found = try_to_load_from_cache(repo or settings.model_id, file, cache_dir=cache_dir, revision=revision)
+        found = try_to_load_from_cache(
+            settings.model_id, "model_index.json", cache_dir=cache_dir, revision=settings.model_revision
+        )
         return isinstance(found, str)
     except Exception:  # pragma: no cover - any cache trouble means "not cached"
         return False
@@ -197,7 +199,7 @@ def consumer_joined(url: str) -> bool:
 def resolve_lm(settings: Settings, env: dict[str, str]) -> None:
     """Choose the 5 Hz LM for the dev stack: LM_MODEL_PATH, else cached LM_MODEL_ID, else a tiny random LM
     built under OUTPUT_DIR/models/tiny-lm (its plans are noise)."""
-    if settings.lm_model_path is not None or _has_cached_weights(settings, settings.lm_model_id, "config.json"):
+    if lm_available(settings):
         return
     built_with_dit = (settings.output_dir / "models" / "tiny" / "lm").resolve()  # `make-tiny` writes one there
     tiny = (

@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     lm_backend: Literal["transformers"] = "transformers"
     lm_device: str | None = None
     lm_lyrics_max_tokens: int = Field(default=1024, ge=16, le=8192)
+    trainer_lm_captions: Literal["auto", "on", "off"] = "auto"
 
     # Retention (docs/reliability.md#retention): lifetimes in days, 0 keeps forever
     output_retention_days: float = Field(default=30.0, ge=0)

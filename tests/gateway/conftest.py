@@ -25,7 +25,7 @@ from gateway.server import ServerThread
 from schemas import topics
 from schemas.events import Envelope, TaskStatusRecord, parse_event
 from schemas.status import StoredFile, TaskKind, TaskState, TaskStatus
-from schemas.training import LoraManifest, TrackInfo, TrainingOptions
+from schemas.training import ClipCaption, LoraManifest, TrackInfo, TrainingOptions
 
 KEEPALIVE_S = 0.5
 MAX_AUDIO_BYTES = 400_000
@@ -152,7 +152,15 @@ async def stored_lora(data_dir: Path, lora_id: str, owner: str | None = None) ->
         style_name=f"Style {lora_id}",
         base_model="tiny",
         options=TrainingOptions(),
-        tracks=[TrackInfo(name="a.wav", duration_s=2.0, caption="secret caption", lyrics="secret lyrics")],
+        tracks=[
+            TrackInfo(
+                name="a.wav",
+                duration_s=2.0,
+                caption="secret caption",
+                lyrics="secret lyrics",
+                clips=[ClipCaption(start_s=0.0, caption="secret caption", caption_source="metadata")],
+            )
+        ],
         steps_done=10,
         created_at=datetime.now(UTC),
         task_id=f"train-{lora_id}",

@@ -236,11 +236,11 @@ async def test_loras_are_private_until_published(farm: Farm, http: httpx.AsyncCl
     published = await http.patch(f"/loras/{lora_id}", json={"public": True}, headers=bearer(farm.alice))
     assert published.status_code == 200 and published.json()["public"] is True
     seen = (await listed(farm.bob))[lora_id]
-    assert seen["public"] and [(t["lyrics"], t["caption"]) for t in seen["tracks"]] == [(None, None)]
+    assert seen["public"] and [(t["lyrics"], t["caption"], t["clips"]) for t in seen["tracks"]] == [(None, None, [])]
     one = (await http.get(f"/loras/{lora_id}", headers=bearer(farm.bob))).json()
     assert one["tracks"][0]["lyrics"] is None
     own = (await http.get(f"/loras/{lora_id}", headers=bearer(farm.alice))).json()
-    assert own["tracks"][0]["lyrics"] == "secret lyrics"
+    assert own["tracks"][0]["lyrics"] == "secret lyrics" and own["tracks"][0]["clips"][0]["caption"] == "secret caption"
     assert (await http.post("/generate", json=generate, headers=bearer(farm.bob))).status_code == 202
     assert (await http.delete(f"/loras/{lora_id}", headers=bearer(farm.bob))).status_code == 404
     assert (await http.patch(f"/loras/{lora_id}", json={"public": False}, headers=bearer(farm.bob))).status_code == 404

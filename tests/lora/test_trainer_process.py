@@ -1,4 +1,5 @@
-"""The trainer as a real process on the test broker: a SIGKILL mid-training resumes from the checkpoint."""
+"""The trainer as a real process on the test broker: a SIGKILL mid-training resumes from the checkpoint; the
+tiny 5 Hz LM captions the tracks the dataset leaves undescribed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from acefarm.infra.kafka import ensure_topics
 from acefarm.infra.settings import Settings
+from acefarm.model.lm.tiny import make_tiny_lm
 from acefarm.model.loras import new_lora_id
 from schemas import topics
 from schemas.events import TrainingRequested
@@ -50,10 +52,12 @@ async def test_killed_trainer_resumes_from_its_checkpoint(
     kafka_env: dict[str, str], tiny_model_dir: Path, tmp_path: Path, recorder: EventRecorder
 ) -> None:
     data = tmp_path / "data"
+    lm_dir = make_tiny_lm(tmp_path / "lm")
     env = {
         **kafka_env,
         **TEST_LIMITS_ENV,
         "MODEL_PATH": str(tiny_model_dir),
+        "LM_MODEL_PATH": str(lm_dir),
         "OUTPUT_DIR": str(data),
         "VAE_TILING": "false",
         "PROGRESS_MAX_HZ": "4",
@@ -102,6 +106,8 @@ async def test_killed_trainer_resumes_from_its_checkpoint(
     assert '"event": "training.resuming"' in second.log()
     manifest = LoraManifest.model_validate_json((data / manifest_key(request.lora_id)).read_text())
     assert manifest.steps_done == 80 and manifest.tracks[0].name == "tones/tone0.wav"
+    sources = [[clip.caption_source for clip in track.clips] for track in manifest.tracks]
+    assert sources == [["lm"], ["metadata"], ["lm"]], "tone1 has a metadata row, the others are captioned by the LM"
     assert (data / "loras" / request.lora_id / "pytorch_lora_weights.safetensors").is_file()
     assert not (data / "checkpoints" / task_id / "state.pt").exists(), "training state is removed at the end"
     assert any(d.source_topic == topics.TRAINING_REQUESTS for d in recorder.dead_letters)

@@ -29,7 +29,8 @@ def train(
         options=options,
     )
     hooks = kwargs.pop("hooks", TrainingHooks())
+    report = kwargs.pop("report", lambda r: None)
     output = run_training(
-        pipe, torch.device("cpu"), request, zip_path, work, limits=limits, hooks=hooks, report=lambda r: None, **kwargs
+        pipe, torch.device("cpu"), request, zip_path, work, limits=limits, hooks=hooks, report=report, **kwargs
     )
     return request, output

@@ -12,7 +12,7 @@ from acefarm.model.lm.decode import Hooks, Sampling
 from acefarm.model.lm.fields import KEYS, LANGUAGES
 from acefarm.model.lm.hf_backend import TransformersBackend
 from acefarm.model.lm.planner import FiveHzLm, PlanInput
-from acefarm.model.lm.protocol import Metas, parse_output, think_block
+from acefarm.model.lm.protocol import THINK_CLOSE, THINK_OPEN, Metas, code_token, parse_output, think_block
 from acefarm.model.lm.tiny import build_tiny_lm
 from gateway.routing import route
 from planner.plans import forward_event_id, plan_input, planned_params
@@ -52,6 +52,16 @@ def test_given_values_are_kept_and_the_same_seed_plans_the_same(lm: FiveHzLm) ->
     assert (first.metas.bpm, first.metas.keyscale) == (99, "C major")
     assert "bpm" not in first.decided and "keyscale" not in first.decided
     assert first.metas == again.metas and first.codes == again.codes
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_understand_keeps_given_values_and_may_stop_after_the_think_block(lm: FiveHzLm, seed: int) -> None:
+    codes = "".join(code_token(i) for i in range(0, 300, 20))
+    out = lm.understand(codes, Sampling(seed=seed), Hooks(), given=Metas(bpm=99), lyrics=False)
+    metas = out.metas
+    assert metas.bpm == 99 and "bpm" not in out.decided and out.lyrics == ""
+    assert metas.caption and THINK_CLOSE not in metas.caption and THINK_OPEN not in metas.caption
+    assert metas.keyscale in KEYS and metas.language in LANGUAGES and metas.timesignature in (2, 3, 4, 6)
 
 
 def test_unconstrained_output_keeps_only_valid_values(lm: FiveHzLm) -> None:

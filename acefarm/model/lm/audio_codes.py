@@ -38,15 +38,20 @@ class AudioCoder:
 
     def encode(self, audio: np.ndarray) -> str:
         """The audio's codes, five per second (blocking; loads the VAE and tokenizer on first call)."""
-        import torch
-
         vae, tokenizer = self._load()
-        device, dtype = vae.device, vae.dtype
-        with torch.inference_mode():
-            wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None].to(device, dtype)
-            latents = vae.encode(wave).latent_dist.mode().transpose(1, 2)
-            _, indices = tokenizer.tokenize(latents.to(tokenizer.dtype))
-        return "".join(code_token(int(i)) for i in indices[0, :, 0].tolist())
+        return audio_codes(vae, tokenizer, audio)
+
+
+def audio_codes(vae: Any, tokenizer: Any, audio: np.ndarray) -> str:
+    """float32 [2, samples] 48 kHz audio as `<|audio_code_N|>` tokens, five per second, through an already
+    loaded VAE (`AutoencoderOobleck`) and `AceStepAudioTokenizer` (e.g. a loaded pipeline's own)."""
+    import torch
+
+    with torch.inference_mode():
+        wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None].to(vae.device, vae.dtype)
+        latents = vae.encode(wave).latent_dist.mode().transpose(1, 2)
+        _, indices = tokenizer.tokenize(latents.to(tokenizer.dtype))
+    return "".join(code_token(int(i)) for i in indices[0, :, 0].tolist())
 
 
 def _load_parts(settings: Settings) -> tuple[Any, Any]:

@@ -24,7 +24,7 @@ from acefarm.model.lm.decode import (
     Segment,
 )
 from acefarm.model.lm.fields import FieldChoice
-from acefarm.model.lm.protocol import CODE_RE
+from acefarm.model.lm.protocol import CODE_RE, THINK_CLOSE, THINK_OPEN
 
 
 class TokenTable:
@@ -42,7 +42,10 @@ class TokenTable:
         self.text_mask = ~self.code_mask
         self.text_mask[[i for i in special if i < vocab_size]] = False
         self.text_mask[[i for i, s in enumerate(self.text) if not s]] = False
-        self.start_mask = self.text_mask.clone()
+        self.line_mask = self.text_mask.clone()
+        """Tokens of a one-line value: text without `<think>`/`</think>` (which would end the block early)."""
+        self.line_mask[[i for i, s in enumerate(self.text) if THINK_OPEN in s or THINK_CLOSE in s]] = False
+        self.start_mask = self.line_mask.clone()
         """Tokens that may open a value: text with something visible and no line break."""
         self.start_mask[[i for i, s in enumerate(self.text) if not s.strip() or "\n" in s]] = False
         self.end_mask = self._mask(sorted(self.end_ids))
@@ -214,7 +217,7 @@ class _Run:
     def free_line(self, max_tokens: int) -> str:
         text = ""
         for _ in range(max_tokens):
-            allowed = self.table.text_mask | self.table.end_mask if text.strip() else self.table.start_mask
+            allowed = self.table.line_mask | self.table.end_mask if text.strip() else self.table.start_mask
             token = self.draw(allowed, feed=False)
             piece = self.table.text[token]
             if token in self.table.end_ids:

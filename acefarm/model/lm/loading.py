@@ -34,6 +34,25 @@ def lm_source(settings: Settings) -> tuple[str, bool]:
     return settings.lm_model_id, False
 
 
+def lm_available(settings: Settings) -> bool:
+    """Whether an LM is configured without downloading: `LM_MODEL_PATH` set, or `LM_MODEL_ID` (at
+    `LM_MODEL_REVISION`) already in the Hub cache."""
+    if settings.lm_model_path is not None:
+        return True
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(
+            settings.lm_model_id,
+            "config.json",
+            cache_dir=hub_cache_dir(settings),
+            revision=settings.lm_model_revision,
+        )
+    except Exception:  # pragma: no cover - any cache trouble means "not cached"
+        return False
+    return isinstance(found, str)
+
+
 def load_lm(settings: Settings) -> tuple[FiveHzLm, LmInfo]:
     """Load the LM and its tokenizer on their device; `FileNotFoundError`/`OSError` when they cannot be found."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

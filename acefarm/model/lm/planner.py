@@ -142,18 +142,40 @@ class FiveHzLm:
         user = caption_and_lyrics(caption, lyrics, trailing_newline=False)
         return self._describe(Instruction.FORMAT, user, given, sampling, hooks, constrained)
 
-    def understand(self, codes: str, sampling: Sampling, hooks: Hooks, *, constrained: bool = True) -> LmOutcome:
-        """Caption, lyrics and metadata of the music that `codes` (audio code tokens) encode."""
-        return self._describe(Instruction.UNDERSTAND, codes, Metas(), sampling, hooks, constrained)
+    def understand(
+        self,
+        codes: str,
+        sampling: Sampling,
+        hooks: Hooks,
+        *,
+        constrained: bool = True,
+        given: Metas | None = None,
+        lyrics: bool = True,
+    ) -> LmOutcome:
+        """Caption, lyrics and metadata of the music that `codes` (audio code tokens) encode; keys in `given`
+        are kept (forced when `constrained`); `lyrics=False` stops after the `<think>` block."""
+        return self._describe(
+            Instruction.UNDERSTAND, codes, given or Metas(), sampling, hooks, constrained, lyrics=lyrics
+        )
 
     # ------------------------------------------------------------------ parts
 
     def _describe(
-        self, instruction: Instruction, user: str, given: Metas, sampling: Sampling, hooks: Hooks, constrained: bool
+        self,
+        instruction: Instruction,
+        user: str,
+        given: Metas,
+        sampling: Sampling,
+        hooks: Hooks,
+        constrained: bool,
+        *,
+        lyrics: bool = True,
     ) -> LmOutcome:
         started = time.monotonic()
         decide = [key for key in THINK_KEYS if getattr(given, key) is None]
-        segments = (*self._think_segments(given, decide, constrained), FreeText(self.lyrics_max_tokens))
+        segments = self._think_segments(given, decide, constrained)
+        if lyrics:
+            segments = (*segments, FreeText(self.lyrics_max_tokens))
         call = LmCall(
             prompt=self._render(instruction, user), unconditional=self._render(instruction, ""), segments=segments
         )
