@@ -18,11 +18,13 @@ from litestar.status_codes import HTTP_206_PARTIAL_CONTENT, HTTP_307_TEMPORARY_R
 from acefarm.infra.storage import InvalidKey, validate_key
 from gateway.errors import error_responses
 from gateway.state import GatewayState
+from schemas.generation import CONTENT_TYPES, FILE_EXTENSIONS
 
 SERVED_PREFIXES = ("outputs/",)
 """Only results are downloadable; inputs, datasets and adapters are not served here."""
 
-_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
+_TYPES = {f".{FILE_EXTENSIONS[fmt]}": content_type for fmt, content_type in CONTENT_TYPES.items()}
+"""Content type by file extension, for stored files that carry none."""
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CHUNK = 256 * 1024
 
@@ -83,7 +85,7 @@ class FilesController(Controller):
     async def get_file(
         self, gateway: NamedDependency[GatewayState], key: FromPath[str], request: Request[Any, Any, Any]
     ) -> Response[Any]:
-        """The stored audio with its content type (audio/wav, audio/flac, audio/mpeg).
+        """The stored audio with its content type (audio/wav, audio/flac, audio/mpeg, audio/ogg, audio/mp4).
 
         Local storage streams it (Content-Length, `Range` for seeking); S3 answers 307 to a presigned URL.
         Anything not a stored result, or trying to leave the store, is 404.

@@ -10,13 +10,13 @@ from acefarm.infra.audio import AudioInputError, decode_audio, encode_audio
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
 from gpu_consumer.engine.base import InvalidInput, Take
-from schemas.generation import CONTENT_TYPES, AudioFormat, GenerationParams
+from schemas.generation import CONTENT_TYPES, FILE_EXTENSIONS, AudioFormat, GenerationParams
 from schemas.status import StoredFile
 
 
 def output_key(task_id: str, take: int, fmt: AudioFormat) -> str:
-    """Storage key of one result take: `outputs/{task_id}/take-{n}.{fmt}`, n from 0."""
-    return f"outputs/{task_id}/take-{take}.{fmt.value}"
+    """Storage key of one result take: `outputs/{task_id}/take-{n}.{ext}`, n from 0 (`FILE_EXTENSIONS`)."""
+    return f"outputs/{task_id}/take-{take}.{FILE_EXTENSIONS[fmt]}"
 
 
 async def load_input(storage: Storage, key: str | None, role: str, settings: Settings) -> np.ndarray | None:

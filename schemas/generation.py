@@ -34,13 +34,26 @@ class AudioFormat(StrEnum):
     WAV = "wav"
     FLAC = "flac"
     MP3 = "mp3"
+    OPUS = "opus"
+    """Opus in an Ogg container (`.opus`)."""
+    AAC = "aac"
+    """AAC-LC in an MPEG-4 container (`.m4a`)."""
+    OGG = "ogg"
+    """Vorbis in an Ogg container (`.ogg`)."""
 
 
 CONTENT_TYPES: dict[AudioFormat, str] = {
     AudioFormat.WAV: "audio/wav",
     AudioFormat.FLAC: "audio/flac",
     AudioFormat.MP3: "audio/mpeg",
+    AudioFormat.OPUS: "audio/ogg; codecs=opus",
+    AudioFormat.AAC: "audio/mp4",
+    AudioFormat.OGG: "audio/ogg",
 }
+"""The media type each stored format is served with."""
+
+FILE_EXTENSIONS: dict[AudioFormat, str] = {fmt: fmt.value for fmt in AudioFormat} | {AudioFormat.AAC: "m4a"}
+"""The file extension of each stored format (`aac` files are `.m4a`)."""
 
 TASKS_NEEDING_SOURCE = frozenset(
     {TaskType.REPAINT, TaskType.EXTEND, TaskType.EXTRACT, TaskType.LEGO, TaskType.COMPLETE}
@@ -81,7 +94,7 @@ class GenerationParams(BaseModel):
     ] = 7.0
     shift: Annotated[float, Field(ge=1.0, le=10.0, description="Timestep schedule shift.")] = 3.0
     batch_size: Annotated[int, Field(ge=1, le=8, description="Takes per job; each is stored.")] = 1
-    audio_format: Annotated[AudioFormat, Field(description="wav, flac or mp3.")] = AudioFormat.WAV
+    audio_format: Annotated[AudioFormat, Field(description="wav, flac, mp3, opus, aac (.m4a) or ogg (Vorbis).")] = AudioFormat.WAV
     task_type: Annotated[TaskType, Field(description="What to do with the inputs.")] = TaskType.TEXT2MUSIC
     src_audio_key: Annotated[str | None, Field(description="Storage key of the source audio.")] = None
     reference_audio_key: Annotated[str | None, Field(description="Storage key of the timbre reference.")] = None

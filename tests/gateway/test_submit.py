@@ -34,7 +34,7 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
     ("key", {**GOOD, "key": "H major"}, 400, "key: key must look like 'C major'"),
     ("time signature", {**GOOD, "time_signature": 5}, 400, "time_signature: time_signature must be 2, 3, 4 or 6"),
     ("language", {**GOOD, "vocal_language": "english"}, 400, "vocal_language: vocal_language must be an ISO 639"),
-    ("format", {**GOOD, "audio_format": "ogg"}, 400, "audio_format: Input should be 'wav', 'flac' or 'mp3'"),
+    ("format", {**GOOD, "audio_format": "aiff"}, 400, "audio_format: Input should be 'wav', 'flac', 'mp3', 'opus'"),
     ("task type", {**GOOD, "task_type": "remix"}, 400, "task_type: Input should be 'text2music'"),
     ("batch", {**GOOD, "batch_size": 9}, 400, "batch_size: Input should be less than or equal to 8"),
     ("seed", {**GOOD, "seed": -1}, 400, "seed: Input should be greater than or equal to 0"),
