@@ -140,7 +140,8 @@ class GenerationController(Controller):
         check_task_type(data.task_type, accepted_task_types(settings), str(settings.model_path or settings.model_id))
         gateway.in_flight.add(task_id)
         try:
-            await check_lora_id(gateway.storage, data.lora_id)
+            for lora in data.loras:
+                await check_lora_id(gateway.storage, lora.lora_id)
             keys = await _stored_inputs(gateway, data, task_id)
             params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
             event = GenerationRequested(task_id=task_id, params=params)

@@ -55,6 +55,19 @@ CONTENT_TYPES: dict[AudioFormat, str] = {
 FILE_EXTENSIONS: dict[AudioFormat, str] = {fmt: fmt.value for fmt in AudioFormat} | {AudioFormat.AAC: "m4a"}
 """The file extension of each stored format (`aac` files are `.m4a`)."""
 
+MAX_LORAS = 4
+"""Most LoRAs one job may blend."""
+
+
+class LoraWeight(BaseModel):
+    """One trained LoRA applied to a job, at a strength."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lora_id: Annotated[str, Field(pattern=_LORA_ID_RE, description="A trained LoRA's id.")]
+    scale: Annotated[float, Field(ge=0.0, le=2.0, description="Strength (0 = no effect).")] = 1.0
+
+
 TASKS_NEEDING_SOURCE = frozenset(
     {TaskType.REPAINT, TaskType.EXTEND, TaskType.EXTRACT, TaskType.LEGO, TaskType.COMPLETE}
 )
@@ -116,6 +129,14 @@ class GenerationParams(BaseModel):
         ),
     ] = None
     lora_scale: Annotated[float, Field(ge=0.0, le=2.0, description="Strength of the LoRA (0 = base model).")] = 1.0
+    loras: Annotated[
+        list[LoraWeight],
+        Field(
+            max_length=MAX_LORAS,
+            description=f"Up to {MAX_LORAS} LoRAs blended at their scales (all 0 = base model); "
+            "`lora_id` + `lora_scale` is the one-LoRA shorthand and is normalised into this list.",
+        ),
+    ] = Field(default_factory=list)
 
     @field_validator("key")
     @classmethod
@@ -142,6 +163,19 @@ class GenerationParams(BaseModel):
     @model_validator(mode="after")
     def _check_task_inputs(self) -> Self:
         self._check_audio_for_task(self.src_audio_key is not None, self.reference_audio_key is not None)
+        return self
+
+    @model_validator(mode="after")
+    def _normalise_loras(self) -> Self:
+        """`lora_id` + `lora_scale` become the one entry of `loras`; ids in `loras` are unique."""
+        if self.lora_id is not None:
+            single = [LoraWeight(lora_id=self.lora_id, scale=self.lora_scale)]
+            if self.loras and self.loras != single:
+                raise ValueError("give either lora_id (with lora_scale) or loras, not both")
+            self.loras = single
+        ids = [lora.lora_id for lora in self.loras]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"loras names a LoRA more than once: {ids}")
         return self
 
     def _check_audio_for_task(self, has_src: bool, has_ref: bool) -> None:

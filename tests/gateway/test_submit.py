@@ -228,3 +228,20 @@ async def test_generation_with_a_finished_lora(
     task_id = response.json()["task_id"]
     [(_, event)] = await events_for(kafka_env["KAFKA_BOOTSTRAP_SERVERS"], topics.GENERATION_REQUESTS, task_id)
     assert (event.params.lora_id, event.params.lora_scale) == ("lofi-keys", 0.5)
+    assert [(lora.lora_id, lora.scale) for lora in event.params.loras] == [("lofi-keys", 0.5)]
+
+
+async def test_several_loras_are_each_checked_and_queued_in_order(
+    client: httpx.AsyncClient, kafka_env: dict[str, str], data_dir: Path
+) -> None:
+    await LocalStorage(data_dir).put_bytes("loras/blend-a/manifest.json", b"{}", "application/json")
+    await LocalStorage(data_dir).put_bytes("loras/blend-b/manifest.json", b"{}", "application/json")
+    loras = [{"lora_id": "blend-b", "scale": 0.4}, {"lora_id": "blend-a", "scale": 1.2}]
+    response = await client.post("/generate", json={**GOOD, "loras": loras})
+    assert response.status_code == 202, response.text
+    [(_, event)] = await events_for(
+        kafka_env["KAFKA_BOOTSTRAP_SERVERS"], topics.GENERATION_REQUESTS, response.json()["task_id"]
+    )
+    assert [(lora.lora_id, lora.scale) for lora in event.params.loras] == [("blend-b", 0.4), ("blend-a", 1.2)]
+    unknown = await client.post("/generate", json={**GOOD, "loras": [*loras, {"lora_id": "nosuch"}]})
+    assert unknown.status_code == 400 and "'nosuch'" in unknown.json()["detail"]

@@ -124,6 +124,10 @@ def test_a_dead_letter_cuts_what_it_copies_to_the_limits() -> None:
         ({"prompt": "x", "duration": 10, "task_type": "cover"}, "needs src_audio or reference_audio"),
         ({"prompt": "x", "duration": 10, "tempo": 120}, "Extra inputs are not permitted"),
         ({"prompt": "x", "duration": 10, "lora_id": "Bad Id!"}, "should match pattern"),
+        ({"prompt": "x", "duration": 10, "loras": [{"lora_id": f"l{i}"} for i in range(5)]}, "at most 4 items"),
+        ({"prompt": "x", "duration": 10, "loras": [{"lora_id": "a"}, {"lora_id": "a"}]}, "more than once"),
+        ({"prompt": "x", "duration": 10, "lora_id": "a", "loras": [{"lora_id": "b"}]}, "not both"),
+        ({"prompt": "x", "duration": 10, "loras": [{"lora_id": "a", "scale": 3}]}, "less than or equal to 2"),
     ],
 )
 def test_bad_generate_bodies_say_what_to_fix(body: dict[str, object], message: str) -> None:
