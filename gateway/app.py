@@ -16,6 +16,7 @@ from gateway.errors import client_error_handler
 from gateway.files import FilesController
 from gateway.health import HealthController
 from gateway.loras import lora_routes
+from gateway.models import ModelsController
 from gateway.page import SWAGGER, page_routes
 from gateway.state import STATE_KEY, provide_gateway, running_gateway
 from gateway.submit import GenerationController
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[
             GenerationController,
+            ModelsController,
             TasksController,
             FilesController,
             lora_routes(settings),

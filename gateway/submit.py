@@ -18,12 +18,12 @@ from pydantic import BaseModel
 
 from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
+from acefarm.infra.pools import configured_pools
 from gateway.errors import FieldError, error_responses
 from gateway.inputs import check_audio, check_input_key, decode_base64, store_input
 from gateway.loras import check_lora_id
 from gateway.state import GatewayState
-from gateway.task_types import accepted_task_types, check_task_type
-from schemas import topics
+from gateway.task_types import route
 from schemas.events import GenerationRequested
 from schemas.generation import GenerateRequest
 from schemas.status import TaskAccepted, TaskKind, TaskState
@@ -124,7 +124,8 @@ class GenerationController(Controller):
     ) -> Response[TaskAccepted]:
         """Validate the request, store inline audio under `inputs/{task_id}/`, queue the job; 202 with its id.
 
-        Every bad field answers 400 naming the field and what to fix (413 for audio over the size limit).
+        Every bad field answers 400 naming the field and what to fix (413 for audio over the size limit); a
+        `model` nobody serves, or a task type its model cannot do, answers 400 listing what is available.
         """
         task_id = task_id_for(idempotency_key)
         store = gateway.view.store
@@ -136,8 +137,7 @@ class GenerationController(Controller):
                 status_code=HTTP_409_CONFLICT,
                 detail=f"a request with this {IDEMPOTENCY_HEADER} is still being processed; retry in a moment",
             )
-        settings = gateway.settings
-        check_task_type(data.task_type, accepted_task_types(settings), str(settings.model_path or settings.model_id))
+        pool = route(configured_pools(gateway.settings), data.model, data.task_type)
         gateway.in_flight.add(task_id)
         try:
             for lora in data.loras:
@@ -145,11 +145,17 @@ class GenerationController(Controller):
             keys = await _stored_inputs(gateway, data, task_id)
             params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
             event = GenerationRequested(task_id=task_id, params=params)
-            await publish(gateway.producer, topics.GENERATION_REQUESTS, event)
+            await publish(gateway.producer, pool.topic, event)
             store.record_submitted(event, TaskKind.GENERATION, params.lora_id)
         finally:
             gateway.in_flight.discard(task_id)
-        log.info("gateway.submitted", task_id=task_id, task_type=params.task_type.value, duration=params.duration)
+        log.info(
+            "gateway.submitted",
+            task_id=task_id,
+            task_type=params.task_type.value,
+            duration=params.duration,
+            model=pool.name,
+        )
         return _accepted(task_id, TaskState.PENDING, params.lora_id, replayed=False)
 
     @post(

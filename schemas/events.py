@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas.generation import GenerationParams
+from schemas.results import GenerationResult
 from schemas.status import Stage, StoredFile, TaskStatus
 from schemas.training import TrainingOptions
 
@@ -102,6 +103,9 @@ class TaskSucceeded(Envelope):
     files: list[StoredFile] = Field(default_factory=list)
     lora_id: Annotated[str, Field(max_length=64)] | None = None
     loss: float | None = None
+    result: GenerationResult | None = Field(
+        default=None, description="Generation jobs: the seeds, metadata, model, LoRAs and timings used."
+    )
 
 
 class TaskFailed(Envelope):

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from schemas.events import EVENT_MODELS
 from schemas.generation import GenerateRequest
 from schemas.keys import ApiKeyRecord
+from schemas.pools import ModelList
 from schemas.status import TaskAccepted, TaskStatusResponse
 from schemas.training import LoraManifest, TrainingOptions
 
@@ -22,6 +23,7 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     TaskStatusResponse,
     TrainingOptions,
     LoraManifest,
+    ModelList,
 )
 
 RECORD_MODELS: tuple[type[BaseModel], ...] = (ApiKeyRecord,)

@@ -14,6 +14,8 @@ MIN_DURATION_S = 1.0
 _KEY_RE = re.compile(r"^[A-G](#|b)?\s+(major|minor)$", re.IGNORECASE)
 _LANG_RE = re.compile(r"^([a-z]{2,3}(-[a-z0-9]{2,8})?|unknown)$")
 _LORA_ID_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+"""A model pool's name (also the suffix of its request topic)."""
 
 
 class TaskType(StrEnum):
@@ -107,7 +109,9 @@ class GenerationParams(BaseModel):
     ] = 7.0
     shift: Annotated[float, Field(ge=1.0, le=10.0, description="Timestep schedule shift.")] = 3.0
     batch_size: Annotated[int, Field(ge=1, le=8, description="Takes per job; each is stored.")] = 1
-    audio_format: Annotated[AudioFormat, Field(description="wav, flac, mp3, opus, aac (.m4a) or ogg (Vorbis).")] = AudioFormat.WAV
+    audio_format: Annotated[AudioFormat, Field(description="wav, flac, mp3, opus, aac (.m4a) or ogg (Vorbis).")] = (
+        AudioFormat.WAV
+    )
     task_type: Annotated[TaskType, Field(description="What to do with the inputs.")] = TaskType.TEXT2MUSIC
     src_audio_key: Annotated[str | None, Field(description="Storage key of the source audio.")] = None
     reference_audio_key: Annotated[str | None, Field(description="Storage key of the timbre reference.")] = None
@@ -129,6 +133,14 @@ class GenerationParams(BaseModel):
         ),
     ] = None
     lora_scale: Annotated[float, Field(ge=0.0, le=2.0, description="Strength of the LoRA (0 = base model).")] = 1.0
+    model: Annotated[
+        str | None,
+        Field(
+            pattern=MODEL_NAME_PATTERN,
+            description="The model to run on, e.g. 'turbo', 'base', 'sft' (GET /models lists them); "
+            "default: the farm's default model, or for a task it cannot do, a model that can.",
+        ),
+    ] = None
     loras: Annotated[
         list[LoraWeight],
         Field(

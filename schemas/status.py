@@ -8,6 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.results import GenerationResult
+
 
 class TaskState(StrEnum):
     """Lifecycle states; success, failed and cancelled are final."""
@@ -75,6 +77,7 @@ class TaskStatus(BaseModel):
     message: str | None = None
     error: str | None = None
     files: list[StoredFile] = Field(default_factory=list)
+    result: GenerationResult | None = None
     lora_id: str | None = None
     worker: str | None = None
     attempt: str | None = None
@@ -98,6 +101,9 @@ class TaskStatusResponse(BaseModel):
     message: str | None = None
     file_url: str | None = Field(default=None, description="URL of the first result file.")
     file_urls: list[str] = Field(default_factory=list)
+    result: GenerationResult | None = Field(
+        default=None, description="After a generation succeeds: the seeds, metadata, model, LoRAs and timings used."
+    )
     error: str | None = None
     lora_id: str | None = None
     created_at: datetime

@@ -35,3 +35,19 @@ ALL: Final = (
 
 GPU_WORKERS_GROUP: Final = "gpu-workers"
 TRAINERS_GROUP: Final = "lora-trainers"
+
+
+def generation_requests_for(pool: str | None) -> str:
+    """The request topic of a named model pool, `acefarm.generation.requests.<pool>`; None (the default
+    pool): `GENERATION_REQUESTS`."""
+    return GENERATION_REQUESTS if pool is None else f"{GENERATION_REQUESTS}.{pool}"
+
+
+def gpu_workers_group_for(pool: str | None) -> str:
+    """The consumer group of a named model pool, `gpu-workers.<pool>`; None: `GPU_WORKERS_GROUP`."""
+    return GPU_WORKERS_GROUP if pool is None else f"{GPU_WORKERS_GROUP}.{pool}"
+
+
+def is_generation_requests(topic: str) -> bool:
+    """Whether `topic` carries generation requests (the default pool's or a named pool's)."""
+    return topic == GENERATION_REQUESTS or topic.startswith(f"{GENERATION_REQUESTS}.")

@@ -60,9 +60,10 @@ TOPIC_EVENTS: dict[str, tuple[type[FoldEvent], ...]] = {
     topics.TASK_EVENTS: (TaskStarted, TaskProgress, TaskSucceeded, TaskFailed, TaskCancelled),
     topics.TASK_CONTROL: (CancelRequested,),
 }
-"""The event types each folded topic may carry."""
+"""The event types each folded topic may carry (a model pool's request topic: as `GENERATION_REQUESTS`)."""
 
 SOURCE_TOPICS: tuple[str, ...] = tuple(TOPIC_EVENTS)
+"""The folded topics of every farm; a farm with model pools adds their request topics."""
 
 
 class MalformedRecord(ValueError):
@@ -77,7 +78,11 @@ def decode(topic: str, key: bytes | None, value: bytes | None) -> FoldEvent:
         event = parse_event(value)
     except ValueError as exc:  # pydantic.ValidationError is a ValueError
         raise MalformedRecord(str(exc)) from exc
-    allowed = TOPIC_EVENTS.get(topic, ())
+    allowed = (
+        TOPIC_EVENTS[topics.GENERATION_REQUESTS]
+        if topics.is_generation_requests(topic)
+        else TOPIC_EVENTS.get(topic, ())
+    )
     if not isinstance(event, allowed):
         raise MalformedRecord(f"event type {event.type!r} does not belong on topic {topic!r}")
     if key is None or key.decode(errors="replace") != event.task_id:
@@ -147,6 +152,7 @@ def _changes(status: TaskStatus, event: FoldEvent) -> dict[str, Any]:
                 "eta_s": None,
                 "error": None,
                 "files": event.files,
+                "result": event.result,
                 "lora_id": event.lora_id or status.lora_id,
                 "loss": event.loss if event.loss is not None else status.loss,
             }

@@ -13,6 +13,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import RecordMetadata
 
 from acefarm.infra.logging import get_logger
+from acefarm.infra.pools import request_topics
 from acefarm.infra.settings import Settings
 from schemas import topics
 from schemas.events import DeadLetter, Envelope
@@ -84,13 +85,14 @@ def topic_plan(settings: Settings) -> list[NewTopic]:
     """Every acefarm topic with its partition count and config.
 
     All task-keyed topics share one partition count so the status fold in `streams` is
-    co-partitioned: the same task id lands on the same partition number everywhere. The API key
-    topic is small and read whole by every gateway: one compacted partition.
+    co-partitioned: the same task id lands on the same partition number everywhere (the request topics
+    of the model pools too, `acefarm.infra.pools.request_topics`). The API key topic is small and read
+    whole by every gateway: one compacted partition.
     """
     n, rf = settings.kafka_partitions, settings.kafka_replication_factor
     compact = {"cleanup.policy": "compact"}
     return [
-        NewTopic(topics.GENERATION_REQUESTS, n, rf),
+        *(NewTopic(name, n, rf) for name in request_topics(settings)),
         NewTopic(topics.TRAINING_REQUESTS, n, rf),
         NewTopic(topics.TASK_EVENTS, n, rf),
         NewTopic(topics.TASK_CONTROL, n, rf),

@@ -35,7 +35,7 @@ def decode_m4a(data: bytes) -> tuple[np.ndarray, int]:
     """Decode an `.m4a` file to float32 [channels, samples] and its sample rate (for checks and tests)."""
     import av
 
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         stream = container.streams.audio[0]
         frames = [frame.to_ndarray() for frame in container.decode(stream)]
         rate = int(stream.codec_context.sample_rate)

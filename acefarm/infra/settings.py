@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.generation import TaskType
+from schemas.generation import MODEL_NAME_PATTERN, TaskType
 
 
 class Settings(BaseSettings):
@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     model_id: str = "ACE-Step/acestep-v15-xl-turbo-diffusers"
     model_revision: str | None = None
     task_types: str = "auto"
+    default_model: str = Field(default="default", pattern=MODEL_NAME_PATTERN)
+    model_name: str = Field(default="", pattern=f"^$|{MODEL_NAME_PATTERN}")
+    model_pools: str = ""
     hf_token: SecretStr | None = None
     hf_home: Path | None = None
     device: str = "auto"
@@ -96,6 +99,14 @@ class Settings(BaseSettings):
         unknown = [name.strip() for name in value.split(",") if name.strip() and name.strip() not in known]
         if unknown:
             raise ValueError(f"unknown task types {unknown}; known: {sorted(known)} or 'auto'")
+        return value
+
+    @field_validator("model_pools")
+    @classmethod
+    def _check_model_pools(cls, value: str) -> str:
+        from acefarm.infra.pools import parse_model_pools
+
+        parse_model_pools(value)
         return value
 
     @field_validator("link_signing_secret")

@@ -12,7 +12,7 @@ import math
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,8 @@ class AceStepEngine:
             seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
             kwargs = self.pipeline_kwargs(params, job.src_audio, job.reference_audio, seed=seed)
             kwargs["callback_on_step_end"] = self._step_callback(job, params.inference_steps)
-            audios = self._run(kwargs, seed)
+            with self._diffusion_start(job, params.inference_steps):
+                audios = self._run(kwargs, seed)
         target = round(params.duration * self.sample_rate)
         return [Take(audio=fit_length(audio, target), sample_rate=self.sample_rate) for audio in audios]
 
@@ -196,6 +197,29 @@ class AceStepEngine:
             return tensors
 
         return on_step_end
+
+    @contextlib.contextmanager
+    def _diffusion_start(self, job: Job, total: int) -> Iterator[None]:
+        """Report diffusion step 0 when the transformer first runs, so encoding ends where diffusion begins.
+
+        Skipped for a compiled transformer (a hook inside the compiled call would break its graph);
+        there, encoding is reported until the first step ends.
+        """
+        if self.pipeline_info.compiled:
+            yield
+            return
+        started = threading.Event()
+
+        def on_first_call(module: Any, args: Any) -> None:
+            if not started.is_set():
+                started.set()
+                job.report(Stage.DIFFUSION, 0.0, 0, total)
+
+        handle = self.pipe.transformer.register_forward_pre_hook(on_first_call)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def _run(self, kwargs: dict[str, Any], seed: int) -> list[np.ndarray]:
         """Call the pipeline, translating failures into the engine protocol's errors.

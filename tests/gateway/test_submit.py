@@ -86,7 +86,7 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
         "stem task on the turbo default model",
         {**GOOD, "task_type": "extract", "src_audio_key": "inputs/u/a.wav", "track_name": "vocals"},
         400,
-        "task_type: 'extract' is not available with the configured model (ACE-Step/acestep-v15-xl-turbo-diffusers)",
+        "task_type: 'extract' is not available on this farm (no model here does it); models: 'default' (cover, ",
     ),
 ]
 
