@@ -17,7 +17,7 @@ from acefarm.runtime.lifecycle import FAILURE_REASONS, Cancelled, Failed, FinalE
 from acefarm.runtime.progress import Eta, ProgressEta, Report
 from acefarm.runtime.service import Capabilities, WorkerKind
 from gpu_consumer.audio_io import load_inputs, store_takes
-from gpu_consumer.engine.base import Engine, EngineError, Job, JobCancelled
+from gpu_consumer.engine.base import Engine, EngineError, Job, JobCancelled, UnsupportedTask
 from gpu_consumer.stage_clock import StageClock
 from schemas import topics
 from schemas.events import GenerationRequested, utcnow
@@ -43,6 +43,11 @@ class GenerationWorker(JobWorker[GenerationRequested]):
         queue_s = (utcnow() - request.occurred_at).total_seconds()
         clock = StageClock()
         params = with_seed(request.params)
+        if params.model is not None and params.model != self._model.name:
+            raise UnsupportedTask(
+                f"the job asks for the model '{params.model}' but reached the pool '{self._model.name}'; "
+                f"publish it to {topics.generation_requests_for(params.model)} (or send it through the gateway)"
+            )
         if params.src_audio_key or params.reference_audio_key:
             clock.enter(Stage.LOADING)
             ctx.report_now(_report(Stage.LOADING, 0.0))

@@ -74,6 +74,16 @@ async def test_success_says_what_the_job_used(
     assert (other.metadata.key, other.metadata.source.key) == ("D minor", "user")
 
 
+async def test_a_job_for_another_models_pool_fails_saying_where_it_belongs(
+    consumer_service: Service, client: Client, recorder: EventRecorder
+) -> None:
+    task_id = new_task_id()
+    await client.submit(task_id, model="base")
+    final = await recorder.final(task_id)
+    assert (final.type, final.reason) == ("task.failed", "unsupported")
+    assert "reached the pool 'default'" in final.error and "acefarm.generation.requests.base" in final.error
+
+
 @pytest.mark.parametrize(("fmt", "extension"), [("opus", "opus"), ("aac", "m4a"), ("ogg", "ogg")])
 async def test_compressed_formats_are_stored_with_their_type_and_length(
     consumer_service: Service, client: Client, recorder: EventRecorder, consumer_output: Path, fmt: str, extension: str
