@@ -21,6 +21,7 @@ from gateway.health import HealthController
 from gateway.keyring import KeyRing
 from gateway.loras import lora_routes
 from gateway.metrics import MetricsController, metrics_middleware
+from gateway.models import ModelsController
 from gateway.page import SWAGGER, page_routes
 from gateway.planning import PlanningController
 from gateway.state import STATE_KEY, provide_gateway, running_gateway
@@ -48,6 +49,7 @@ def create_app(settings: Settings, backlog: BacklogProbe | None = None) -> Lites
         path="/",
         route_handlers=[
             GenerationController,
+            ModelsController,
             PlanningController,
             TasksController,
             FilesController,

@@ -16,6 +16,7 @@ from schemas import topics
 from schemas.generation import GenerationParams
 from schemas.ids import LORA_ID_PATTERN, OWNER_PATTERN, TASK_ID_PATTERN
 from schemas.planning import FormatInput, LmResult, PlanMode, SampleInput, UnderstandInput
+from schemas.results import GenerationUsed
 from schemas.status import Stage, StoredFile, TaskStatus
 from schemas.tenancy import Priority
 from schemas.training import TrainingOptions
@@ -182,6 +183,9 @@ class TaskSucceeded(Envelope):
     lora_id: Annotated[str, Field(max_length=64)] | None = None
     loss: float | None = None
     result: LmResult | None = None
+    used: GenerationUsed | None = Field(
+        default=None, description="Generation jobs: the seeds, metadata, model, LoRAs and timings used."
+    )
 
 
 class TaskFailed(Envelope):
@@ -333,7 +337,15 @@ EVENTS_BY_TOPIC: dict[str, tuple[type[Envelope], ...]] = {
     topics.TASK_STATUS: (TaskStatusRecord,),
     topics.DEAD_LETTER: (DeadLetter,),
 }
-"""The event types each topic may carry: the one list every producer, consumer and test reads."""
+"""The event types each topic may carry: the one list every producer, consumer and test reads (a named model
+pool's intake carries what `GENERATION_REQUESTS` does: `events_for_topic`)."""
+
+
+def events_for_topic(topic: str) -> tuple[type[Envelope], ...]:
+    """The event types `topic` may carry: `EVENTS_BY_TOPIC`, with every pool's intake as `GENERATION_REQUESTS`."""
+    if topics.is_generation_requests(topic):
+        return EVENTS_BY_TOPIC[topics.GENERATION_REQUESTS]
+    return EVENTS_BY_TOPIC.get(topic, ())
 
 
 def parse_event(raw: bytes | str) -> AnyEvent:

@@ -64,3 +64,29 @@ WEBHOOKS_GROUP: Final = "webhooks"
 WEBHOOK_RETRIES_GROUP: Final = "webhooks-retries"
 """Reads `WEBHOOK_RETRIES` and makes the later attempts when they are due."""
 PLANNERS_GROUP: Final = "lm-planners"
+
+
+def _pooled(name: str, pool: str | None) -> str:
+    return name if pool is None else f"{name}.{pool}"
+
+
+def generation_requests(pool: str | None) -> str:
+    """The generation intake of a model pool, `acefarm.generation.requests.<pool>`; None (the default pool):
+    `GENERATION_REQUESTS`. Written by the gateway and the planner, read by the scheduler."""
+    return _pooled(GENERATION_REQUESTS, pool)
+
+
+def generation_ready(pool: str | None) -> str:
+    """The ready topic of a model pool, `acefarm.generation.ready.<pool>`; None: `GENERATION_READY`. Written by
+    the scheduler, read by the pool's GPU consumers."""
+    return _pooled(GENERATION_READY, pool)
+
+
+def gpu_workers_group(pool: str | None) -> str:
+    """The GPU consumers' group of a model pool, `gpu-workers.<pool>`; None: `GPU_WORKERS_GROUP`."""
+    return _pooled(GPU_WORKERS_GROUP, pool)
+
+
+def is_generation_requests(topic: str) -> bool:
+    """Whether `topic` is a generation intake (the default pool's or a named pool's)."""
+    return topic == GENERATION_REQUESTS or topic.startswith(f"{GENERATION_REQUESTS}.")

@@ -37,7 +37,6 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from schemas import topics
 from schemas.events import (
-    EVENTS_BY_TOPIC,
     CancelRequested,
     GenerationRequested,
     PlanningRequested,
@@ -48,6 +47,7 @@ from schemas.events import (
     TaskSucceeded,
     TrainingRequested,
     WebhookDelivery,
+    events_for_topic,
     parse_event,
 )
 from schemas.status import PLANNED_KINDS, TaskKind, TaskState, TaskStatus
@@ -73,7 +73,8 @@ SOURCE_TOPICS: tuple[str, ...] = (
     topics.TASK_EVENTS,
     topics.TASK_CONTROL,
 )
-"""The topics folded into the status table (their event types: `schemas.events.EVENTS_BY_TOPIC`)."""
+"""The topics folded into the status table of every farm (their event types: `schemas.events.events_for_topic`);
+a farm with model pools adds their intake topics."""
 
 
 class MalformedRecord(ValueError):
@@ -88,7 +89,8 @@ def decode(topic: str, key: bytes | None, value: bytes | None) -> FoldEvent:
         event = parse_event(value)
     except ValueError as exc:  # pydantic.ValidationError is a ValueError
         raise MalformedRecord(str(exc)) from exc
-    allowed = EVENTS_BY_TOPIC.get(topic, ()) if topic in SOURCE_TOPICS else ()
+    folded = topic in SOURCE_TOPICS or topics.is_generation_requests(topic)
+    allowed = events_for_topic(topic) if folded else ()
     if not isinstance(event, allowed) or not isinstance(event, FoldEvent):
         raise MalformedRecord(f"event type {event.type!r} does not belong on topic {topic!r}")
     if key is None or key.decode(errors="replace") != event.task_id:
@@ -162,6 +164,7 @@ def _changes(status: TaskStatus, event: FoldEvent) -> dict[str, Any]:
                 "lora_id": event.lora_id or status.lora_id,
                 "loss": event.loss if event.loss is not None else status.loss,
                 "result": event.result or status.result,
+                "used": event.used,
             }
         case TaskFailed():
             if final:

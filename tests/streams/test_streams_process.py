@@ -183,3 +183,18 @@ async def test_fold_dead_letter_and_restart(
     assert watch.trail(a) == [("pending", 1), ("running", 2), ("running", 3), ("success", 4)]
     assert watch.trail(b) == [("pending", 1), ("running", 2), ("running", 3), ("success", 4)]
     print(f"\nstreams: first status {ready_s:.1f}s after start; after a kill, {restart_s:.1f}s to resume")
+
+
+async def test_requests_on_a_model_pools_topic_are_folded(
+    start_streams: Callable[..., subprocess.Popen[bytes]],
+    clients: tuple[AIOKafkaProducer, AIOKafkaConsumer],
+    make_settings: Callable[..., Settings],
+) -> None:
+    producer, consumer = clients
+    await ensure_topics(make_settings(model_pools="base"))
+    task_id = f"p-{uuid.uuid4().hex[:10]}"
+    watch = Watcher(consumer, {task_id})
+    start_streams(MODEL_POOLS="base")
+    request = GenerationRequested(task_id=task_id, params=GenerationParams(prompt="stems", duration=5, model="base"))
+    await publish(producer, topics.generation_requests("base"), request)
+    assert (await watch.status(task_id, 1)).status == "pending"
