@@ -3,16 +3,17 @@
 from typing import Final
 
 GENERATION_REQUESTS: Final = "acefarm.generation.requests"
-"""Generation jobs as submitted (`GenerationRequested`), keyed by task id: the intake. Read by the scheduler
-(`generation-schedulers` group) and the streams fold."""
+"""Generation jobs as submitted (`GenerationRequested`), keyed by task id: the default model pool's intake (a
+named pool's: `generation_requests(pool)`). Read by the scheduler (`generation-schedulers` group) and the
+streams fold."""
 
 GENERATION_READY: Final = "acefarm.generation.ready"
 """Generation jobs the scheduler admitted, in fair order (the intake records' bytes unchanged), keyed by task id;
-consumed by the `gpu-workers` group."""
+consumed by the `gpu-workers` group (the default pool's; a named pool's: `generation_ready(pool)`)."""
 
 PLANNING_REQUESTS: Final = "acefarm.planning.requests"
 """5 Hz LM jobs (`PlanningRequested`), keyed by task id; consumed by the `lm-planners` group, which
-forwards planned generations to `GENERATION_REQUESTS`."""
+forwards planned generations to their model pool's intake (`generation_requests(pool)`)."""
 
 TRAINING_REQUESTS: Final = "acefarm.training.requests"
 """LoRA training jobs (`TrainingRequested`), keyed by task id; consumed by the `lora-trainers` group."""
@@ -90,3 +91,8 @@ def gpu_workers_group(pool: str | None) -> str:
 def is_generation_requests(topic: str) -> bool:
     """Whether `topic` is a generation intake (the default pool's or a named pool's)."""
     return topic == GENERATION_REQUESTS or topic.startswith(f"{GENERATION_REQUESTS}.")
+
+
+def is_generation_ready(topic: str) -> bool:
+    """Whether `topic` is a ready topic (the default pool's or a named pool's)."""
+    return topic == GENERATION_READY or topic.startswith(f"{GENERATION_READY}.")

@@ -71,6 +71,7 @@ def test_each_pool_has_its_intake_ready_topic_and_group() -> None:
     named = (topics.generation_requests("base"), topics.generation_ready("base"), topics.gpu_workers_group("base"))
     assert named == ("acefarm.generation.requests.base", "acefarm.generation.ready.base", "gpu-workers.base")
     assert topics.is_generation_requests(named[0]) and not topics.is_generation_requests(named[1])
+    assert topics.is_generation_ready(named[1]) and not topics.is_generation_ready(named[0])
 
 
 @pytest.mark.parametrize(
