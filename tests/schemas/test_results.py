@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from schemas.generation import GenerationParams
-from schemas.results import ValueSource, used_metadata
+from schemas.planning import LmResult
+from schemas.results import ValueSource, lm_fields, used_metadata
 
 
 def test_given_values_are_user_and_untouched_ones_default() -> None:
@@ -25,3 +26,9 @@ def test_values_the_language_model_decided_are_lm() -> None:
     meta = used_metadata(params, lm_fields=("bpm", "key", "duration"))
     assert (meta.source.bpm, meta.source.key, meta.source.duration) == (ValueSource.LM,) * 3
     assert meta.source.time_signature is ValueSource.USER
+
+
+def test_a_plans_decided_fields_are_named_as_the_metadata_names_them() -> None:
+    plan = LmResult(decided_by_lm=["bpm", "caption", "vocal_language", "time_signature"])
+    assert lm_fields(plan) == {"bpm", "language", "time_signature"}
+    assert lm_fields(None) == set()
