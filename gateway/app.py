@@ -22,6 +22,7 @@ from gateway.health import HealthController
 from gateway.keyring import KeyRing
 from gateway.loras import lora_routes
 from gateway.metrics import MetricsController, metrics_middleware
+from gateway.models import ModelsController
 from gateway.openapi import strict_openapi
 from gateway.page import SWAGGER, page_routes
 from gateway.planning import PlanningController
@@ -52,6 +53,7 @@ def create_app(settings: Settings, backlog: BacklogProbe | None = None) -> Lites
         path="/",
         route_handlers=[
             GenerationController,
+            ModelsController,
             PlanningController,
             upload_routes(settings),
             TasksController,

@@ -23,6 +23,7 @@ from litestar.datastructures import State
 from acefarm.infra.kafka import client_options, make_consumer
 from acefarm.infra.logging import get_logger
 from acefarm.infra.metrics import CONSUMER_LAG, QUEUE_DEPTH, QUEUE_DRAIN_RATE
+from acefarm.infra.pools import pool_keys
 from acefarm.infra.settings import Settings
 from schemas import topics
 
@@ -41,26 +42,28 @@ class Queue:
     group: str
 
 
-WATCHED = (
-    Queue(topics.GENERATION_REQUESTS, topics.SCHEDULERS_GROUP),
-    Queue(topics.GENERATION_READY, topics.GPU_WORKERS_GROUP),
-    Queue(topics.PLANNING_REQUESTS, topics.PLANNERS_GROUP),
-    Queue(topics.TRAINING_REQUESTS, topics.TRAINERS_GROUP),
-)
-"""Every queue a job waits in: generation intake (the scheduler's), the ready topic (the GPU consumers'),
-planning and training."""
+def watched(settings: Settings) -> tuple[Queue, ...]:
+    """Every queue a job waits in: each model pool's generation intake (the scheduler's) and ready topic (its
+    GPU consumers'), for the pools `settings` know (`acefarm.infra.pools.pool_keys`), then planning and training."""
+    pools = pool_keys(settings)
+    return (
+        *(Queue(topics.generation_requests(pool), topics.SCHEDULERS_GROUP) for pool in pools),
+        *(Queue(topics.generation_ready(pool), topics.gpu_workers_group(pool)) for pool in pools),
+        Queue(topics.PLANNING_REQUESTS, topics.PLANNERS_GROUP),
+        Queue(topics.TRAINING_REQUESTS, topics.TRAINERS_GROUP),
+    )
 
 
 class Backlog:
     """Depth and drain rate of each watched queue, refreshed in a background task."""
 
-    def __init__(self, settings: Settings, queues: tuple[Queue, ...] = WATCHED) -> None:
+    def __init__(self, settings: Settings, queues: tuple[Queue, ...] | None = None) -> None:
         self.settings = settings
-        self.queues = queues
+        self.queues = watched(settings) if queues is None else queues
         self.refreshed_at: float | None = None
         """`time.monotonic()` of the last successful refresh."""
         self._depth: dict[Queue, int] = {}
-        self._committed: dict[Queue, deque[tuple[float, int]]] = {q: deque() for q in queues}
+        self._committed: dict[Queue, deque[tuple[float, int]]] = {q: deque() for q in self.queues}
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -83,9 +86,11 @@ class Backlog:
         return sum(depths) if depths else None
 
     def drain_rate_per_s(self) -> float | None:
-        """Generation jobs the GPU consumers finished per second over the last minute (admission's
+        """Generation jobs the GPU consumers of every pool finished per second over the last minute (admission's
         `Retry-After`); None before two refreshes."""
-        return self.drain_rate()
+        ready = [q for q in self.queues if topics.is_generation_ready(q.topic)]
+        rates = [rate for q in ready if (rate := self.drain_rate(q.topic, q.group)) is not None]
+        return sum(rates) if rates else None
 
     async def start(self) -> None:
         """Open the clients, read once, then keep refreshing every `BACKLOG_REFRESH_S` seconds."""

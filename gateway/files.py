@@ -26,11 +26,13 @@ from gateway.auth import SIGNED_LINKS
 from gateway.errors import error_responses
 from gateway.state import GatewayState
 from schemas import storage_keys
+from schemas.generation import CONTENT_TYPES, FILE_EXTENSIONS
 
 SERVED_PREFIXES = (storage_keys.OUTPUTS,)
 """Only results are downloadable; inputs, datasets and adapters are not served here."""
 
-_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
+_TYPES = {f".{FILE_EXTENSIONS[fmt]}": content_type for fmt, content_type in CONTENT_TYPES.items()}
+"""Content type by file extension, for stored files that carry none."""
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CHUNK = 256 * 1024
 _MAX_DIGITS = 18
@@ -124,7 +126,7 @@ class FilesController(Controller):
     async def get_file(
         self, gateway: NamedDependency[GatewayState], key: FromPath[str], request: Request[Any, Any, Any]
     ) -> Response[Any]:
-        """The stored audio with its content type (audio/wav, audio/flac, audio/mpeg).
+        """The stored audio with its content type (audio/wav, audio/flac, audio/mpeg, audio/ogg, audio/mp4).
 
         Open it with the signed `file_url` from the task's status (no headers needed until it expires) or
         with the owner's key. Local storage streams it (Content-Length, `Range` for seeking); S3 answers

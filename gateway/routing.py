@@ -21,13 +21,18 @@ def check_planner(settings: Settings, field: str) -> None:
 
 
 def route(
-    task_id: str, params: GenerationParams, settings: Settings, **submitted: Any
+    task_id: str,
+    params: GenerationParams,
+    settings: Settings,
+    *,
+    intake: str = topics.GENERATION_REQUESTS,
+    **submitted: Any,
 ) -> tuple[str, GenerationRequested | PlanningRequested]:
-    """(topic, event): LM work (`thinking`, `use_cot_*`) without given `audio_codes` → the planning topic;
-    anything else → the generation topic. `submitted`: the `SubmittedRequest` fields (owner, priority,
-    request hash, webhook)."""
+    """(topic, event): LM work (`thinking`, `use_cot_*`) without given `audio_codes` → the planning topic (the
+    planner forwards it to the intake of the pool `params.model` names); anything else → `intake`, the model
+    pool's generation intake. `submitted`: the `SubmittedRequest` fields (owner, priority, request hash, webhook)."""
     if params.needs_lm():
         check_planner(settings, "thinking" if params.thinking else "use_cot_metas")
         planned = PlanningRequested(task_id=task_id, mode=PlanMode.GENERATE, params=params, **submitted)
         return topics.PLANNING_REQUESTS, planned
-    return topics.GENERATION_REQUESTS, GenerationRequested(task_id=task_id, params=params, **submitted)
+    return intake, GenerationRequested(task_id=task_id, params=params, **submitted)

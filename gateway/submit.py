@@ -28,9 +28,11 @@ from gateway.errors import FieldError, error_responses
 from gateway.inputs import check_audio, check_input_key, check_webhook, decode_base64, store_input
 from gateway.limits import generation_cost
 from gateway.loras import check_lora_id
+from gateway.models import farm_pools
 from gateway.routing import route
 from gateway.state import GatewayState
-from gateway.task_types import accepted_task_types, check_task_type
+from gateway.task_types import choose_pool
+from gateway.workers import WorkerTable
 from schemas import storage_keys
 from schemas.generation import GenerateRequest
 from schemas.status import TaskAccepted, TaskKind, TaskState, TaskStatus
@@ -122,6 +124,7 @@ class GenerationController(Controller):
         self,
         gateway: NamedDependency[GatewayState],
         principal: NamedDependency[Principal],
+        workers: NamedDependency[WorkerTable],
         data: JSONBody[GenerateRequest],
         idempotency_key: Annotated[
             str | None,
@@ -136,7 +139,8 @@ class GenerationController(Controller):
     ) -> Response[TaskAccepted]:
         """Validate the request, store inline audio under `inputs/{task_id}/`, queue the job; 202 with its id.
 
-        Every bad field answers 400 naming the field and what to fix (413 for audio over the size limit).
+        Every bad field answers 400 naming the field and what to fix (413 for audio over the size limit); a
+        `model` nobody serves, or a task type its model cannot do, answers 400 listing what is available.
         The job belongs to the caller: only its owner (or an admin) sees, follows or cancels it.
         The key's limits are checked before anything is stored or queued: a `priority` the key does not
         allow is 403, a cost (duration × batch_size × inference_steps) over its ceiling 400, too many
@@ -158,19 +162,23 @@ class GenerationController(Controller):
                 detail=f"a request with this {IDEMPOTENCY_HEADER} is still being processed; retry in a moment",
             )
         settings = gateway.settings
-        check_task_type(data.task_type, accepted_task_types(settings), str(settings.model_path or settings.model_id))
+        pool = choose_pool(farm_pools(workers, settings), data.model, data.task_type)
         await check_webhook(data.webhook, settings)
-        await check_lora_id(gateway.storage, data.lora_id, principal)
+        for lora in data.loras:
+            await check_lora_id(gateway.storage, lora.lora_id, principal)
         cost = generation_cost(data.duration, data.batch_size, data.inference_steps)
         gateway.in_flight.add(task_id)
         try:
             with admission.admit_job(principal, cost, data.priority):
                 keys = await _stored_inputs(gateway, principal, data, task_id)
                 params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
+                if pool.key is not None and params.model != pool.name:  # routed by task type: say where
+                    params = params.model_copy(update={"model": pool.name})
                 topic, event = route(
                     task_id,
                     params,
                     settings,
+                    intake=pool.intake,
                     owner=principal.owner,
                     priority=data.priority,
                     request_hash=body_hash,
@@ -188,5 +196,6 @@ class GenerationController(Controller):
             owner=principal.owner,
             task_type=params.task_type.value,
             duration=params.duration,
+            model=pool.name,
         )
         return _accepted(task_id, TaskState.PENDING, params.lora_id, replayed=False)

@@ -1,27 +1,38 @@
-"""Which task types the gateway accepts: rejecting up front what the configured model cannot do."""
+"""Which model pool runs a request: refusing up front a model nobody serves or a task type its model cannot do."""
 
 from __future__ import annotations
 
-from acefarm.infra.settings import Settings
+from acefarm.infra.pools import ModelPool
 from gateway.errors import FieldError
-from schemas.generation import STEM_TASKS, TaskType
+from schemas.generation import TaskType
 
 
-def accepted_task_types(settings: Settings) -> frozenset[TaskType]:
-    """TASK_TYPES as a set; `auto` drops the stem tasks for a turbo MODEL_ID (the default weights)."""
-    if settings.task_types.strip().lower() != "auto":
-        names = [name.strip() for name in settings.task_types.split(",") if name.strip()]
-        return frozenset(TaskType(name) for name in names)
-    if settings.model_path is None and "turbo" in settings.model_id.lower():
-        return frozenset(TaskType) - STEM_TASKS
-    return frozenset(TaskType)
+def describe_pools(pools: list[ModelPool]) -> str:
+    """`name (task, task, ...)` for each pool, the default first: what an error offers instead."""
+    return "; ".join(f"'{pool.name}' ({', '.join(sorted(t.value for t in pool.task_types))})" for pool in pools)
 
 
-def check_task_type(task_type: TaskType, accepted: frozenset[TaskType], model: str) -> None:
-    """400 naming the field when `task_type` is not available on the configured model."""
-    if task_type not in accepted:
-        choices = ", ".join(sorted(t.value for t in accepted))
-        raise FieldError(
-            "task_type",
-            f"'{task_type.value}' is not available with the configured model ({model}); use one of: {choices}",
-        )
+def choose_pool(pools: list[ModelPool], model: str | None, task_type: TaskType) -> ModelPool:
+    """The pool that runs a request: the named one; without a name the default pool, or the first pool that
+    can do a task the default cannot (stem tasks reach a base-model pool). `pools`: the default (if any) first.
+
+    Raises `FieldError` (400) on `model` for a model nobody serves, on `task_type` for a task its model
+    (or, unnamed, every model) cannot do; the message lists the models and their task types.
+    """
+    if model is not None:
+        pool = next((p for p in pools if p.name == model), None)
+        if pool is None:
+            raise FieldError("model", f"no pool serves the model {model!r}; available: {describe_pools(pools)}")
+        if task_type not in pool.task_types:
+            raise FieldError("task_type", _unavailable(task_type, pools, f"with the model {model!r}"))
+        return pool
+    capable = sorted((pool for pool in pools if task_type in pool.task_types), key=lambda pool: not pool.default)
+    if not capable:
+        raise FieldError("task_type", _unavailable(task_type, pools, "on this farm"))
+    return capable[0]
+
+
+def _unavailable(task_type: TaskType, pools: list[ModelPool], where: str) -> str:
+    capable = [pool.name for pool in pools if task_type in pool.task_types]
+    hint = f"use model {' or '.join(repr(name) for name in capable)}" if capable else "no model here does it"
+    return f"'{task_type.value}' is not available {where} ({hint}); models: {describe_pools(pools)}"

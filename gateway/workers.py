@@ -1,4 +1,5 @@
-"""Which workers are alive: the heartbeats on `acefarm.workers`, followed live, and `GET /workers`."""
+"""Which workers are alive: the heartbeats on `acefarm.workers`, followed live, and `GET /workers`; the model
+pools the alive GPU consumers serve."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from litestar.di import NamedDependency
 
 from acefarm.infra.compacted import CompactedReader
 from acefarm.infra.metrics import WORKERS_ALIVE
+from acefarm.infra.pools import ModelPool
 from acefarm.infra.settings import Settings
 from schemas import topics
 from schemas.events import utcnow
+from schemas.generation import TaskType
 from schemas.workers import ALIVE_INTERVALS, WorkerHeartbeat
 
 WORKERS_KEY = "workers"
@@ -62,6 +65,21 @@ class WorkerTable:
     def joined(self, kind: str, now: datetime | None = None) -> int:
         """How many alive workers of `kind` have joined their consumer group."""
         return sum(1 for b in self.alive(now) if b.kind == kind and b.joined)
+
+    def pools(self, now: datetime | None = None) -> list[ModelPool]:
+        """The model pools alive workers announce (their task types merged), the default pool first, then by
+        name; empty while no worker of any pool is alive."""
+        tasks: dict[str, set[TaskType]] = {}
+        default: set[str] = set()
+        known = {task.value for task in TaskType}
+        for beat in self.alive(now):
+            if beat.pool is None:
+                continue
+            tasks.setdefault(beat.pool, set()).update(TaskType(t) for t in beat.task_types if t in known)
+            if beat.default_pool:
+                default.add(beat.pool)
+        pools = [ModelPool(name, frozenset(types), default=name in default) for name, types in tasks.items()]
+        return sorted(pools, key=lambda pool: (not pool.default, pool.name))
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         name = (key or b"").decode()

@@ -10,7 +10,7 @@ from acefarm.infra.audio import AudioInputError, decode_audio, encode_audio
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
 from gpu_consumer.engine.base import InvalidInput, Take
-from schemas.generation import CONTENT_TYPES, AudioFormat, GenerationParams
+from schemas.generation import CONTENT_TYPES, FILE_EXTENSIONS, AudioFormat, GenerationParams
 from schemas.status import StoredFile
 from schemas.storage_keys import output_key
 
@@ -53,7 +53,7 @@ async def store_takes(storage: Storage, task_id: str, takes: list[Take], fmt: Au
         if audio.ndim == 1:
             audio = audio[np.newaxis, :]
         data = await asyncio.to_thread(encode_audio, audio, take.sample_rate, fmt)
-        info = await storage.put_bytes(output_key(task_id, n, fmt.value), data, content_type)
+        info = await storage.put_bytes(output_key(task_id, n, FILE_EXTENSIONS[fmt]), data, content_type)
         files.append(
             StoredFile(
                 key=info.key,

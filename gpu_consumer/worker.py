@@ -6,20 +6,27 @@ does: fetch the inputs, run the engine in a worker thread, store the takes.
 
 from __future__ import annotations
 
+import secrets
 import time
+from pathlib import Path
 
 from acefarm.infra.logging import get_logger
 from acefarm.infra.metrics import AUDIO_SECONDS, TAKES
+from acefarm.infra.pools import pool_key, worker_pool
 from acefarm.infra.settings import Settings
+from acefarm.runtime.identity import Capabilities
 from acefarm.runtime.lifecycle import FAILURE_REASONS, Cancelled, Failed, FinalEvent, JobContext, JobWorker, Verdict
 from acefarm.runtime.progress import Eta, ProgressEta, Report
 from acefarm.runtime.service import WorkerKind
 from acefarm.runtime.watchdog import job_deadline_s
 from gpu_consumer.audio_io import load_inputs, store_takes
-from gpu_consumer.engine.base import Engine, EngineError, Job, JobCancelled
+from gpu_consumer.engine.base import Engine, EngineError, Job, JobCancelled, UnsupportedTask
 from gpu_consumer.gpu_metrics import register_gpu_metrics
+from gpu_consumer.stage_clock import StageClock
 from schemas import topics
-from schemas.events import GenerationRequested
+from schemas.events import GenerationRequested, utcnow
+from schemas.generation import GenerationParams
+from schemas.results import GenerationUsed, ModelUsed, lm_fields, used_metadata
 from schemas.status import Stage
 
 log = get_logger(__name__)
@@ -30,17 +37,30 @@ class GenerationWorker(JobWorker[GenerationRequested]):
 
     request_type = GenerationRequested
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, model: ModelUsed) -> None:
         self._engine = engine
+        self._model = model
 
     async def run(self, request: GenerationRequested, ctx: JobContext) -> FinalEvent:
-        """Fetch the inputs, generate in a worker thread, store the takes; `TaskSucceeded` lists them."""
-        params = request.params
+        """Fetch the inputs, generate in a worker thread, store the takes; `TaskSucceeded` lists them with
+        what the job used (`used`: seeds, metadata with sources, model, LoRAs, stage timings) and, for a planned
+        job, what the LM decided (`result`)."""
+        queue_s = (utcnow() - request.occurred_at).total_seconds()
+        clock = StageClock()
+        params = with_seed(request.params)
+        if params.model is not None and params.model != self._model.name:
+            raise UnsupportedTask(
+                f"the job asks for the model '{params.model}' but reached the pool '{self._model.name}'; "
+                f"publish it to {topics.generation_requests(pool_key(params.model, ctx.settings))} "
+                "(or send it through the gateway)"
+            )
         if params.src_audio_key or params.reference_audio_key:
+            clock.enter(Stage.LOADING)
             ctx.report_now(_report(Stage.LOADING, 0.0))
         src, ref = await load_inputs(ctx.storage, params, ctx.settings)
 
         def report(stage: Stage, share: float, step: int | None = None, total: int | None = None) -> None:
+            clock.enter(stage)
             ctx.report(_report(stage, share, step, total))
 
         job = Job(
@@ -55,11 +75,20 @@ class GenerationWorker(JobWorker[GenerationRequested]):
         takes = await ctx.in_thread(lambda: self._engine.generate(job), name="engine")
         if ctx.is_cancelled():
             raise JobCancelled
+        clock.enter(Stage.UPLOADING)
         ctx.report_now(_report(Stage.UPLOADING, 1.0))
         files = await store_takes(ctx.storage, request.task_id, takes, params.audio_format)
         TAKES.inc(len(files))
         AUDIO_SECONDS.inc(sum(f.duration_s or 0.0 for f in files))
-        return ctx.succeeded(files=files, result=request.plan)
+        seed = params.seed or 0
+        used = GenerationUsed(
+            seeds=[seed + index for index in range(len(takes))],
+            metadata=used_metadata(params, lm_fields(request.plan)),
+            model=self._model,
+            loras=params.loras,
+            timings=clock.stop(queue_s),
+        )
+        return ctx.succeeded(files=files, result=request.plan, used=used)
 
     def classify(self, error: Exception) -> Verdict | None:
         """`JobCancelled` → cancelled; `EngineError` → failed with its reason (unknown ones: `engine_error`)."""
@@ -79,6 +108,31 @@ class GenerationWorker(JobWorker[GenerationRequested]):
         params = request.params
         units = params.duration * params.batch_size * params.inference_steps
         return job_deadline_s(settings, units, settings.generation_deadline_per_unit_s)
+
+
+def with_seed(params: GenerationParams) -> GenerationParams:
+    """`params` with a random seed when none was given: take i of a job uses seed + i, reported in its result."""
+    if params.seed is not None:
+        return params
+    return params.model_copy(update={"seed": secrets.randbelow(2**32)})
+
+
+def model_used(engine: Engine, settings: Settings) -> ModelUsed:
+    """The model a consumer serves: its pool (`MODEL_NAME`), engine, and `MODEL_PATH`'s name or `MODEL_ID`."""
+    if settings.model_path is not None:
+        return ModelUsed(name=worker_pool(settings), engine=engine.name, id=Path(settings.model_path).name)
+    return ModelUsed(
+        name=worker_pool(settings), engine=engine.name, id=settings.model_id, revision=settings.model_revision
+    )
+
+
+def engine_capabilities(engine: Engine) -> Capabilities:
+    """The task types the loaded checkpoint runs and its device."""
+    device = engine.info().get("device")
+    return Capabilities(
+        task_types=tuple(sorted(task.value for task in engine.supported_tasks)),
+        device=str(device) if device else None,
+    )
 
 
 def load_engine_timed(settings: Settings) -> Engine:
@@ -108,7 +162,9 @@ GPU_CONSUMER = WorkerKind(
     topic=topics.GENERATION_READY,
     group_id=topics.GPU_WORKERS_GROUP,
     load=load_engine_timed,
-    make_job=lambda engine, settings: GenerationWorker(engine),
+    make_job=lambda engine, settings: GenerationWorker(engine, model_used(engine, settings)),
     grace_s=30.0,
+    pool_topics=lambda pool: (topics.generation_ready(pool), topics.gpu_workers_group(pool)),
+    capabilities=engine_capabilities,
 )
-"""`acefarm gpu-consumer`: one process per GPU, one job at a time (docs/consumer.md)."""
+"""`acefarm gpu-consumer`: one process per GPU, one job at a time, serving one model pool (docs/consumer.md)."""

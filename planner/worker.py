@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from acefarm.infra.audio import AudioInputError, decode_audio
 from acefarm.infra.logging import get_logger
+from acefarm.infra.pools import pool_key
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
 from acefarm.model.lm.audio_codes import AudioCoder, NoAudioTokenizer
@@ -74,9 +75,10 @@ class PlanningWorker(JobWorker[PlanningRequested]):
 
     request_type = PlanningRequested
 
-    def __init__(self, loaded: LoadedLm) -> None:
+    def __init__(self, loaded: LoadedLm, settings: Settings) -> None:
         self._lm = loaded.lm
         self._coder = loaded.coder
+        self._settings = settings
 
     async def run(self, request: PlanningRequested, ctx: JobContext) -> Outcome:
         """Plan, sample, format or understand; forward the planned generation or succeed with the result."""
@@ -161,7 +163,7 @@ class PlanningWorker(JobWorker[PlanningRequested]):
         # Stored before it is published: a redelivery republishes this very request (`replay`).
         await ctx.storage.put_bytes(forward_key(request.task_id), event.to_bytes(), "application/json")
         ctx.report_now(Report(Stage.PLANNING, 1.0, message="planned: forwarded to the DiT"))
-        return Forward(topics.GENERATION_REQUESTS, event)
+        return Forward(intake_of(event, ctx.settings), event)
 
     async def _understand(self, request: PlanningRequested, ctx: JobContext) -> Outcome:
         assert request.understand is not None
@@ -237,7 +239,13 @@ class PlanningWorker(JobWorker[PlanningRequested]):
             event = parse_event(raw)
         except ValidationError:
             return None
-        return Forward(topics.GENERATION_REQUESTS, event) if isinstance(event, GenerationRequested) else None
+        return Forward(intake_of(event, self._settings), event) if isinstance(event, GenerationRequested) else None
+
+
+def intake_of(event: GenerationRequested, settings: Settings) -> str:
+    """The generation intake a planned request goes to: that of the model pool its `model` names (the gateway
+    names a pool whenever it routed to one other than the default)."""
+    return topics.generation_requests(pool_key(event.params.model, settings))
 
 
 def load_planner(settings: Settings) -> LoadedLm:
@@ -253,7 +261,7 @@ PLANNER = WorkerKind(
     topic=topics.PLANNING_REQUESTS,
     group_id=topics.PLANNERS_GROUP,
     load=load_planner,
-    make_job=lambda loaded, settings: PlanningWorker(loaded),
+    make_job=PlanningWorker,
     grace_s=20.0,
 )
 """`acefarm planner`: one process per LM GPU, one LM job at a time (docs/planner.md)."""

@@ -1,6 +1,7 @@
-"""How much room the ready topic has: admitted jobs not yet finished, against the GPU consumers alive.
+"""How much room a model pool's ready topic has: admitted jobs not yet finished, against its GPU consumers alive.
 
-backlog = Σ over ready partitions (log-end offset − the `gpu-workers` group's committed offset). GPU
+One gauge per pool: its ready topic (`acefarm.generation.ready[.<pool>]`) and its group (`gpu-workers[.<pool>]`).
+backlog = Σ over ready partitions (log-end offset − the pool's group's committed offset). GPU
 consumers commit after a job's final event, so the backlog counts running jobs too. Measured only while
 jobs wait in the scheduler (never on a timer when idle); between measurements each admission adds one.
 
@@ -25,14 +26,16 @@ MIN_REFRESH_S = 0.01
 
 
 class ReadyGauge:
-    """The ready topic's backlog and the live `gpu-workers` members; `room()` says how many may be admitted."""
+    """A pool's ready topic's backlog and its group's live members; `room()` says how many may be admitted."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, pool: str | None = None) -> None:
+        self.topic = topics.generation_ready(pool)
+        self.group = topics.gpu_workers_group(pool)
         self._depth = settings.scheduler_ready_depth
         self._max_interval_s = settings.scheduler_refresh_ms / 1000
         self._interval_s = self._max_interval_s
-        # A member of no group: it only reads the gpu-workers group's committed offsets (it never commits).
-        self._observer: AIOKafkaConsumer = make_consumer(settings, group_id=topics.GPU_WORKERS_GROUP)
+        # A member of no group: it only reads the pool's group's committed offsets (it never commits).
+        self._observer: AIOKafkaConsumer = make_consumer(settings, group_id=self.group)
         self._admin = AIOKafkaAdminClient(**client_options(settings))
         self.partitions: list[TopicPartition] = []
         """The ready topic's partitions."""
@@ -90,12 +93,12 @@ class ReadyGauge:
         self.backlog += 1
 
     async def _load_partitions(self) -> None:
-        described = await self._admin.describe_topics([topics.GENERATION_READY])
+        described = await self._admin.describe_topics([self.topic])
         found = sorted(p["partition"] for topic in described if topic["error_code"] == 0 for p in topic["partitions"])
         if not found:
-            raise RuntimeError(f"topic {topics.GENERATION_READY} has no partitions: was it created?")
-        self.partitions = [TopicPartition(topics.GENERATION_READY, p) for p in found]
+            raise RuntimeError(f"topic {self.topic} has no partitions: was it created?")
+        self.partitions = [TopicPartition(self.topic, p) for p in found]
 
     async def _members(self) -> int:
-        responses = await self._admin.describe_consumer_groups([topics.GPU_WORKERS_GROUP])
+        responses = await self._admin.describe_consumer_groups([self.group])
         return sum(len(group[5]) for response in responses for group in response.groups if group[0] == 0)

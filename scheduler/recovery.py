@@ -16,7 +16,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from acefarm.infra.kafka import make_consumer
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
-from schemas import topics
 
 log = get_logger(__name__)
 
@@ -45,25 +44,26 @@ def parse_intake_header(headers: tuple[tuple[str, bytes], ...] | list[tuple[str,
 
 
 async def already_admitted(
-    settings: Settings, positions: dict[int, int], ready: list[TopicPartition]
+    settings: Settings, intake: str, positions: dict[int, int], ready: list[TopicPartition]
 ) -> set[tuple[int, int]]:
-    """Intake positions at or after each partition's commit position (`positions`) named in the `ready` partitions."""
+    """Positions on the `intake` topic at or after each partition's commit position (`positions`) named in the
+    `ready` partitions (the ready topic of the same model pool)."""
     if not positions:
         return set()
     reader = make_consumer(settings, group_id=None)
     await reader.start()
     try:
-        oldest_ms = await _oldest_timestamp(reader, positions)
+        oldest_ms = await _oldest_timestamp(reader, intake, positions)
         found = set() if oldest_ms is None else await _scan_ready(reader, ready, oldest_ms - CLOCK_SKEW_MS, positions)
     finally:
         await reader.stop()
-    log.info("scheduler.recovered", commit_positions=positions, already_admitted=len(found))
+    log.info("scheduler.recovered", topic=intake, commit_positions=positions, already_admitted=len(found))
     return found
 
 
-async def _oldest_timestamp(reader: AIOKafkaConsumer, positions: dict[int, int]) -> int | None:
+async def _oldest_timestamp(reader: AIOKafkaConsumer, intake: str, positions: dict[int, int]) -> int | None:
     """Timestamp (ms) of the oldest record at a commit position; None when every partition is fully settled."""
-    wanted = {TopicPartition(topics.GENERATION_REQUESTS, p): offset for p, offset in positions.items()}
+    wanted = {TopicPartition(intake, p): offset for p, offset in positions.items()}
     ends = await reader.end_offsets(list(wanted))
     open_ = {tp: offset for tp, offset in wanted.items() if offset < ends[tp]}
     if not open_:

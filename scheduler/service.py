@@ -1,8 +1,10 @@
 """The scheduler process: intake topic → fair queue in memory → ready topic, only while the GPUs need work.
 
-One loop: fetch intake records (validated; malformed ones dead-lettered), queue them in lanes
-(owner, priority), admit in fair order while the ready topic is shallow, commit the intake's settled
-prefix, publish a queue snapshot when it changed. With nothing waiting it only waits for records.
+Each model pool has its own intake (`acefarm.generation.requests[.<pool>]`), fair queue, ready gauge and
+ready topic (`acefarm.generation.ready[.<pool>]`). One loop: fetch intake records (validated; malformed
+ones dead-lettered), queue them in their pool's lanes (owner, priority), admit in fair order while the
+pool's ready topic is shallow, commit the intakes' settled prefixes, publish a pool's queue snapshot when
+it changed. With nothing waiting it only waits for records.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from aiokafka.errors import KafkaError
 from acefarm.infra.kafka import ensure_topics, make_consumer, make_producer
 from acefarm.infra.logging import configure_logging, get_logger
 from acefarm.infra.metrics import ADMISSIONS, WAITING, serving_metrics
+from acefarm.infra.pools import pool_keys
 from acefarm.infra.settings import Settings
 from acefarm.runtime.events import parse_request
 from scheduler.fair_queue import FairQueue
@@ -30,7 +33,7 @@ from scheduler.ledger import OffsetLedger
 from scheduler.recovery import INTAKE_HEADER, already_admitted, intake_header
 from schemas import topics
 from schemas.events import GenerationRequested
-from schemas.queues import LaneSnapshot, QueuedTask, QueueSnapshot
+from schemas.queues import LaneSnapshot, QueuedTask, QueueSnapshot, snapshot_key
 from schemas.tenancy import ANONYMOUS, Priority
 
 log = get_logger(__name__)
@@ -87,27 +90,48 @@ class AdmissionRate:
         return (len(self._times) - 1) / max(time.monotonic() - self._times[0], 1e-3)
 
 
+class PoolQueue:
+    """One model pool's fair queue: its intake and ready topics, its ready gauge, and its intake offsets."""
+
+    def __init__(self, settings: Settings, pool: str | None, gauge: ReadyGauge) -> None:
+        self.pool = pool
+        self.intake = topics.generation_requests(pool)
+        self.ready = topics.generation_ready(pool)
+        self.queue: FairQueue[Waiting] = FairQueue(weights(settings))
+        self.gauge = gauge
+        self.ledger = OffsetLedger()
+        self.skip: set[tuple[int, int]] = set()
+        self.committed: dict[int, int] = {}
+        self.rate = AdmissionRate()
+        self.dirty = True
+        self.published_at = float("-inf")
+        self.paused = False
+
+
 class Scheduler:
-    """The fair queue between the intake and the ready topic, for the intake partitions this instance holds."""
+    """The fair queues between each model pool's intake and its ready topic, for the intake partitions this
+    instance holds: one `PoolQueue` (fair queue, ready gauge, offsets) per pool."""
 
     def __init__(
-        self, settings: Settings, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, gauge: ReadyGauge
+        self,
+        settings: Settings,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        gauges: dict[str | None, ReadyGauge],
     ) -> None:
         self.name = scheduler_name(settings)
-        self.queue: FairQueue[Waiting] = FairQueue(weights(settings))
+        self.pools = {queue.intake: queue for queue in (PoolQueue(settings, p, g) for p, g in gauges.items())}
+        """Each pool's queue by its intake topic."""
         self._settings = settings
         self._consumer = consumer
         self._producer = producer
-        self._gauge = gauge
-        self._ledger = OffsetLedger()
-        self._skip: set[tuple[int, int]] = set()
-        self._committed: dict[int, int] = {}
-        self._rate = AdmissionRate()
-        self._dirty = True
-        self._published_at = float("-inf")
-        self._paused = False
         self._recovering = 0
         """Rebalance recoveries in progress: nothing is admitted while one runs."""
+
+    @property
+    def waiting(self) -> int:
+        """Jobs waiting in every pool's queue."""
+        return sum(len(pool.queue) for pool in self.pools.values())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Schedule until `stop` is set."""
@@ -121,28 +145,36 @@ class Scheduler:
                     with contextlib.suppress(asyncio.CancelledError):
                         await fetch
                     break
-                for records in fetch.result().values():
+                for tp, records in fetch.result().items():
                     for record in records:
-                        await self._take(record)
-                await self._admit()
+                        await self._take(self.pools[tp.topic], record)
+                for pool in self.pools.values():
+                    await self._admit(pool)
                 await self.commit()
-                await self._publish_snapshot()
-                self._backpressure()
+                for pool in self.pools.values():
+                    await self._publish_snapshot(pool)
+                    self._backpressure(pool)
         finally:
             stopping.cancel()
 
     async def partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Commit what is settled on `revoked`, then drop their waiting jobs (the next owner re-reads them)."""
         await self.commit()
-        gone = {tp.partition for tp in revoked if tp.topic == topics.GENERATION_REQUESTS}
-        dropped = len(self.queue.remove_if(lambda item: item.partition in gone))
+        for pool in self.pools.values():
+            gone = {tp.partition for tp in revoked if tp.topic == pool.intake}
+            if gone:
+                self._drop(pool, gone)
+
+    def _drop(self, pool: PoolQueue, gone: set[int]) -> None:
+        """Forget a pool's revoked intake partitions and their waiting jobs."""
+        dropped = len(pool.queue.remove_if(lambda item: item.partition in gone))
         for partition in gone:
-            self._ledger.forget(partition)
-            self._committed.pop(partition, None)
-        self._skip = {position for position in self._skip if position[0] not in gone}
-        self._paused = False
-        self._dirty = True
-        log.info("scheduler.partitions_revoked", partitions=sorted(gone), dropped=dropped)
+            pool.ledger.forget(partition)
+            pool.committed.pop(partition, None)
+        pool.skip = {position for position in pool.skip if position[0] not in gone}
+        pool.paused = False
+        pool.dirty = True
+        log.info("scheduler.partitions_revoked", topic=pool.intake, partitions=sorted(gone), dropped=dropped)
 
     async def partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         """Find the records of `assigned` that an earlier owner admitted but did not commit, to skip them.
@@ -150,105 +182,124 @@ class Scheduler:
         The partitions stay paused and nothing is admitted meanwhile; records fetched before the pause
         that turn out to be admitted already are taken back out of the queue.
         """
-        intake = [tp for tp in assigned if tp.topic == topics.GENERATION_REQUESTS]
+        intake = [tp for tp in assigned if tp.topic in self.pools]
         self._recovering += 1
         if intake:
             self._consumer.pause(*intake)
         try:
-            positions: dict[int, int] = {}
-            for tp in intake:
-                committed = await self._consumer.committed(tp)
-                if committed is None:
-                    committed = (await self._consumer.beginning_offsets([tp]))[tp]
-                positions[tp.partition] = committed
-                self._committed[tp.partition] = committed
-            self._skip |= await already_admitted(self._settings, positions, self._gauge.partitions)
-            for item in self.queue.remove_if(lambda item: (item.partition, item.offset) in self._skip):
-                self._skip.discard((item.partition, item.offset))
-                self._ledger.settled(item.partition, item.offset)
+            for pool in self.pools.values():
+                await self._recover(pool, [tp for tp in intake if tp.topic == pool.intake])
         finally:
             if intake:
                 self._consumer.resume(*intake)
             self._recovering -= 1
-        self._dirty = True
-        log.info("scheduler.partitions_assigned", partitions=sorted(positions))
+
+    async def _recover(self, pool: PoolQueue, assigned: list[TopicPartition]) -> None:
+        """`partitions_assigned` for one pool's intake partitions."""
+        if not assigned:
+            return
+        positions: dict[int, int] = {}
+        for tp in assigned:
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                committed = (await self._consumer.beginning_offsets([tp]))[tp]
+            positions[tp.partition] = committed
+            pool.committed[tp.partition] = committed
+        pool.skip |= await already_admitted(self._settings, pool.intake, positions, pool.gauge.partitions)
+        for item in pool.queue.remove_if(lambda item: (item.partition, item.offset) in pool.skip):
+            pool.skip.discard((item.partition, item.offset))
+            pool.ledger.settled(item.partition, item.offset)
+        pool.dirty = True
+        log.info("scheduler.partitions_assigned", topic=pool.intake, partitions=sorted(positions))
 
     async def commit(self) -> None:
-        """Commit each partition's settled prefix where it moved."""
-        moved = {p: offset for p, offset in self._ledger.positions().items() if self._committed.get(p) != offset}
+        """Commit each intake partition's settled prefix where it moved."""
+        moved = {
+            (pool, p): offset
+            for pool in self.pools.values()
+            for p, offset in pool.ledger.positions().items()
+            if pool.committed.get(p) != offset
+        }
         if not moved:
             return
         try:
-            await self._consumer.commit({TopicPartition(topics.GENERATION_REQUESTS, p): o for p, o in moved.items()})
+            await self._consumer.commit({TopicPartition(pool.intake, p): o for (pool, p), o in moved.items()})
         except KafkaError as error:  # a rebalance took the partitions: the next owner re-reads and skips
             log.warning("scheduler.commit_failed", error=repr(error))
             return
-        self._committed.update(moved)
+        for (pool, p), offset in moved.items():
+            pool.committed[p] = offset
 
-    async def publish_tombstone(self) -> None:
-        """Remove this instance's snapshot from the compacted topic (on a clean stop)."""
-        await self._producer.send_and_wait(topics.SCHEDULER_QUEUES, None, key=self.name.encode())
+    async def publish_tombstones(self) -> None:
+        """Remove this instance's snapshots from the compacted topic (on a clean stop)."""
+        for pool in self.pools.values():
+            key = snapshot_key(self.name, pool.pool).encode()
+            await self._producer.send_and_wait(topics.SCHEDULER_QUEUES, None, key=key)
 
-    async def _take(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    async def _take(self, pool: PoolQueue, record: ConsumerRecord[bytes, bytes]) -> None:
         """Queue a valid request; settle an already-admitted or malformed (dead-lettered) one."""
-        self._ledger.seen(record.partition, record.offset)
+        pool.ledger.seen(record.partition, record.offset)
         position = (record.partition, record.offset)
-        if position in self._skip:
-            self._skip.discard(position)
-            self._ledger.settled(*position)
+        if position in pool.skip:
+            pool.skip.discard(position)
+            pool.ledger.settled(*position)
             return
         event = await parse_request(self._producer, record, GenerationRequested, self.name)
         if event is None:
-            self._ledger.settled(*position)
+            pool.ledger.settled(*position)
             return
         headers = tuple((name, value) for name, value in record.headers or () if name != INTAKE_HEADER)
         item = Waiting(event.task_id, record.partition, record.offset, record.value or b"", event.priority, headers)
-        self.queue.push(event.owner or ANONYMOUS, event.priority, item)
-        self._dirty = True
+        pool.queue.push(event.owner or ANONYMOUS, event.priority, item)
+        pool.dirty = True
 
-    async def _admit(self) -> None:
-        """Move jobs to the ready topic in fair order while it has room (not during a recovery)."""
-        if self._recovering or not len(self.queue):
+    async def _admit(self, pool: PoolQueue) -> None:
+        """Move a pool's jobs to its ready topic in fair order while it has room (not during a recovery)."""
+        if self._recovering or not len(pool.queue):
             return
-        if self._gauge.stale:
-            await self._gauge.refresh()
-        while len(self.queue) and self._gauge.room() > 0:
-            item = self.queue.pop()
+        if pool.gauge.stale:
+            await pool.gauge.refresh()
+        while len(pool.queue) and pool.gauge.room() > 0:
+            item = pool.queue.pop()
             if item is None:
                 break
             await self._producer.send_and_wait(
-                topics.GENERATION_READY,
+                pool.ready,
                 item.value,
                 key=item.task_id.encode(),
                 headers=[*item.headers, intake_header(item.partition, item.offset)],
             )
             ADMISSIONS.labels(item.priority.value).inc()
-            self._gauge.admitted()
-            self._ledger.settled(item.partition, item.offset)
-            self._rate.note()
-            self._dirty = True
-            log.debug("scheduler.admitted", task_id=item.task_id, waiting=len(self.queue))
-        WAITING.set(len(self.queue))
+            pool.gauge.admitted()
+            pool.ledger.settled(item.partition, item.offset)
+            pool.rate.note()
+            pool.dirty = True
+            log.debug("scheduler.admitted", task_id=item.task_id, topic=pool.ready, waiting=len(pool.queue))
+        WAITING.set(self.waiting)
 
     def _wait_ms(self) -> int:
         """Long when idle; the refresh interval while jobs wait; sooner when a snapshot is due."""
-        wait = self._gauge.interval_ms if len(self.queue) else IDLE_WAIT_MS
-        if self._dirty:
-            due_in = self._published_at + self._settings.scheduler_snapshot_interval_s - time.monotonic()
-            wait = min(wait, int(max(0.0, due_in) * 1000) + 1)
+        wait = IDLE_WAIT_MS
+        for pool in self.pools.values():
+            if len(pool.queue):
+                wait = min(wait, pool.gauge.interval_ms)
+            if pool.dirty:
+                due_in = pool.published_at + self._settings.scheduler_snapshot_interval_s - time.monotonic()
+                wait = min(wait, int(max(0.0, due_in) * 1000) + 1)
         return wait
 
-    async def _publish_snapshot(self) -> None:
-        """Publish the queue snapshot when it changed and the last one is old enough."""
-        if not self._dirty or time.monotonic() < self._published_at + self._settings.scheduler_snapshot_interval_s:
+    async def _publish_snapshot(self, pool: PoolQueue) -> None:
+        """Publish a pool's queue snapshot when it changed and the last one is old enough."""
+        if not pool.dirty or time.monotonic() < pool.published_at + self._settings.scheduler_snapshot_interval_s:
             return
-        snapshot = self.snapshot()
-        await self._producer.send_and_wait(topics.SCHEDULER_QUEUES, snapshot.to_bytes(), key=self.name.encode())
-        self._published_at = time.monotonic()
-        self._dirty = False
+        snapshot = self.snapshot(pool)
+        key = snapshot_key(self.name, pool.pool).encode()
+        await self._producer.send_and_wait(topics.SCHEDULER_QUEUES, snapshot.to_bytes(), key=key)
+        pool.published_at = time.monotonic()
+        pool.dirty = False
 
-    def snapshot(self) -> QueueSnapshot:
-        """What this instance holds back now, with the admissions before each listed task."""
+    def snapshot(self, pool: PoolQueue) -> QueueSnapshot:
+        """What this instance holds back now in `pool`, with the admissions before each listed task."""
         lanes = [
             LaneSnapshot(
                 owner=view.owner,
@@ -256,31 +307,32 @@ class Scheduler:
                 length=view.length,
                 head=[QueuedTask(task_id=item.task_id, ahead=ahead) for item, ahead in view.head],
             )
-            for view in self.queue.forecast(self._settings.scheduler_snapshot_top)
+            for view in pool.queue.forecast(self._settings.scheduler_snapshot_top)
         ]
         return QueueSnapshot(
             scheduler=self.name,
-            partitions=sorted(tp.partition for tp in self._consumer.assignment()),
-            waiting=len(self.queue),
+            pool=pool.pool,
+            partitions=sorted(tp.partition for tp in self._consumer.assignment() if tp.topic == pool.intake),
+            waiting=len(pool.queue),
             lanes=lanes,
-            ready_backlog=self._gauge.backlog,
-            consumers=self._gauge.consumers,
-            admitted_per_s=round(self._rate.per_s(), 3),
+            ready_backlog=pool.gauge.backlog,
+            consumers=pool.gauge.consumers,
+            admitted_per_s=round(pool.rate.per_s(), 3),
         )
 
-    def _backpressure(self) -> None:
-        """Stop fetching while SCHEDULER_MAX_WAITING jobs wait; resume below it."""
-        full = len(self.queue) >= self._settings.scheduler_max_waiting
-        assigned = self._consumer.assignment()
-        if full and not self._paused and assigned:
+    def _backpressure(self, pool: PoolQueue) -> None:
+        """Stop fetching a pool's intake while SCHEDULER_MAX_WAITING of its jobs wait; resume below it."""
+        full = len(pool.queue) >= self._settings.scheduler_max_waiting
+        assigned = [tp for tp in self._consumer.assignment() if tp.topic == pool.intake]
+        if full and not pool.paused and assigned:
             self._consumer.pause(*assigned)
-            self._paused = True
-            log.warning("scheduler.intake_paused", waiting=len(self.queue))
-        elif not full and self._paused:
+            pool.paused = True
+            log.warning("scheduler.intake_paused", topic=pool.intake, waiting=len(pool.queue))
+        elif not full and pool.paused:
             if assigned:
                 self._consumer.resume(*assigned)
-            self._paused = False
-            log.info("scheduler.intake_resumed", waiting=len(self.queue))
+            pool.paused = False
+            log.info("scheduler.intake_resumed", topic=pool.intake, waiting=len(pool.queue))
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -303,7 +355,8 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Join the schedulers' group on the intake topic and schedule until SIGTERM/SIGINT (or `stop`)."""
+    """Join the schedulers' group on every model pool's intake topic (`acefarm.infra.pools.pool_keys`) and
+    schedule until SIGTERM/SIGINT (or `stop`)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -311,19 +364,25 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     await ensure_topics(settings)
     producer = make_producer(settings)
     consumer = make_consumer(settings, group_id=topics.SCHEDULERS_GROUP)
-    gauge = ReadyGauge(settings)
-    scheduler = Scheduler(settings, consumer, producer, gauge)
-    consumer.subscribe([topics.GENERATION_REQUESTS], listener=_Rebalance(scheduler))
+    gauges = {pool: ReadyGauge(settings, pool) for pool in pool_keys(settings)}
+    scheduler = Scheduler(settings, consumer, producer, gauges)
+    consumer.subscribe(list(scheduler.pools), listener=_Rebalance(scheduler))
     await producer.start()
     try:
-        await gauge.start()
+        for gauge in gauges.values():
+            await gauge.start()
         await consumer.start()
-        log.info("scheduler.ready", scheduler=scheduler.name, weights={str(k): v for k, v in weights(settings).items()})
+        log.info(
+            "scheduler.ready",
+            scheduler=scheduler.name,
+            intake=list(scheduler.pools),
+            weights={str(k): v for k, v in weights(settings).items()},
+        )
         await scheduler.run(stop)
         await scheduler.commit()
-        await scheduler.publish_tombstone()
+        await scheduler.publish_tombstones()
     finally:
-        for close in (consumer.stop, gauge.stop, producer.stop):
+        for close in (consumer.stop, *(gauge.stop for gauge in gauges.values()), producer.stop):
             with contextlib.suppress(Exception):
                 await close()
         log.info("scheduler.stopped", scheduler=scheduler.name)

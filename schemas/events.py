@@ -16,6 +16,7 @@ from schemas import topics
 from schemas.generation import GenerationParams
 from schemas.ids import LORA_ID_PATTERN, OWNER_PATTERN, TASK_ID_PATTERN
 from schemas.planning import FormatInput, LmResult, PlanMode, SampleInput, UnderstandInput
+from schemas.results import GenerationUsed
 from schemas.status import Stage, StoredFile, TaskStatus
 from schemas.tenancy import Priority
 from schemas.training import TrainingOptions
@@ -182,6 +183,9 @@ class TaskSucceeded(Envelope):
     lora_id: Annotated[str, Field(max_length=64)] | None = None
     loss: float | None = None
     result: LmResult | None = None
+    used: GenerationUsed | None = Field(
+        default=None, description="Generation jobs: the seeds, metadata, model, LoRAs and timings used."
+    )
 
 
 class TaskFailed(Envelope):
@@ -334,7 +338,18 @@ EVENTS_BY_TOPIC: dict[str, tuple[type[Envelope], ...]] = {
     topics.TASK_STATUS: (TaskStatusRecord,),
     topics.DEAD_LETTER: (DeadLetter,),
 }
-"""The event types each topic may carry: the one list every producer, consumer and test reads."""
+"""The event types each topic may carry: the one list every producer, consumer and test reads (a named model
+pool's intake carries what `GENERATION_REQUESTS` does: `events_for_topic`)."""
+
+
+def events_for_topic(topic: str) -> tuple[type[Envelope], ...]:
+    """The event types `topic` may carry: `EVENTS_BY_TOPIC`, with every model pool's intake and ready topic
+    as the default pool's."""
+    if topics.is_generation_requests(topic):
+        return EVENTS_BY_TOPIC[topics.GENERATION_REQUESTS]
+    if topics.is_generation_ready(topic):
+        return EVENTS_BY_TOPIC[topics.GENERATION_READY]
+    return EVENTS_BY_TOPIC.get(topic, ())
 
 
 def parse_event(raw: bytes | str) -> AnyEvent:
@@ -354,7 +369,7 @@ class InvalidRecord(ValueError):
 def validate_record(topic: str, key: bytes | None, value: bytes | None) -> AnyEvent:
     """The one rule for a valid record, applied by every consumer (streams fold, scheduler, workers).
 
-    The value must parse as an event, its type must belong on `topic` (`EVENTS_BY_TOPIC`) and the
+    The value must parse as an event, its type must belong on `topic` (`events_for_topic`) and the
     record key must equal its task id. Raises `InvalidRecord` saying which rule failed.
     """
     if not value:
@@ -364,7 +379,7 @@ def validate_record(topic: str, key: bytes | None, value: bytes | None) -> AnyEv
     except ValidationError as error:
         parts = [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in error.errors()[:10]]
         raise InvalidRecord("invalid event: " + "; ".join(parts)) from None
-    allowed = EVENTS_BY_TOPIC.get(topic, ())
+    allowed = events_for_topic(topic)
     if not isinstance(event, allowed):
         names = ", ".join(str(kind.model_fields["type"].default) for kind in allowed) or "no"
         raise InvalidRecord(f"event type {event.type!r} does not belong on topic {topic!r} (expected a {names} event)")

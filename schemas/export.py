@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from schemas.events import EVENT_MODELS
 from schemas.generation import GenerateRequest
 from schemas.keys import ApiKeyRecord
+from schemas.pools import ModelList
 from schemas.queues import QueueSnapshot
 from schemas.status import TaskAccepted, TaskList, TaskStatusResponse, WebhookPayload
 from schemas.training import LoraManifest, TrainingOptions
@@ -27,6 +28,7 @@ API_MODELS: tuple[type[BaseModel], ...] = (
     LoraManifest,
     QueueSnapshot,
     WebhookPayload,
+    ModelList,
 )
 
 RECORD_MODELS: tuple[type[BaseModel], ...] = (ApiKeyRecord, WorkerHeartbeat)

@@ -6,9 +6,9 @@ import re
 from enum import StrEnum
 from typing import Annotated, Self
 
-from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from schemas.ids import LORA_ID_PATTERN
+from schemas.ids import LORA_ID_PATTERN, MODEL_NAME_PATTERN
 from schemas.planning import LmOptions
 from schemas.tenancy import Priority
 from schemas.webhooks import WebhookRequest
@@ -42,13 +42,39 @@ class AudioFormat(StrEnum):
     WAV = "wav"
     FLAC = "flac"
     MP3 = "mp3"
+    OPUS = "opus"
+    """Opus in an Ogg container (`.opus`)."""
+    AAC = "aac"
+    """AAC-LC in an MPEG-4 container (`.m4a`)."""
+    OGG = "ogg"
+    """Vorbis in an Ogg container (`.ogg`)."""
 
 
 CONTENT_TYPES: dict[AudioFormat, str] = {
     AudioFormat.WAV: "audio/wav",
     AudioFormat.FLAC: "audio/flac",
     AudioFormat.MP3: "audio/mpeg",
+    AudioFormat.OPUS: "audio/ogg; codecs=opus",
+    AudioFormat.AAC: "audio/mp4",
+    AudioFormat.OGG: "audio/ogg",
 }
+"""The media type each stored format is served with."""
+
+FILE_EXTENSIONS: dict[AudioFormat, str] = {fmt: fmt.value for fmt in AudioFormat} | {AudioFormat.AAC: "m4a"}
+"""The file extension of each stored format (`aac` files are `.m4a`)."""
+
+MAX_LORAS = 4
+"""Most LoRAs one job may blend."""
+
+
+class LoraWeight(BaseModel):
+    """One trained LoRA applied to a job, at a strength."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lora_id: Annotated[str, Field(pattern=LORA_ID_PATTERN, description="A trained LoRA's id.")]
+    scale: Annotated[float, Field(ge=0.0, le=2.0, description="Strength (0 = no effect).")] = 1.0
+
 
 TASKS_NEEDING_SOURCE = frozenset(
     {TaskType.REPAINT, TaskType.EXTEND, TaskType.EXTRACT, TaskType.LEGO, TaskType.COMPLETE}
@@ -91,7 +117,9 @@ class GenerationParams(LmOptions):
     ] = 7.0
     shift: Annotated[float, Field(ge=1.0, le=10.0, description="Timestep schedule shift.")] = 3.0
     batch_size: Annotated[int, Field(ge=1, le=8, description="Takes per job; each is stored.")] = 1
-    audio_format: Annotated[AudioFormat, Field(description="wav, flac or mp3.")] = AudioFormat.WAV
+    audio_format: Annotated[AudioFormat, Field(description="wav, flac, mp3, opus, aac (.m4a) or ogg (Vorbis).")] = (
+        AudioFormat.WAV
+    )
     task_type: Annotated[TaskType, Field(description="What to do with the inputs.")] = TaskType.TEXT2MUSIC
     src_audio_key: Annotated[str | None, Field(description="Storage key of the source audio.")] = None
     reference_audio_key: Annotated[str | None, Field(description="Storage key of the timbre reference.")] = None
@@ -113,6 +141,22 @@ class GenerationParams(LmOptions):
         ),
     ] = None
     lora_scale: Annotated[float, Field(ge=0.0, le=2.0, description="Strength of the LoRA (0 = base model).")] = 1.0
+    model: Annotated[
+        str | None,
+        Field(
+            pattern=MODEL_NAME_PATTERN,
+            description="The model to run on, e.g. 'turbo', 'base', 'sft' (GET /models lists them); "
+            "default: the farm's default model, or for a task it cannot do, a model that can.",
+        ),
+    ] = None
+    loras: Annotated[
+        list[LoraWeight],
+        Field(
+            max_length=MAX_LORAS,
+            description=f"Up to {MAX_LORAS} LoRAs blended at their scales (all 0 = base model); "
+            "`lora_id` + `lora_scale` is the one-LoRA shorthand and is normalised into this list.",
+        ),
+    ] = Field(default_factory=list)
 
     @field_validator(
         "duration",
@@ -161,6 +205,19 @@ class GenerationParams(LmOptions):
     @model_validator(mode="after")
     def _check_task_inputs(self) -> Self:
         self._check_audio_for_task(self.src_audio_key is not None, self.reference_audio_key is not None)
+        return self
+
+    @model_validator(mode="after")
+    def _normalise_loras(self) -> Self:
+        """`lora_id` + `lora_scale` become the one entry of `loras`; ids in `loras` are unique."""
+        if self.lora_id is not None:
+            single = [LoraWeight(lora_id=self.lora_id, scale=self.lora_scale)]
+            if self.loras and self.loras != single:
+                raise ValueError("give either lora_id (with lora_scale) or loras, not both")
+            self.loras = single
+        ids = [lora.lora_id for lora in self.loras]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"loras names a LoRA more than once: {ids}")
         return self
 
     def _check_audio_for_task(self, has_src: bool, has_ref: bool) -> None:

@@ -10,3 +10,6 @@ LORA_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 OWNER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
 """An owner id (who an API key, a task or a LoRA belongs to)."""
+
+MODEL_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+"""A model pool's name (a request's `model`; also the suffix of its topics and consumer group)."""

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.planning import LmResult, PlanMode
+from schemas.results import GenerationUsed
 from schemas.webhooks import WebhookEvent, WebhookStatus, WebhookTarget
 
 
@@ -93,6 +94,7 @@ class TaskStatus(BaseModel):
     files: list[StoredFile] = Field(default_factory=list)
     lora_id: str | None = None
     result: LmResult | None = None
+    used: GenerationUsed | None = None
     worker: str | None = None
     attempt: str | None = None
     owner: Annotated[str | None, Field(description="Who submitted it (the request event's owner).")] = None
@@ -146,6 +148,10 @@ class TaskStatusResponse(BaseModel):
     ] = None
     attempts: int = Field(default=0, description="How many times a worker started the task.")
     result: LmResult | None = Field(default=None, description="What the 5 Hz LM decided or described (LM tasks).")
+    used: GenerationUsed | None = Field(
+        default=None,
+        description="After a generation succeeds: the seeds, metadata (with sources), model, LoRAs and timings used.",
+    )
     audio_codes_url: str | None = Field(default=None, description="URL of the audio codes the LM wrote.")
     created_at: datetime
     updated_at: datetime

@@ -27,8 +27,19 @@ class WorkerHeartbeat(BaseModel):
     worker: Annotated[str, Field(min_length=1, max_length=255, description="Worker name; also the Kafka key.")]
     kind: Annotated[str, Field(min_length=1, max_length=64, description="Service kind: gpu-consumer, trainer.")]
     group: Annotated[str, Field(max_length=255, description="Consumer group it takes jobs from.")]
+    topic: Annotated[str, Field(max_length=255, description="Topic it takes jobs from.")] = ""
     model: Annotated[str, Field(max_length=1024, description="Checkpoint it serves (path or Hugging Face id).")]
     device: Annotated[str, Field(max_length=255)]
+    pool: Annotated[
+        str | None,
+        Field(max_length=64, description="Model pool it serves (a request's `model`); null: a kind without pools."),
+    ] = None
+    default_pool: Annotated[bool, Field(description="Whether its pool is the farm's default (the plain topics).")] = (
+        False
+    )
+    task_types: Annotated[
+        list[str], Field(max_length=32, description="Task types its model runs (empty: not a generation worker).")
+    ] = Field(default_factory=list)
     joined: Annotated[bool, Field(description="Whether it has joined its consumer group and can take jobs.")] = False
     current_task: Annotated[str | None, Field(max_length=255, description="Task id of the job it runs now.")] = None
     jobs_done: Annotated[int, Field(ge=0)] = 0

@@ -1,7 +1,8 @@
 """The faust wiring: fold the task-keyed topics into the status table and publish snapshots.
 
-The four source topics share one partition count and are keyed by task id, so they are
-co-partitioned with the table: every event of a task reaches the worker that owns its row.
+The four source topics (plus the request topic of each model pool) share one partition count and
+are keyed by task id, so they are co-partitioned with the table: every event of a task reaches the
+worker that owns its row.
 Per change, the snapshot is published to `TASK_STATUS` (acknowledged) before the row is written,
 and each row keeps, per source partition, the offset of the last record that changed it, so a
 restarted worker that re-reads uncommitted records skips what it already folded and a change whose
@@ -32,6 +33,7 @@ from faust.types.auth import CredentialsT
 from acefarm.infra.kafka import client_options, ensure_topics
 from acefarm.infra.logging import configure_logging, get_logger
 from acefarm.infra.metrics import DEAD_LETTERS, FOLDS, TRIMMED, serving_metrics
+from acefarm.infra.pools import request_topics
 from acefarm.infra.settings import Settings
 from schemas import topics
 from schemas.events import DeadLetter, TaskStatusRecord
@@ -87,7 +89,8 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
         autodiscover=False,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
-    source = app.topic(*SOURCE_TOPICS, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    folded = dict.fromkeys([*SOURCE_TOPICS, *request_topics(settings)])  # model pools' request topics too
+    source = app.topic(*folded, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     status_topic = app.topic(topics.TASK_STATUS, key_serializer="raw", value_serializer="raw")
     dead_topic = app.topic(topics.DEAD_LETTER, key_serializer="raw", value_serializer="raw")
     statuses = app.Table(STATUS_TABLE, default=None, key_type=str, value_type=str)

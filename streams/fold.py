@@ -73,7 +73,8 @@ SOURCE_TOPICS: tuple[str, ...] = (
     topics.TASK_EVENTS,
     topics.TASK_CONTROL,
 )
-"""The topics folded into the status table (their event types: `schemas.events.EVENTS_BY_TOPIC`)."""
+"""The topics folded into the status table of every farm (their event types: `schemas.events.events_for_topic`);
+a farm with model pools adds their intake topics."""
 
 
 class MalformedRecord(ValueError):
@@ -87,7 +88,8 @@ def decode(topic: str, key: bytes | None, value: bytes | None) -> FoldEvent:
         event = validate_record(topic, key, value)
     except InvalidRecord as exc:
         raise MalformedRecord(str(exc)) from None
-    if topic not in SOURCE_TOPICS or not isinstance(event, FoldEvent):
+    folded = topic in SOURCE_TOPICS or topics.is_generation_requests(topic)  # model pools' intakes too
+    if not folded or not isinstance(event, FoldEvent):
         raise MalformedRecord(f"event type {event.type!r} does not belong on topic {topic!r}")
     return event
 
@@ -158,6 +160,7 @@ def _changes(status: TaskStatus, event: FoldEvent) -> dict[str, Any]:
                 "lora_id": event.lora_id or status.lora_id,
                 "loss": event.loss if event.loss is not None else status.loss,
                 "result": event.result or status.result,
+                "used": event.used,
             }
         case TaskFailed():
             if final:

@@ -34,7 +34,12 @@ _WRITE_FORMATS: dict[AudioFormat, tuple[str, str]] = {
     AudioFormat.WAV: ("WAV", "PCM_16"),
     AudioFormat.FLAC: ("FLAC", "PCM_16"),
     AudioFormat.MP3: ("MP3", "MPEG_LAYER_III"),
+    AudioFormat.OPUS: ("OGG", "OPUS"),
+    AudioFormat.OGG: ("OGG", "VORBIS"),
 }
+"""libsndfile (container, subtype) per output format; AAC goes through PyAV (`acefarm.infra.m4a`)."""
+OPUS_RATES = (8_000, 12_000, 16_000, 24_000, 48_000)
+"""The sample rates Opus encodes; other rates are resampled to 48 kHz first."""
 _READABLE = "WAV, FLAC, MP3 or OGG"
 _FLOAT32_BYTES = 4
 
@@ -171,9 +176,9 @@ def to_model_audio(frames: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def encode_audio(audio: np.ndarray, sample_rate: int, fmt: AudioFormat | str) -> bytes:
-    """Encode float audio [channels, samples] (or 1-D mono) as wav (16-bit), flac (16-bit) or mp3."""
+    """Encode float audio [channels, samples] (or 1-D mono) as wav (16-bit), flac (16-bit), mp3,
+    opus (Ogg), aac (`.m4a`, mono or stereo) or ogg (Vorbis)."""
     fmt = AudioFormat(fmt)
-    container, subtype = _WRITE_FORMATS[fmt]
     if fmt is AudioFormat.MP3 and not mp3_supported():
         raise RuntimeError(f"this libsndfile ({sf.__libsndfile_version__}) cannot write MP3; it needs >= 1.1")
     samples = np.asarray(audio, dtype=np.float32)
@@ -182,6 +187,14 @@ def encode_audio(audio: np.ndarray, sample_rate: int, fmt: AudioFormat | str) ->
     if samples.ndim != 2 or samples.shape[1] == 0:
         raise ValueError(f"audio must be [channels, samples] with samples > 0, got shape {samples.shape}")
     samples = np.nan_to_num(np.clip(samples, -1.0, 1.0))
+    if fmt is AudioFormat.AAC:
+        from acefarm.infra.m4a import encode_m4a
+
+        return encode_m4a(samples, sample_rate)
+    if fmt is AudioFormat.OPUS and sample_rate not in OPUS_RATES:
+        samples = soxr.resample(samples.T, sample_rate, SAMPLE_RATE, quality="HQ").T.astype(np.float32)
+        sample_rate = SAMPLE_RATE
+    container, subtype = _WRITE_FORMATS[fmt]
     buffer = io.BytesIO()
     sf.write(buffer, samples.T, sample_rate, format=container, subtype=subtype)
     return buffer.getvalue()

@@ -14,6 +14,7 @@ from aiokafka.structs import RecordMetadata
 
 from acefarm.infra.logging import get_logger
 from acefarm.infra.metrics import DEAD_LETTERS
+from acefarm.infra.pools import pool_keys
 from acefarm.infra.settings import Settings
 from acefarm.infra.tracing import trace_headers
 from schemas import topics
@@ -86,14 +87,15 @@ def topic_plan(settings: Settings) -> list[NewTopic]:
     """Every acefarm topic with its partition count and config.
 
     All task-keyed topics share one partition count so the status fold in `streams` is
-    co-partitioned: the same task id lands on the same partition number everywhere. The API key
-    and worker heartbeat topics are small and read whole by every gateway: one compacted partition.
+    co-partitioned: the same task id lands on the same partition number everywhere (the intake and
+    ready topics of every model pool too, `acefarm.infra.pools.pool_keys`). The API key and worker
+    heartbeat topics are small and read whole by every gateway: one compacted partition.
     """
     n, rf = settings.kafka_partitions, settings.kafka_replication_factor
     compact = {"cleanup.policy": "compact"}
     return [
-        NewTopic(topics.GENERATION_REQUESTS, n, rf),
-        NewTopic(topics.GENERATION_READY, n, rf),
+        *(NewTopic(topics.generation_requests(pool), n, rf) for pool in pool_keys(settings)),
+        *(NewTopic(topics.generation_ready(pool), n, rf) for pool in pool_keys(settings)),
         NewTopic(topics.PLANNING_REQUESTS, n, rf),
         NewTopic(topics.TRAINING_REQUESTS, n, rf),
         NewTopic(topics.TASK_EVENTS, n, rf),

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.generation import TaskType
+from schemas.ids import MODEL_NAME_PATTERN
 from schemas.keys import MAX_COST, parse_priorities
 
 BrokerKind = Literal["kafka", "embedded"]
@@ -86,6 +87,9 @@ class Settings(BaseSettings):
     model_id: str = "ACE-Step/acestep-v15-xl-turbo-diffusers"
     model_revision: str | None = None
     task_types: str = "auto"
+    default_model: str = Field(default="default", pattern=MODEL_NAME_PATTERN)
+    model_name: str = Field(default="", pattern=f"^$|{MODEL_NAME_PATTERN}")
+    model_pools: str = ""
     hf_token: SecretStr | None = None
     hf_home: Path | None = None
     device: str = "auto"
@@ -200,6 +204,14 @@ class Settings(BaseSettings):
     @classmethod
     def _check_priorities(cls, value: str) -> str:
         parse_priorities(value)
+        return value
+
+    @field_validator("model_pools")
+    @classmethod
+    def _check_model_pools(cls, value: str) -> str:
+        from acefarm.infra.pools import parse_model_pools
+
+        parse_model_pools(value)
         return value
 
     @field_validator("link_signing_secret")

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from acefarm.runtime.group_loop import PausingListener
+from acefarm.runtime.identity import WorkerIdentity
 from schemas import topics
 from schemas.events import utcnow
 from schemas.workers import WorkerHeartbeat
@@ -27,15 +28,6 @@ from schemas.workers import WorkerHeartbeat
 log = get_logger(__name__)
 
 TOMBSTONE_TIMEOUT_S = 5.0
-
-
-def describe_model(model: Any, settings: Settings) -> tuple[str, str]:
-    """(checkpoint, device) of a loaded model: its `info()` when it has one, else the settings."""
-    info_fn = getattr(model, "info", None)
-    info: dict[str, Any] = info_fn() if callable(info_fn) else {}
-    checkpoint = info.get("source") or getattr(model, "model_id", None) or settings.model_path or settings.model_id
-    device = info.get("device") or getattr(model, "device", None) or settings.device
-    return str(checkpoint), str(device)
 
 
 @dataclass
@@ -48,10 +40,24 @@ class Heartbeat:
     _task: asyncio.Task[None] | None = None
 
     @classmethod
-    def of(cls, producer: AIOKafkaProducer, settings: Settings, **fields: Any) -> Heartbeat:
-        """A heartbeat for `fields` (worker, kind, group, model, device), started now."""
+    def of(cls, producer: AIOKafkaProducer, settings: Settings, identity: WorkerIdentity) -> Heartbeat:
+        """A heartbeat announcing `identity` (worker, kind, topic, group, checkpoint, device, pool, task types),
+        started now."""
         now: datetime = utcnow()
-        beat = WorkerHeartbeat(started_at=now, sent_at=now, interval_s=settings.heartbeat_interval_s, **fields)
+        beat = WorkerHeartbeat(
+            worker=identity.worker,
+            kind=identity.service,
+            topic=identity.topic,
+            group=identity.group_id,
+            model=identity.checkpoint,
+            device=identity.device,
+            pool=identity.pool,
+            default_pool=identity.default_pool,
+            task_types=list(identity.task_types),
+            started_at=now,
+            sent_at=now,
+            interval_s=settings.heartbeat_interval_s,
+        )
         return cls(producer, beat)
 
     def start(self) -> None:

@@ -23,7 +23,8 @@ from acefarm.infra.storage import open_storage
 from acefarm.infra.tracing import configure_tracing, kafka_carrier, traced
 from acefarm.runtime.cancels import CancelWatcher
 from acefarm.runtime.group_loop import Shutdown, consume_one_at_a_time, make_job_consumer
-from acefarm.runtime.heartbeat import AnnouncingListener, Heartbeat, describe_model
+from acefarm.runtime.heartbeat import AnnouncingListener, Heartbeat
+from acefarm.runtime.identity import Capabilities, PoolTopics, WorkerIdentity, identify, no_capabilities
 from acefarm.runtime.job_metrics import observe_queue_wait
 from acefarm.runtime.lifecycle import JobRunner, JobWorker, WorkerClients
 from acefarm.runtime.watchdog import within_deadline
@@ -61,6 +62,23 @@ class WorkerKind(Generic[M]):
     make_job: Callable[[M, Settings], JobWorker[Any]]
     grace_s: float
     """Default seconds a running job gets after SIGTERM before it is abandoned (left uncommitted)."""
+    pool_topics: PoolTopics | None = None
+    """For a kind that serves model pools: (topic, group) of a pool (`topic`/`group_id` are the default pool's)."""
+    capabilities: Callable[[M], Capabilities] = no_capabilities
+    """What the loaded model can do and its device."""
+
+    def identify(self, settings: Settings, model: M) -> WorkerIdentity:
+        """This worker's identity with `model` loaded: its name, topic, group, pool and capabilities."""
+        return identify(
+            settings,
+            worker_name(settings),
+            service=self.service,
+            topic=self.topic,
+            group_id=self.group_id,
+            model=model,
+            pool_topics=self.pool_topics,
+            capabilities=self.capabilities(model),
+        )
 
 
 EXIT_WEDGED = 75
@@ -117,29 +135,29 @@ async def serve_jobs(
     static_membership: bool = False,
     shutdown: Shutdown | None = None,
 ) -> None:
-    """Load the model once (`kind.load`, in a thread), join the kind's group on its topic and run one
-    job at a time until SIGTERM/SIGINT; logs `{name}.ready` and `{name}.stopped`.
+    """Load the model once (`kind.load`, in a thread), join the kind's group on its topic (its pool's, see
+    `WorkerKind.identify`) and run one job at a time until SIGTERM/SIGINT; logs `{name}.ready` (with the identity) and
+    `{name}.stopped`.
 
     With `static_membership` the consumer joins with `group.instance.id` = the worker name. A heartbeat
-    on `acefarm.workers` announces the worker, its model and device, whether it joined and its current job.
+    on `acefarm.workers` announces the worker, its model, pool, task types and device, whether it joined and its
+    current job.
     """
     shutdown = shutdown or Shutdown()
     shutdown.install()
-    worker = worker_name(settings)
     model = await asyncio.to_thread(kind.load, settings)
     if shutdown.requested.is_set():
         return
+    identity = kind.identify(settings, model)
+    worker = identity.worker
     await ensure_topics(settings)
     storage = open_storage(settings)
     producer = make_producer(settings)
     cancels = CancelWatcher(settings)
-    consumer = make_job_consumer(settings, kind.group_id, worker if static_membership else None)
-    checkpoint, device = describe_model(model, settings)
-    heartbeat = Heartbeat.of(
-        producer, settings, worker=worker, kind=kind.service, group=kind.group_id, model=checkpoint, device=device
-    )
+    consumer = make_job_consumer(settings, identity.group_id, worker if static_membership else None)
+    heartbeat = Heartbeat.of(producer, settings, identity)
     listener = AnnouncingListener(consumer, heartbeat)
-    consumer.subscribe([kind.topic], listener=listener)
+    consumer.subscribe([identity.topic], listener=listener)
     await producer.start()
     try:
         await cancels.start()
@@ -156,7 +174,15 @@ async def serve_jobs(
         heartbeat.start()
         listener.started_at = time.monotonic()
         await consumer.start()
-        log.info(f"{kind.name}.ready", worker=worker, group=kind.group_id)
+        log.info(
+            f"{kind.name}.ready",
+            worker=worker,
+            group=identity.group_id,
+            topic=identity.topic,
+            pool=identity.pool,
+            task_types=list(identity.task_types),
+            device=identity.device,
+        )
         await consume_one_at_a_time(
             consumer,
             listener,

@@ -6,6 +6,7 @@
  *   POST /generate              -> 202 {task_id, status}
  *   POST /train/lora (optional) -> 202 {task_id, lora_id}
  *   GET  /loras      (optional) -> trained styles for the LoRA picker
+ *   GET  /models     (optional) -> the models the farm serves, for the model picker
  *   GET  /tasks/{id}/events     -> SSE: event name = status, id = version, data = status JSON;
  *                                  the server closes the stream after the final status
  *   GET  /status/{id}           -> the same status JSON, used to resume after a lost stream; its signed
@@ -48,6 +49,8 @@
     failed: "Failed",
     cancelled: "Cancelled",
   };
+  /** How a result names where each metadata value came from. */
+  const SOURCE_LABELS = { user: "yours", lm: "by the LM", default: "default" };
   /** Fields that the API may name differently from the form control that holds them. */
   const FIELD_ALIASES = { style_id: "lora_id", zip: "file", tracks: "file" };
 
@@ -377,6 +380,7 @@
           box.append(take);
           hook("take", take, audio, url);
         });
+        if (state.used) box.append(usedDetails(state.used));
       }
       hook("results", this, box, state);
       box.hidden = false;
@@ -568,6 +572,45 @@
     }
   }
 
+  /** A term/description list of what a generation used: seeds, metadata (with sources), model, LoRAs, time. */
+  function usedDetails(used) {
+    const list = document.createElement("dl");
+    list.className = "result-meta";
+    const add = (term, value) => {
+      const dt = document.createElement("dt");
+      const dd = document.createElement("dd");
+      dt.textContent = term;
+      dd.textContent = value;
+      list.append(dt, dd);
+    };
+    const meta = used.metadata || {};
+    const source = meta.source || {};
+    const sourced = (name, value) => {
+      const label = SOURCE_LABELS[source[name]] || source[name] || "";
+      const shown = value == null || value === "" ? "model's choice" : String(value);
+      return label ? `${shown} (${label})` : shown;
+    };
+    if (Array.isArray(used.seeds) && used.seeds.length) add(used.seeds.length > 1 ? "Seeds" : "Seed", used.seeds.join(", "));
+    add("BPM", sourced("bpm", meta.bpm));
+    add("Key", sourced("key", meta.key));
+    add("Time signature", sourced("time_signature", meta.time_signature));
+    add("Language", sourced("language", meta.language));
+    add("Duration", sourced("duration", meta.duration != null ? `${meta.duration} s` : null));
+    if (used.model) {
+      const model = used.model;
+      add("Model", `${model.name} · ${model.id}${model.revision ? `@${model.revision}` : ""}`);
+    }
+    if (Array.isArray(used.loras) && used.loras.length) {
+      add("LoRAs", used.loras.map((lora) => `${lora.lora_id} × ${lora.scale}`).join(", "));
+    }
+    const timings = used.timings || {};
+    const times = [["queue_s", "queue"], ["encode_s", "encode"], ["diffusion_s", "diffusion"], ["decode_s", "decode"],
+      ["upload_s", "upload"]].filter(([name]) => timings[name] != null)
+      .map(([name, label]) => `${label} ${Number(timings[name]).toFixed(2)} s`);
+    if (times.length) add("Time", times.join(" · "));
+    return list;
+  }
+
   // ---------------------------------------------------------------- generate form
 
   const generateForm = $("#generate-form");
@@ -590,7 +633,7 @@
       const value = number(name);
       if (value !== undefined) body[name] = value;
     }
-    for (const name of ["style", "key", "lora_id"]) if (text(name)) body[name] = text(name);
+    for (const name of ["style", "key", "lora_id", "model"]) if (text(name)) body[name] = text(name);
     body.audio_format = text("audio_format") || "wav";
     return body;
   }
@@ -611,6 +654,7 @@
       if (!response.ok) { showErrors(generateForm, formError, await readError(response)); return; }
       const accepted = await response.json();
       const detail = [`${body.duration ?? "?"} s`, (body.audio_format || "").toUpperCase()];
+      if (body.model) detail.push(body.model);
       if (body.lora_id) detail.push($("#lora_id").selectedOptions[0]?.textContent || body.lora_id);
       const job = addJob({
         id: accepted.task_id, kind: "generation", title: shorten(body.prompt || "Untitled"), detail: detail.join(" · "),
@@ -622,6 +666,30 @@
       button.disabled = false;
     }
   });
+
+  // ---------------------------------------------------------------- models
+
+  /**
+   * Fill the model picker from GET /models; shown only when the farm serves more than one model.
+   * The default model's option sends no `model`, so a task it cannot do may still reach a model that can.
+   */
+  async function loadModels() {
+    let response;
+    try { response = await api("/models", { headers: { accept: "application/json" } }); } catch { return; }
+    if (!response.ok) return;
+    let body;
+    try { body = await response.json(); } catch { return; }
+    const models = Array.isArray(body.models) ? body.models : [];
+    const select = $("#model");
+    select.replaceChildren();
+    for (const model of models) {
+      const tasks = Array.isArray(model.task_types) ? model.task_types.join(", ") : "";
+      const option = new Option(model.default ? `${model.name} (default)` : model.name, model.default ? "" : model.name);
+      option.title = tasks;
+      select.append(option);
+    }
+    $("#model-field").hidden = models.length < 2;
+  }
 
   // ---------------------------------------------------------------- LoRA styles and training
 
@@ -705,7 +773,7 @@
 
   updateChrome();
   // The LoRA list comes first: with keys on it asks for the key, and the job list is the key's own.
-  loadLoras().finally(() => { restoreJobs(); updateChrome(); loadUnfinished(); });
+  loadLoras().finally(() => { restoreJobs(); updateChrome(); loadUnfinished(); loadModels(); });
   // Exposed for tests and debugging in the console.
   // lm.js submits sample jobs with these.
   window.acefarm = {

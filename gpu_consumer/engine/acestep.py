@@ -13,7 +13,7 @@ import re
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,13 @@ from gpu_consumer.engine.base import (
     Take,
     UnsupportedTask,
 )
-from schemas.generation import GenerationParams, TaskType
+from schemas.generation import MAX_LORAS, GenerationParams, TaskType
 from schemas.status import Stage
 
 CODE_RE = re.compile(r"<\|audio_code_(\d+)\|>")
 """One audio code token, as the 5 Hz LM writes it."""
 
-MAX_RESIDENT_ADAPTERS = 4
+MAX_RESIDENT_ADAPTERS = MAX_LORAS
 """LoRA adapters kept loaded at once; the least recently used one is dropped beyond this."""
 
 AdapterResolver = Callable[[str, BlockingStorage | None], Path | None]
@@ -98,11 +98,12 @@ class AceStepEngine:
         with self._lock:
             self.jobs += 1
             job.report(Stage.ENCODING, 0.0, None, None)
-            self._activate_lora(params, job.storage)
+            self._activate_loras(params, job.storage)
             seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
             kwargs = self.pipeline_kwargs(params, job.src_audio, job.reference_audio, seed=seed)
             kwargs["callback_on_step_end"] = self._step_callback(job, params.inference_steps)
-            audios = self._run(kwargs, seed)
+            with self._diffusion_start(job, params.inference_steps):
+                audios = self._run(kwargs, seed)
         target = round(params.duration * self.sample_rate)
         return [Take(audio=fit_length(audio, target), sample_rate=self.sample_rate) for audio in audios]
 
@@ -217,6 +218,29 @@ class AceStepEngine:
 
         return on_step_end
 
+    @contextlib.contextmanager
+    def _diffusion_start(self, job: Job, total: int) -> Iterator[None]:
+        """Report diffusion step 0 when the transformer first runs, so encoding ends where diffusion begins.
+
+        Skipped for a compiled transformer (a hook inside the compiled call would break its graph);
+        there, encoding is reported until the first step ends.
+        """
+        if self.pipeline_info.compiled:
+            yield
+            return
+        started = threading.Event()
+
+        def on_first_call(module: Any, args: Any) -> None:
+            if not started.is_set():
+                started.set()
+                job.report(Stage.DIFFUSION, 0.0, 0, total)
+
+        handle = self.pipe.transformer.register_forward_pre_hook(on_first_call)
+        try:
+            yield
+        finally:
+            handle.remove()
+
     def _run(self, kwargs: dict[str, Any], seed: int) -> list[np.ndarray]:
         """Call the pipeline, translating failures into the engine protocol's errors.
 
@@ -259,15 +283,18 @@ class AceStepEngine:
 
     # ------------------------------------------------------------------ LoRA
 
-    def ensure_adapter(self, lora_id: str, local_dir: str | Path) -> None:
-        """Make LoRA `lora_id` resident (from a diffusers LoRA directory), evicting the least recently used."""
+    def ensure_adapter(self, lora_id: str, local_dir: str | Path, keep: frozenset[str] = frozenset()) -> None:
+        """Make LoRA `lora_id` resident (from a diffusers LoRA directory), evicting the least recently
+        used ones beyond `max_adapters`, except those in `keep` (the other adapters the job needs)."""
         with self._lock:
             if lora_id in self._adapters:
                 self._adapters.move_to_end(lora_id)
                 return
-            while len(self._adapters) >= self.max_adapters:
-                oldest, _ = self._adapters.popitem(last=False)
-                self.pipe.delete_adapters(oldest)
+            for stale in [name for name in self._adapters if name not in keep]:
+                if len(self._adapters) < self.max_adapters:
+                    break
+                del self._adapters[stale]
+                self.pipe.delete_adapters(stale)
             try:
                 self.pipe.load_lora_weights(str(local_dir), adapter_name=lora_id)
             except Exception as error:
@@ -287,20 +314,24 @@ class AceStepEngine:
         """Resident LoRA ids, least recently used first."""
         return list(self._adapters)
 
-    def _activate_lora(self, params: GenerationParams, storage: BlockingStorage | None) -> None:
-        """Apply `lora_id` at `lora_scale`, or disable every adapter for a base-model job."""
-        if params.lora_id is None or params.lora_scale == 0.0:
+    def _activate_loras(self, params: GenerationParams, storage: BlockingStorage | None) -> None:
+        """Blend the job's LoRAs at their scales (`set_adapters`), or disable every adapter when none
+        has a scale above 0, so the job runs on the base model exactly."""
+        active = [lora for lora in params.loras if lora.scale > 0.0]
+        if not active:
             if self._adapters:
                 self.pipe.disable_lora()
             return
-        if params.lora_id not in self._adapters:
-            path = self.adapter_resolver(params.lora_id, storage) if self.adapter_resolver else None
-            if path is None:
-                raise InvalidInput(f"LoRA '{params.lora_id}' is not available on this worker")
-            self.ensure_adapter(params.lora_id, path)
-        self._adapters.move_to_end(params.lora_id)
+        needed = frozenset(lora.lora_id for lora in active)
+        for lora in active:
+            if lora.lora_id not in self._adapters:
+                path = self.adapter_resolver(lora.lora_id, storage) if self.adapter_resolver else None
+                if path is None:
+                    raise InvalidInput(f"LoRA '{lora.lora_id}' is not available on this worker")
+                self.ensure_adapter(lora.lora_id, path, keep=needed)
+            self._adapters.move_to_end(lora.lora_id)
         self.pipe.enable_lora()
-        self.pipe.set_adapters([params.lora_id], adapter_weights=[params.lora_scale])
+        self.pipe.set_adapters([lora.lora_id for lora in active], adapter_weights=[lora.scale for lora in active])
 
     # ------------------------------------------------------------------ info
 

@@ -207,6 +207,12 @@ def test_generate_follow_progress_and_play(page: Page, stack: Stack) -> None:
     src = audio.get_attribute("src")
     assert src
     expect(card.get_by_role("link", name=re.compile("Download"))).to_have_attribute("href", src)
+    # What the take used: its seed, the metadata with where each value came from, the model.
+    used = card.locator(".result-meta")
+    expect(used).to_contain_text("Seed7")
+    expect(used).to_contain_text("BPMmodel's choice (default)")
+    expect(used).to_contain_text("Duration3 s (yours)")
+    expect(used).to_contain_text("Modeldefault")
 
     # The browser itself loads the file's metadata, and the server serves it as audio.
     duration = page.wait_for_function(
@@ -393,6 +399,34 @@ def test_jobs_survive_a_page_reload(page: Page) -> None:
     expect(card).to_have_count(1)
     expect(card).to_have_attribute("data-status", "success")
     expect(card.locator("audio")).to_have_count(1)
+
+
+def test_the_model_picker_follows_get_models(page: Page, stack: Stack) -> None:
+    """One model: no picker. Several (as a farm with pools answers): a picker whose choice is sent as `model`."""
+    with page.expect_response("**/models"):
+        page.goto("/")
+    expect(page.locator("#model-field")).to_be_hidden()
+
+    pools = {
+        "default": "turbo",
+        "models": [
+            {"name": "turbo", "default": True, "task_types": ["text2music"]},
+            {"name": "base", "default": False, "task_types": ["extract", "text2music"]},
+        ],
+    }
+    page.route("**/models", lambda route: route.fulfill(json=pools))
+    with page.expect_response("**/models"):
+        page.reload()
+    picker = page.locator("#model-field")
+    expect(picker).to_be_visible()
+    expect(picker.get_by_role("option")).to_have_text(["turbo (default)", "base"])
+    fill_form(page, prompt="on another model", duration="2")
+    picker.get_by_label("Model").select_option("base")
+    with page.expect_request("**/generate") as sent:
+        page.get_by_role("button", name="Generate").click()
+    assert sent.value.post_data_json["model"] == "base"
+    # This farm serves one model: the gateway says so next to the picker.
+    expect(picker.locator(".error")).to_contain_text("no pool serves the model 'base'")
 
 
 def test_lora_controls_follow_what_the_server_offers(page: Page, stack: Stack) -> None:

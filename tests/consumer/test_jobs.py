@@ -13,7 +13,9 @@ import pytest
 import soundfile as sf
 
 from acefarm.infra.storage import LocalStorage
+from schemas.generation import CONTENT_TYPES, AudioFormat
 from tests.consumer.conftest import Client, EventRecorder
+from tests.support.decode import decode_result
 from tests.support.processes import Service
 
 pytestmark = pytest.mark.timeout(180)
@@ -51,6 +53,49 @@ async def test_job_emits_started_progress_succeeded_and_stores_the_audio(
     audio, rate = sf.read(io.BytesIO(data))
     assert rate == 48_000 and audio.shape[1] == 2
     assert abs(len(audio) / rate - 2.5) < 0.01
+
+
+async def test_success_says_what_the_job_used(
+    consumer_service: Service, client: Client, recorder: EventRecorder
+) -> None:
+    seeded, unseeded = new_task_id(), new_task_id()
+    await client.submit(seeded, prompt="calm step_s=0.02", bpm=100, seed=41, batch_size=2, inference_steps=4)
+    await client.submit(unseeded, prompt="calm", key="D minor")
+    result = (await recorder.final(seeded)).used
+    assert result.seeds == [41, 42]
+    assert (result.metadata.bpm, result.metadata.duration, result.metadata.source.bpm) == (100, 1.5, "user")
+    assert (result.metadata.source.key, result.metadata.source.language) == ("default", "default")
+    assert (result.model.name, result.model.engine, result.loras) == ("default", "tone", [])
+    timings = result.timings
+    assert timings.queue_s is not None and timings.total_s is not None
+    assert timings.diffusion_s >= 0.06 and timings.upload_s is not None and timings.inputs_s is None
+    other = (await recorder.final(unseeded)).used
+    assert len(other.seeds) == 1 and 0 <= other.seeds[0] < 2**32, "a random seed is reported"
+    assert (other.metadata.key, other.metadata.source.key) == ("D minor", "user")
+
+
+async def test_a_job_for_another_models_pool_fails_saying_where_it_belongs(
+    consumer_service: Service, client: Client, recorder: EventRecorder
+) -> None:
+    task_id = new_task_id()
+    await client.submit(task_id, model="base")
+    final = await recorder.final(task_id)
+    assert (final.type, final.reason) == ("task.failed", "unsupported")
+    assert "reached the pool 'default'" in final.error and "acefarm.generation.requests.base" in final.error
+
+
+@pytest.mark.parametrize(("fmt", "extension"), [("opus", "opus"), ("aac", "m4a"), ("ogg", "ogg")])
+async def test_compressed_formats_are_stored_with_their_type_and_length(
+    consumer_service: Service, client: Client, recorder: EventRecorder, consumer_output: Path, fmt: str, extension: str
+) -> None:
+    task_id = new_task_id()
+    await client.submit(task_id, duration=2.0, audio_format=fmt)
+    (stored,) = (await recorder.final(task_id)).files
+    assert stored.key == f"outputs/{task_id}/take-0.{extension}"
+    assert stored.content_type == CONTENT_TYPES[AudioFormat(fmt)]
+    audio, rate = decode_result((consumer_output / stored.key).read_bytes())
+    assert rate == 48_000 and audio.shape[0] == 2
+    assert abs(audio.shape[1] / rate - 2.0) < 0.1  # encoder priming and padding
 
 
 async def test_a_job_shorter_than_the_progress_interval_sends_no_progress(

@@ -47,7 +47,9 @@ async def test_metrics_heartbeat_and_trace_of_a_real_job(
     service = start_service("gpu-consumer", CONSUMER_ARGS, env, tmp_path / "logs")
     # The gateway publishes to the intake topic; the scheduler admits the job (trace headers and all) to the
     # ready topic the consumer reads.
-    scheduler = start_service("scheduler", ["-m", "acefarm", "scheduler"], env, tmp_path / "logs")
+    # (without METRICS_PORT: the port is the consumer's to serve)
+    scheduler_env = {name: value for name, value in env.items() if name != "METRICS_PORT"}
+    scheduler = start_service("scheduler", ["-m", "acefarm", "scheduler"], scheduler_env, tmp_path / "logs")
     try:
         await asyncio.to_thread(wait_for_log, service, "kafka.group_joined")
         name = json.loads(next(line for line in service.log().splitlines() if "consumer.ready" in line))["worker"]

@@ -102,8 +102,13 @@ async def test_thinking_plans_then_forwards_to_the_dit_which_reports_the_result(
     assert result.vocal_language in LANGUAGES and result.duration == 4.0
     codes = (consumer_output / result.audio_codes_key).read_text()
     assert codes.count("<|audio_code_") == result.audio_codes_count == 20
+    used = final.used
+    sources = used.metadata.source
+    assert (sources.bpm, sources.key, sources.time_signature, sources.language) == ("lm",) * 4
+    assert sources.duration == "user" and (used.metadata.bpm, used.metadata.key) == (result.bpm, result.key)
     folded = _folded(request, events)
     assert folded.status == "success" and folded.result == result  # type: ignore[attr-defined]
+    assert folded.used == used  # type: ignore[attr-defined]
 
 
 async def test_sample_format_and_understand_succeed_with_a_valid_result(

@@ -21,6 +21,7 @@ from acefarm.infra.audio import (
     probe_duration,
 )
 from schemas.generation import AudioFormat
+from tests.support.decode import decode_result
 
 
 def _encode(frames: np.ndarray, rate: int, fmt: str, subtype: str | None = None) -> bytes:
@@ -166,11 +167,28 @@ def test_audio_input_error_is_a_value_error() -> None:
 def test_encode_round_trips(fmt: AudioFormat | str) -> None:
     audio = np.stack([_sine(0.7, SAMPLE_RATE), -_sine(0.7, SAMPLE_RATE)]).astype(np.float32)
     data = encode_audio(audio, SAMPLE_RATE, fmt)
-    decoded, info = decode_audio(data)
-    assert info.sample_rate == SAMPLE_RATE and info.channels == 2
+    decoded, rate = decode_result(data)
+    assert rate == SAMPLE_RATE and decoded.shape[0] == 2
     assert abs(decoded.shape[1] - audio.shape[1]) <= 0.1 * SAMPLE_RATE
-    if AudioFormat(fmt) is not AudioFormat.MP3:
+    if AudioFormat(fmt) in (AudioFormat.WAV, AudioFormat.FLAC):
         assert np.allclose(decoded, audio, atol=1e-3)
+    else:  # lossy: the same loudness, the channels still opposite
+        loudness = float(np.sqrt(np.mean(audio**2)))
+        assert abs(float(np.sqrt(np.mean(decoded**2))) - loudness) < 0.1 * loudness
+        assert float(np.mean(decoded[0] * decoded[1])) < -0.5 * loudness**2
+
+
+@pytest.mark.parametrize(
+    ("fmt", "magic"), [(AudioFormat.OPUS, b"OpusHead"), (AudioFormat.OGG, b"vorbis"), (AudioFormat.AAC, b"ftypM4A")]
+)
+def test_compressed_formats_use_their_codec(fmt: AudioFormat, magic: bytes) -> None:
+    data = encode_audio(_sine(1.0, SAMPLE_RATE), SAMPLE_RATE, fmt)
+    assert magic in data[:200]
+
+
+def test_opus_resamples_rates_it_cannot_encode() -> None:
+    decoded, rate = decode_result(encode_audio(_sine(1.0, 44_100), 44_100, AudioFormat.OPUS))
+    assert rate == SAMPLE_RATE and abs(decoded.shape[1] - SAMPLE_RATE) <= 0.02 * SAMPLE_RATE
 
 
 def test_encode_clips_and_accepts_mono_vectors() -> None:

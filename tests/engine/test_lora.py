@@ -51,3 +51,21 @@ def test_lora_is_applied_scaled_switched_and_base_jobs_stay_base(tiny_model_dir:
     with pytest.raises(InvalidInput, match="'missing' is not available"):
         engine.generate(build_job(lora_id="missing"))
     assert engine.drop_adapter("second") and engine.adapters == []
+
+
+def test_several_loras_blend_and_all_scales_zero_is_the_base(tiny_model_dir: Path, tmp_path: Path) -> None:
+    paths = {name: _random_adapter(tiny_model_dir, tmp_path / name, seed) for name, seed in (("a", 3), ("b", 4))}
+    engine = AceStepEngine(Settings(model_path=tiny_model_dir, _env_file=None), max_adapters=1)
+    engine.adapter_resolver = lambda lora_id, storage: paths.get(lora_id)
+    base = engine.generate(build_job(duration=1.0))[0].audio
+    only_a = engine.generate(build_job(duration=1.0, lora_id="a"))[0].audio
+    blend = [{"lora_id": "a", "scale": 1.0}, {"lora_id": "b", "scale": 0.7}]
+    both = engine.generate(build_job(duration=1.0, loras=blend))[0].audio
+    assert not np.allclose(both, only_a) and not np.allclose(both, base)
+    assert sorted(engine.adapters) == ["a", "b"], "a blend keeps every adapter it needs, even past max_adapters"
+    zeros = [{"lora_id": "a", "scale": 0.0}, {"lora_id": "b", "scale": 0.0}]
+    assert np.array_equal(engine.generate(build_job(duration=1.0, loras=zeros))[0].audio, base)
+    a_alone = [{"lora_id": "a", "scale": 1.0}, {"lora_id": "b", "scale": 0.0}]
+    assert np.array_equal(engine.generate(build_job(duration=1.0, loras=a_alone))[0].audio, only_a)
+    assert np.array_equal(engine.generate(build_job(duration=1.0, loras=blend))[0].audio, both)
+    assert np.array_equal(engine.generate(build_job(duration=1.0))[0].audio, base)

@@ -15,7 +15,15 @@ from tests.gateway.conftest import PublishStatus, gateway_settings, new_task_id,
 
 
 @pytest.mark.parametrize(
-    ("name", "content_type"), [("take-0.wav", "audio/wav"), ("take-0.flac", "audio/flac"), ("take-1.mp3", "audio/mpeg")]
+    ("name", "content_type"),
+    [
+        ("take-0.wav", "audio/wav"),
+        ("take-0.flac", "audio/flac"),
+        ("take-1.mp3", "audio/mpeg"),
+        ("take-0.opus", "audio/ogg; codecs=opus"),
+        ("take-0.m4a", "audio/mp4"),
+        ("take-0.ogg", "audio/ogg"),
+    ],
 )
 async def test_results_are_served_with_their_content_type(
     client: httpx.AsyncClient, data_dir: Path, name: str, content_type: str

@@ -34,7 +34,7 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
     ("key", {**GOOD, "key": "H major"}, 400, "key: key must look like 'C major'"),
     ("time signature", {**GOOD, "time_signature": 5}, 400, "time_signature: time_signature must be 2, 3, 4 or 6"),
     ("language", {**GOOD, "vocal_language": "english"}, 400, "vocal_language: vocal_language must be an ISO 639"),
-    ("format", {**GOOD, "audio_format": "ogg"}, 400, "audio_format: Input should be 'wav', 'flac' or 'mp3'"),
+    ("format", {**GOOD, "audio_format": "aiff"}, 400, "audio_format: Input should be 'wav', 'flac', 'mp3', 'opus'"),
     ("task type", {**GOOD, "task_type": "remix"}, 400, "task_type: Input should be 'text2music'"),
     ("batch", {**GOOD, "batch_size": 9}, 400, "batch_size: Input should be less than or equal to 8"),
     ("seed", {**GOOD, "seed": -1}, 400, "seed: Input should be greater than or equal to 0"),
@@ -88,7 +88,7 @@ BAD_BODIES: list[tuple[str, Any, int, str]] = [
         "stem task on the turbo default model",
         {**GOOD, "task_type": "extract", "src_audio_key": "inputs/u/a.wav", "track_name": "vocals"},
         400,
-        "task_type: 'extract' is not available with the configured model (ACE-Step/acestep-v15-xl-turbo-diffusers)",
+        "task_type: 'extract' is not available on this farm (no model here does it); models: 'default' (cover, ",
     ),
 ]
 
@@ -231,6 +231,23 @@ async def test_generation_with_a_finished_lora(
     task_id = response.json()["task_id"]
     [(_, event)] = await events_for(kafka_env["KAFKA_BOOTSTRAP_SERVERS"], topics.GENERATION_REQUESTS, task_id)
     assert (event.params.lora_id, event.params.lora_scale) == ("lofi-keys", 0.5)
+    assert [(lora.lora_id, lora.scale) for lora in event.params.loras] == [("lofi-keys", 0.5)]
+
+
+async def test_several_loras_are_each_checked_and_queued_in_order(
+    client: httpx.AsyncClient, kafka_env: dict[str, str], data_dir: Path
+) -> None:
+    await stored_lora(data_dir, "blend-a")
+    await stored_lora(data_dir, "blend-b")
+    loras = [{"lora_id": "blend-b", "scale": 0.4}, {"lora_id": "blend-a", "scale": 1.2}]
+    response = await client.post("/generate", json={**GOOD, "loras": loras})
+    assert response.status_code == 202, response.text
+    [(_, event)] = await events_for(
+        kafka_env["KAFKA_BOOTSTRAP_SERVERS"], topics.GENERATION_REQUESTS, response.json()["task_id"]
+    )
+    assert [(lora.lora_id, lora.scale) for lora in event.params.loras] == [("blend-b", 0.4), ("blend-a", 1.2)]
+    unknown = await client.post("/generate", json={**GOOD, "loras": [*loras, {"lora_id": "nosuch"}]})
+    assert unknown.status_code == 400 and "'nosuch'" in unknown.json()["detail"]
 
 
 @pytest.mark.parametrize(

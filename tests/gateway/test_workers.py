@@ -14,6 +14,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from acefarm.infra.settings import Settings
 from acefarm.runtime.heartbeat import Heartbeat
+from acefarm.runtime.identity import WorkerIdentity
 from gateway.backlog import Backlog, Queue
 
 
@@ -29,7 +30,10 @@ async def test_heartbeat_lists_the_worker_until_it_stops(client: httpx.AsyncClie
     producer = AIOKafkaProducer(bootstrap_servers=kafka_env["KAFKA_BOOTSTRAP_SERVERS"], acks="all")
     await producer.start()
     name = f"test-worker-{uuid.uuid4().hex[:8]}"
-    beat = Heartbeat.of(producer, settings, worker=name, kind="gpu-consumer", group="g", model="tiny", device="cpu")
+    identity = WorkerIdentity(
+        worker=name, service="gpu-consumer", topic="t", group_id="g", checkpoint="tiny", device="cpu"
+    )
+    beat = Heartbeat.of(producer, settings, identity)
 
     async def listed() -> dict[str, Any] | None:
         body = (await client.get("/workers")).json()

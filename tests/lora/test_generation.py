@@ -82,3 +82,14 @@ async def test_switching_adapters_gives_each_adapters_output(engine: AceStepEngi
 async def test_unknown_lora_is_invalid_input(engine: AceStepEngine, stored: Any) -> None:
     with pytest.raises(InvalidInput, match="not available"):
         await generate(engine, stored[0], lora_id="never-trained-000000")
+
+
+async def test_two_trained_loras_blend_and_all_scales_zero_is_the_base(engine: AceStepEngine, stored: Any) -> None:
+    root, (first, second) = stored
+    base = await generate(engine, root)
+    alone = await generate(engine, root, lora_id=first)
+    blend = await generate(engine, root, loras=[{"lora_id": first}, {"lora_id": second, "scale": 0.5}])
+    assert not np.allclose(blend, alone, atol=1e-5) and not np.allclose(blend, base, atol=1e-5)
+    zeros = [{"lora_id": first, "scale": 0.0}, {"lora_id": second, "scale": 0.0}]
+    assert np.array_equal(await generate(engine, root, loras=zeros), base)
+    assert np.array_equal(await generate(engine, root), base)

@@ -115,7 +115,7 @@ def test_a_plan_becomes_the_dits_request(lm: FiveHzLm) -> None:
 
 async def test_a_redelivered_job_republishes_the_stored_forward(tmp_path: Path, lm: FiveHzLm) -> None:
     storage = LocalStorage(tmp_path)
-    worker = PlanningWorker(LoadedLm(lm=lm, info=None, coder=None))  # type: ignore[arg-type]
+    worker = PlanningWorker(LoadedLm(lm=lm, info=None, coder=None), Settings(_env_file=None))  # type: ignore[arg-type, call-arg]
     params = GenerationParams(prompt="p", duration=2, thinking=True)
     request = PlanningRequested(task_id="t1", mode=PlanMode.GENERATE, params=params)
     assert await worker.replay(request, storage) is None

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from schemas.queues import LaneSnapshot, QueuedTask, QueueSnapshot, current, queue_position, queue_positions
+from schemas.queues import (
+    LaneSnapshot,
+    QueuedTask,
+    QueueSnapshot,
+    current,
+    queue_position,
+    queue_positions,
+    snapshot_key,
+)
 from schemas.tenancy import Priority
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -60,6 +68,16 @@ def test_positions_scale_by_each_schedulers_share_of_admissions() -> None:
     assert positions["f"].position == 2 + round(4 * 4 / 3)
     assert positions["s"].position == 2 + 4 * 4
     assert positions["s"].eta_s == round((2 + 16 + 1) / 4.0, 1)
+
+
+def test_each_model_pool_is_counted_apart() -> None:
+    default = snapshot("s1", [0], {"d": 1}, age_s=1)
+    base = snapshot("s1", [0], {"b": 1}, pool="base", ready_backlog=1, admitted_per_s=1.0)
+    assert len(current([default, base])) == 2, "the same partitions of two pools' intakes"
+    positions = queue_positions([default, base])
+    assert positions["d"] == (2 + 1, round((3 + 1) / 2.0, 1))
+    assert positions["b"] == (0 + 1, round((1 + 1) / 1.0, 1)), "its own backlog, consumers and rate"
+    assert (snapshot_key("s1", None), snapshot_key("s1", "base")) == ("s1", "s1/base")
 
 
 def test_snapshot_round_trips_as_json() -> None:

@@ -127,11 +127,15 @@ def test_a_dead_letter_cuts_what_it_copies_to_the_limits() -> None:
         ({"prompt": "", "duration": 10}, "at least 1 character"),
         ({"prompt": "x", "duration": 10, "key": "H major"}, "key must look like"),
         ({"prompt": "x", "duration": 10, "time_signature": 5}, "time_signature must be 2, 3, 4 or 6"),
-        ({"prompt": "x", "duration": 10, "audio_format": "aiff"}, "'wav', 'flac' or 'mp3'"),
+        ({"prompt": "x", "duration": 10, "audio_format": "aiff"}, "'mp3', 'opus', 'aac' or 'ogg'"),
         ({"prompt": "x", "duration": 10, "task_type": "repaint"}, "needs source audio"),
         ({"prompt": "x", "duration": 10, "task_type": "cover"}, "needs src_audio or reference_audio"),
         ({"prompt": "x", "duration": 10, "tempo": 120}, "Extra inputs are not permitted"),
         ({"prompt": "x", "duration": 10, "lora_id": "Bad Id!"}, "should match pattern"),
+        ({"prompt": "x", "duration": 10, "loras": [{"lora_id": f"l{i}"} for i in range(5)]}, "at most 4 items"),
+        ({"prompt": "x", "duration": 10, "loras": [{"lora_id": "a"}, {"lora_id": "a"}]}, "more than once"),
+        ({"prompt": "x", "duration": 10, "lora_id": "a", "loras": [{"lora_id": "b"}]}, "not both"),
+        ({"prompt": "x", "duration": 10, "loras": [{"lora_id": "a", "scale": 3}]}, "less than or equal to 2"),
     ],
 )
 def test_bad_generate_bodies_say_what_to_fix(body: dict[str, object], message: str) -> None:

@@ -20,6 +20,7 @@ from schemas.events import (
     WebhookDelivery,
 )
 from schemas.generation import GenerationParams
+from schemas.results import GenerationUsed, ModelUsed, StageTimings, used_metadata
 from schemas.status import Stage, StoredFile, TaskKind, TaskState, TaskStatus
 from streams.fold import (
     MAX_PAST_ATTEMPTS,
@@ -133,6 +134,21 @@ def test_happy_path_sequence() -> None:
     assert emitted[2].stage is Stage.DIFFUSION and emitted[2].step == 2
 
 
+def test_success_carries_what_the_job_used() -> None:
+    params = GenerationParams(prompt="calm piano", duration=10, bpm=90, lora_id="my-style", lora_scale=0.5)
+    used = GenerationUsed(
+        seeds=[7],
+        metadata=used_metadata(params),
+        model=ModelUsed(name="base", engine="acestep", id="ACE-Step/acestep-v15-base-diffusers", revision="main"),
+        loras=params.loras,
+        timings=StageTimings(queue_s=0.5, diffusion_s=2.0, total_s=3.0),
+    )
+    success = TaskSucceeded(task_id=TID, attempt="a1", files=[FILE], used=used, occurred_at=at(3))
+    final, _ = fold(requested(), started(), success)
+    assert final is not None and final.used == used and final.result is None
+    assert final.used.metadata.bpm == 90 and final.used.metadata.source.bpm == "user"
+
+
 def test_duplicates_change_nothing() -> None:
     status = apply(None, requested())
     assert apply(status, requested(t=5)) is None
@@ -239,6 +255,8 @@ def test_decode_accepts_events_on_their_topic() -> None:
     assert decode(topics.TASK_EVENTS, TID.encode(), event.to_bytes()) == event
     assert isinstance(decode(topics.GENERATION_REQUESTS, TID.encode(), requested().to_bytes()), GenerationRequested)
     assert isinstance(decode(topics.TASK_CONTROL, TID.encode(), cancel().to_bytes()), CancelRequested)
+    pool_topic = topics.generation_requests("base")
+    assert isinstance(decode(pool_topic, TID.encode(), requested().to_bytes()), GenerationRequested)
 
 
 @pytest.mark.parametrize(
@@ -249,6 +267,7 @@ def test_decode_accepts_events_on_their_topic() -> None:
         (topics.TASK_EVENTS, TID.encode(), b'{"type": "task.started", "task_id": "task-1"}', "attempt"),
         (topics.TASK_EVENTS, TID.encode(), requested().to_bytes(), "does not belong"),
         (topics.GENERATION_REQUESTS, TID.encode(), started().to_bytes(), "does not belong"),
+        (topics.generation_requests("base"), TID.encode(), started().to_bytes(), "does not belong"),
         (topics.TASK_EVENTS, b"other-task", started().to_bytes(), "must equal the task id"),
         (topics.TASK_EVENTS, None, started().to_bytes(), "must equal the task id"),
         (

@@ -241,3 +241,18 @@ async def test_expired_statuses_are_tombstoned_and_trimmed(
     assert (await watch.status(running, 3)).progress == 0.5
     await asyncio.gather(watch.poll(500), asyncio.sleep(1.0))
     assert watch.trail(done) == [("pending", 1), ("running", 2), ("success", 3)]
+
+
+async def test_requests_on_a_model_pools_topic_are_folded(
+    start_streams: Callable[..., subprocess.Popen[bytes]],
+    clients: tuple[AIOKafkaProducer, AIOKafkaConsumer],
+    make_settings: Callable[..., Settings],
+) -> None:
+    producer, consumer = clients
+    await ensure_topics(make_settings(model_pools="base"))
+    task_id = f"p-{uuid.uuid4().hex[:10]}"
+    watch = Watcher(consumer, {task_id})
+    start_streams(MODEL_POOLS="base")
+    request = GenerationRequested(task_id=task_id, params=GenerationParams(prompt="stems", duration=5, model="base"))
+    await publish(producer, topics.generation_requests("base"), request)
+    assert (await watch.status(task_id, 1)).status == "pending"
