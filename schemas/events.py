@@ -290,7 +290,7 @@ RequestEvent = Annotated[GenerationRequested | PlanningRequested | TrainingReque
 LifecycleEvent = Annotated[
     TaskStarted | TaskProgress | TaskSucceeded | TaskFailed | TaskCancelled, Field(discriminator="type")
 ]
-AnyEvent = Annotated[
+TaskEvent = (
     GenerationRequested
     | PlanningRequested
     | TrainingRequested
@@ -301,11 +301,9 @@ AnyEvent = Annotated[
     | TaskCancelled
     | CancelRequested
     | WebhookDelivery
-    | WebhookRetry
-    | TaskStatusRecord
-    | DeadLetter,
-    Field(discriminator="type"),
-]
+)
+"""Every event that changes a task's status (what the status fold reads)."""
+AnyEvent = Annotated[TaskEvent | WebhookRetry | TaskStatusRecord | DeadLetter, Field(discriminator="type")]
 
 _ANY: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
 _LIFECYCLE: TypeAdapter[LifecycleEvent] = TypeAdapter(LifecycleEvent)

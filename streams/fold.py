@@ -42,6 +42,7 @@ from schemas.events import (
     InvalidRecord,
     PlanningRequested,
     TaskCancelled,
+    TaskEvent,
     TaskFailed,
     TaskProgress,
     TaskStarted,
@@ -53,18 +54,8 @@ from schemas.events import (
 from schemas.status import PLANNED_KINDS, TaskKind, TaskState, TaskStatus
 from schemas.webhooks import WebhookStatus
 
-FoldEvent = (
-    GenerationRequested
-    | PlanningRequested
-    | TrainingRequested
-    | TaskStarted
-    | TaskProgress
-    | TaskSucceeded
-    | TaskFailed
-    | TaskCancelled
-    | CancelRequested
-    | WebhookDelivery
-)
+FoldEvent = TaskEvent
+"""The events the fold reads (`schemas.events.TaskEvent`)."""
 
 SOURCE_TOPICS: tuple[str, ...] = (
     topics.GENERATION_REQUESTS,
