@@ -24,7 +24,9 @@ def allow_route(path: str) -> HTTPRouteHandler:
     @route(path, http_method=HttpMethod.OPTIONS, include_in_schema=False, sync_to_thread=False)
     def options(request: Request[Any, Any, Any]) -> Response[None]:
         handler = request.route_handler
-        methods = next(r.methods for r in request.app.routes if isinstance(r, HTTPRoute) and handler in r.route_handlers)
+        methods = next(
+            r.methods for r in request.app.routes if isinstance(r, HTTPRoute) and handler in r.route_handlers
+        )
         return Response(None, status_code=HTTP_204_NO_CONTENT, headers={"Allow": ", ".join(sorted(methods))})
 
     return options
