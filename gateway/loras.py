@@ -43,6 +43,7 @@ from acefarm.model.loras import (
     read_manifest,
     write_manifest,
 )
+from gateway.allow import allow_route
 from gateway.auth import Principal
 from gateway.errors import FieldError, error_responses
 from gateway.inputs import check_webhook, webhook_form_fields
@@ -57,6 +58,7 @@ from schemas.training import LoraManifest, TrainingOptions
 log = get_logger(__name__)
 
 _CHUNK = 1 << 20
+LORA_PATH = "/loras/{lora_id:str}"
 
 
 @dataclass
@@ -262,7 +264,7 @@ class LorasController(Controller):
         manifests = await list_manifests(gateway.storage)
         return [shown_to(m, principal) for m in manifests if may_use(m, principal)]
 
-    @get("/loras/{lora_id:str}", summary="One LoRA style", responses=error_responses(401, 404))
+    @get(LORA_PATH, summary="One LoRA style", responses=error_responses(401, 404))
     async def get_lora(
         self, gateway: NamedDependency[GatewayState], principal: NamedDependency[Principal], lora_id: FromPath[str]
     ) -> LoraManifest:
@@ -272,7 +274,7 @@ class LorasController(Controller):
             raise _unknown_lora(lora_id)
         return shown_to(manifest, principal)
 
-    @patch("/loras/{lora_id:str}", summary="Publish or unpublish a LoRA style", responses=error_responses(401, 404))
+    @patch(LORA_PATH, summary="Publish or unpublish a LoRA style", responses=error_responses(401, 404))
     async def update_lora(
         self,
         gateway: NamedDependency[GatewayState],
@@ -291,7 +293,7 @@ class LorasController(Controller):
             log.info("gateway.lora_published", lora_id=lora_id, public=data.public, by=principal.owner)
         return manifest
 
-    @delete("/loras/{lora_id:str}", summary="Delete a LoRA style", responses=error_responses(401, 404))
+    @delete(LORA_PATH, summary="Delete a LoRA style", responses=error_responses(401, 404))
     async def delete_lora_route(
         self, gateway: NamedDependency[GatewayState], principal: NamedDependency[Principal], lora_id: FromPath[str]
     ) -> None:
@@ -306,5 +308,10 @@ class LorasController(Controller):
 
 
 def lora_routes(settings: Settings) -> Router:
-    """`LorasController` under the body limit of `POST /train/lora` (`max_upload_bytes`)."""
-    return Router(path="/", route_handlers=[LorasController], request_max_body_size=max_upload_bytes(settings))
+    """`LorasController` under the body limit of `POST /train/lora` (`max_upload_bytes`), with an `OPTIONS`
+    for `/loras/{lora_id}` that lists its three methods (`gateway.allow`)."""
+    return Router(
+        path="/",
+        route_handlers=[allow_route(LORA_PATH), LorasController],  # first: it replaces the automatic OPTIONS
+        request_max_body_size=max_upload_bytes(settings),
+    )
