@@ -91,8 +91,12 @@ class AsyncClient:
         return TaskStatusResponse.model_validate_json((await self._send(calls.status(task_id))).content)
 
     async def cancel(self, task_id: str) -> TaskStatusResponse:
-        """Ask for the job to be cancelled (409 `AcefarmError` when it already ended); the status as it is now."""
-        return TaskStatusResponse.model_validate_json((await self._send(calls.cancel(task_id))).content)
+        """Cancel an unfinished job; on a job that already ended, delete its files instead (its status stays).
+        Returns the status as it is now."""
+        response = await self._send(calls.cancel(task_id))
+        if response.status_code == calls.FILES_DELETED:
+            return await self.status(task_id)
+        return TaskStatusResponse.model_validate_json(response.content)
 
     async def events(
         self, task_id: str, *, last_event_id: int | None = None, deadline: float | None = None

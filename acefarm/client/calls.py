@@ -115,8 +115,12 @@ def status(task_id: str) -> Call:
     return Call("GET", f"/status/{_task(task_id)}")
 
 
+FILES_DELETED = 204
+"""What `DELETE /tasks/{id}` answers for a task that already ended: its files are deleted, its status stays."""
+
+
 def cancel(task_id: str) -> Call:
-    """`DELETE /tasks/{task_id}`."""
+    """`DELETE /tasks/{task_id}`: cancels an unfinished task, deletes a finished one's files."""
     return Call("DELETE", f"/tasks/{_task(task_id)}")
 
 

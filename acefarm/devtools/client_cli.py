@@ -138,7 +138,7 @@ def status(
 def cancel(
     task_id: Annotated[str, typer.Argument(help="The task id.")], url: Url = None, api_key: ApiKey = None
 ) -> None:
-    """Cancel a pending or running job (exit 4 if it already ended); prints its status as JSON."""
+    """Cancel a pending or running job (on one that already ended: delete its files); prints its status as JSON."""
     with _exit_codes(), Client(url, api_key) as client:
         _print_json(client.cancel(task_id))
 
