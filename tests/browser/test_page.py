@@ -464,7 +464,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trainer(stack: Stack, tiny_model: Path) -> Iterator[Service]:
     """A LoRA trainer process on the tiny checkpoint, beside the stack."""
-    env = {**stack.env, "MODEL_PATH": str(tiny_model)}
+    # Progress up to 50 times a second: the tiny model trains in a second or two, and the page's loss chart
+    # should see several steps rather than whichever one the default 10 Hz throttle lets through.
+    env = {**stack.env, "MODEL_PATH": str(tiny_model), "PROGRESS_MAX_HZ": "50"}
     service = start_service("trainer", ["-m", "acefarm", "trainer", "--device", "cpu"], env, stack.log_dir)
     stack.services["trainer"] = service
     yield service
@@ -492,7 +494,7 @@ def test_train_a_lora_then_generate_with_it(page: Page, stack: Stack, trainer: S
     train.get_by_label("Style name").fill("Sine Waves")
     train.get_by_text("Training options").click()
     train.get_by_label("Rank").fill("4")
-    train.get_by_label("Training steps").fill("12")
+    train.get_by_label("Training steps").fill("40")
     with page.expect_response("**/train/lora") as answered:
         train.get_by_role("button", name="Start training").click()
     assert answered.value.status == 202, answered.value.text()
@@ -502,17 +504,17 @@ def test_train_a_lora_then_generate_with_it(page: Page, stack: Stack, trainer: S
     expect(card.locator(".job-kind")).to_have_text("LoRA training")
     expect(card).to_have_attribute("data-status", "success", timeout=300_000)
     stages: list[str] = page.evaluate("window.__stages")
-    assert any(re.search(r"step \d+ / 12 · loss \d+\.\d{4}", line) for line in stages), (stages, trainer.log()[-3000:])
+    assert any(re.search(r"step \d+ / 40 · loss \d+\.\d{4}", line) for line in stages), (stages, trainer.log()[-3000:])
     expect(card.locator('[data-role="results"]')).to_contain_text("Sine Waves")
     # The loss curve was drawn live from the progress events, one point per reported step.
     chart = card.locator(".loss-chart canvas")
     expect(chart).to_be_visible()
     points = int(chart.get_attribute("data-points") or 0)
-    reported = {m.group(1) for line in stages if (m := re.search(r"step (\d+) / 12 · loss", line))}
+    reported = {m.group(1) for line in stages if (m := re.search(r"step (\d+) / 40 · loss", line))}
     assert points >= max(2, len(reported)), (points, stages)
     assert chart.evaluate(DRAWN_PIXELS) > 0
     expect(chart).to_have_attribute(
-        "aria-label", re.compile(r"^Training loss: \d+ points, \d+\.\d{4} at step \d+ of 12$")
+        "aria-label", re.compile(r"^Training loss: \d+ points, \d+\.\d{4} at step \d+ of 40$")
     )
     screenshot(page, "page-lora-trained-390.png")
 

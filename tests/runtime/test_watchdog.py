@@ -13,6 +13,7 @@ from gpu_consumer.engine.null import NullEngine
 from gpu_consumer.worker import GenerationWorker
 from schemas.events import GenerationRequested, TrainingRequested
 from schemas.generation import GenerationParams
+from schemas.results import ModelUsed
 from schemas.training import TrainingOptions
 from trainer.worker import TrainingWorker
 
@@ -30,7 +31,7 @@ def test_the_deadline_is_the_base_plus_the_size_term() -> None:
 
 def test_a_generation_deadline_scales_with_duration_takes_and_steps() -> None:
     config = settings(job_deadline_base_s=60, generation_deadline_per_unit_s=0.01)
-    worker = GenerationWorker(NullEngine())
+    worker = GenerationWorker(NullEngine(), ModelUsed(name="default", engine="null", id="null"))
     small = GenerationRequested(task_id="a", params=GenerationParams(prompt="p", duration=10, inference_steps=8))
     big = GenerationRequested(
         task_id="b", params=GenerationParams(prompt="p", duration=120, inference_steps=50, batch_size=4)
