@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pipeline_bench import wait_ready
 
 from acefarm.devtools.broker import free_port
 from acefarm.infra.settings import Settings
@@ -134,19 +135,6 @@ async def hop_floor(bootstrap: str, settings: Settings, runs: int, gap_s: float)
     return samples
 
 
-def wait_ready(url: str, timeout_s: float = 180.0) -> None:
-    """Block until the gateway's /readyz answers 200."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("gateway not ready")
-
-
 def ms(samples: list[float]) -> str:
     """p50 and max of `samples` (seconds) in milliseconds."""
     return f"p50 {statistics.median(samples) * 1000:.1f} ms, max {max(samples) * 1000:.1f} ms"
@@ -168,7 +156,7 @@ def main() -> None:
         [sys.executable, "-m", "acefarm", "dev", "--port", str(port), "--no-trainer"], env=env, cwd=workdir
     )
     try:
-        wait_ready(url)
+        wait_ready(url, timeout_s=180.0)
         with httpx.Client(base_url=url, timeout=60) as client:
             for _ in range(3):  # warm-up: group joins, first SSE subscription
                 submit_to_success(client)

@@ -27,6 +27,7 @@ from acefarm.model.lm.audio_codes import AudioCoder, NoAudioTokenizer
 from acefarm.model.lm.decode import DecodeCancelled, Hooks
 from acefarm.model.lm.loading import LmInfo, load_lm
 from acefarm.model.lm.planner import FiveHzLm, LmOutcome
+from acefarm.runtime.events import read_stored_event
 from acefarm.runtime.lifecycle import Cancelled, Failed, Forward, Interrupted, JobContext, JobWorker, Outcome, Verdict
 from acefarm.runtime.progress import Eta, ProgressEta, Report
 from acefarm.runtime.service import WorkerKind
@@ -41,7 +42,7 @@ from planner.plans import (
     sampling_of,
 )
 from schemas import topics
-from schemas.events import GenerationRequested, PlanningRequested, SubmittedRequest, parse_event
+from schemas.events import GenerationRequested, PlanningRequested, SubmittedRequest
 from schemas.generation import GenerationParams
 from schemas.planning import LmResult, PlanMode
 from schemas.status import Stage
@@ -231,14 +232,7 @@ class PlanningWorker(JobWorker[PlanningRequested]):
 
     async def replay(self, request: PlanningRequested, storage: Storage) -> Outcome | None:
         """The forward stored by an earlier delivery of this task, if any (republished unchanged)."""
-        try:
-            raw = await storage.get_bytes(forward_key(request.task_id))
-        except FileNotFoundError:
-            return None
-        try:
-            event = parse_event(raw)
-        except ValidationError:
-            return None
+        event = await read_stored_event(storage, forward_key(request.task_id))
         return Forward(intake_of(event, self._settings), event) if isinstance(event, GenerationRequested) else None
 
 

@@ -17,19 +17,19 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from pydantic import ValidationError
 
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
 from acefarm.model.datasets import DatasetError, DatasetLimits
 from acefarm.model.lm.audio_codes import NoAudioTokenizer
+from acefarm.runtime.events import read_stored_event
 from acefarm.runtime.lifecycle import Cancelled, Failed, FinalEvent, Interrupted, JobContext, JobWorker, Verdict
 from acefarm.runtime.progress import Eta, Report, StepRateEta
 from acefarm.runtime.service import WorkerKind
 from acefarm.runtime.watchdog import job_deadline_s
 from schemas import topics
-from schemas.events import TaskCancelled, TaskFailed, TaskSucceeded, TrainingRequested, parse_lifecycle
+from schemas.events import TaskCancelled, TaskFailed, TaskSucceeded, TrainingRequested
 from schemas.status import Stage
 from schemas.storage_keys import checkpoint_key, outcome_key
 from trainer.lm_captions import CaptionLm, LmUnavailable
@@ -137,14 +137,7 @@ class TrainingWorker(JobWorker[TrainingRequested]):
 
     async def replay(self, request: TrainingRequested, storage: Storage) -> FinalEvent | None:
         """The final event stored by an earlier attempt, if any."""
-        try:
-            raw = await storage.get_bytes(outcome_key(request.task_id))
-        except FileNotFoundError:
-            return None
-        try:
-            event = parse_lifecycle(raw)
-        except ValidationError:
-            return None
+        event = await read_stored_event(storage, outcome_key(request.task_id))
         return event if isinstance(event, TaskSucceeded | TaskFailed | TaskCancelled) else None
 
     async def on_final(self, final: FinalEvent, storage: Storage) -> None:

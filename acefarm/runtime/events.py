@@ -8,11 +8,13 @@ from typing import TypeVar
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import RecordMetadata
+from pydantic import ValidationError
 
 from acefarm.infra.kafka import dead_letter, publish, send
 from acefarm.infra.logging import get_logger
+from acefarm.infra.storage import Storage
 from schemas import topics
-from schemas.events import Envelope, InvalidRecord, validate_record
+from schemas.events import AnyEvent, Envelope, InvalidRecord, parse_event, validate_record
 
 log = get_logger(__name__)
 E = TypeVar("E", bound=Envelope)
@@ -84,3 +86,16 @@ class JobEvents:
 def _type_name(expected: type[Envelope]) -> str:
     default = expected.model_fields["type"].default
     return str(default) if isinstance(default, str) else expected.__name__
+
+
+async def read_stored_event(storage: Storage, key: str) -> AnyEvent | None:
+    """The event a worker stored at `key` (an outcome or a forward to republish), or None when there is
+    none or it does not parse."""
+    try:
+        raw = await storage.get_bytes(key)
+    except FileNotFoundError:
+        return None
+    try:
+        return parse_event(raw)
+    except ValidationError:
+        return None
