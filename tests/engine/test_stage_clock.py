@@ -24,7 +24,8 @@ def test_each_stage_lasts_until_the_next_begins() -> None:
     assert timings.inputs_s is None, "no input audio was loaded"
     assert timings.queue_s == 1.5
     parts = timings.encode_s + timings.diffusion_s + timings.decode_s + timings.upload_s
-    assert timings.total_s is not None and timings.total_s >= parts
+    rounding = 4 * 0.00005  # each figure is rounded to 0.1 ms on its own
+    assert timings.total_s is not None and timings.total_s >= parts - rounding
 
 
 def test_a_negative_queue_wait_from_clock_skew_is_zero() -> None:
