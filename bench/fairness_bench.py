@@ -23,6 +23,7 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from acefarm.devtools.broker import EmbeddedBroker
+from acefarm.devtools.devrun import EMBEDDED_BROKER_ENV
 from acefarm.infra.kafka import ensure_topics
 from acefarm.infra.settings import Settings
 from schemas import topics
@@ -30,9 +31,7 @@ from schemas.events import GenerationRequested, parse_event
 from schemas.generation import GenerationParams
 
 GROUP_ENV = {
-    "KAFKA_SESSION_TIMEOUT_MS": "6000",
-    "KAFKA_REBALANCE_TIMEOUT_MS": "3000",
-    "KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
+    **EMBEDDED_BROKER_ENV,
     "KAFKA_PARTITIONS": "4",
     "LOG_LEVEL": "WARNING",
 }

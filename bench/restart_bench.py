@@ -29,6 +29,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 
 from acefarm.devtools.broker import EmbeddedBroker, free_port
+from acefarm.devtools.devrun import EMBEDDED_BROKER_ENV
 from acefarm.infra.kafka import ensure_topics
 from acefarm.infra.settings import Settings
 from schemas import topics
@@ -36,11 +37,6 @@ from schemas.events import TaskStatusRecord
 from schemas.status import TaskKind, TaskState, TaskStatus
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUP_ENV = {
-    "KAFKA_SESSION_TIMEOUT_MS": "6000",
-    "KAFKA_REBALANCE_TIMEOUT_MS": "3000",
-    "KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
-}
 
 
 async def seed_statuses(bootstrap: str, count: int) -> str:
@@ -147,7 +143,7 @@ def main() -> None:
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-            **GROUP_ENV,
+            **EMBEDDED_BROKER_ENV,
             "AUTH_MODE": "off",
             "OUTPUT_DIR": tmp,
             "ENGINE": "tests.support.tone_engine:ToneEngine",

@@ -1,12 +1,13 @@
 """GPU memory and utilisation as Prometheus gauges, read from torch.cuda at each scrape.
 
-Registered by the GPU consumer only when CUDA is available, so a CPU-only worker exports no GPU
-series at all (absent rather than zero). Utilisation needs NVML (`nvidia-ml-py`); without it only the
-memory gauges are exported.
+Registered by the GPU consumer after its engine loaded, only when that engine uses torch and CUDA is
+available, so a CPU-only worker exports no GPU series at all (absent rather than zero). Utilisation needs
+NVML (`nvidia-ml-py`); without it only the memory gauges are exported.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 from prometheus_client import REGISTRY
@@ -53,7 +54,10 @@ class CudaCollector(Collector):
 
 
 def register_gpu_metrics() -> bool:
-    """Export GPU gauges when CUDA is available (once per process); True if registered."""
+    """Export GPU gauges when the loaded engine uses torch and CUDA is available (once per process); True if
+    registered. An engine that never imported torch (null, tone) has no GPU to report and pays no torch import."""
+    if "torch" not in sys.modules:
+        return False
     import torch
 
     if not torch.cuda.is_available():

@@ -139,9 +139,9 @@ def load_engine_timed(settings: Settings) -> Engine:
     """Load the engine chosen by `ENGINE` and log how long it took; GPU gauges are exported when CUDA is available."""
     from gpu_consumer.engine.loader import load_engine
 
-    register_gpu_metrics()
     started = time.monotonic()
     engine = load_engine(settings)
+    register_gpu_metrics()
     log.info(
         "engine.loaded",
         engine=getattr(engine, "name", type(engine).__name__),

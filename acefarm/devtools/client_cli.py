@@ -11,18 +11,20 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
-from acefarm.client import AcefarmError, Client, TaskFailed
 from acefarm.client.config import API_KEY_ENV, URL_ENV
 from acefarm.client.files import is_directory
 from acefarm.devtools.client_progress import OUTCOME_CODES, ExitCode, follow
 from schemas.generation import AudioFormat
 from schemas.status import TaskState, TaskStatusResponse
 from schemas.training import TrainingOptions
+
+if TYPE_CHECKING:
+    from acefarm.client import Client
 
 Url = Annotated[str | None, typer.Option("--url", envvar=URL_ENV, help="Gateway URL (default: http://127.0.0.1:8000).")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", envvar=API_KEY_ENV, help="API key.", show_default=False)]
@@ -32,6 +34,8 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a
 @contextmanager
 def _exit_codes() -> Iterator[None]:
     """Turn client errors into a message on stderr and the documented exit status."""
+    from acefarm.client.errors import AcefarmError, TaskFailed
+
     try:
         yield
     except TaskFailed as error:
@@ -46,6 +50,13 @@ def _exit_codes() -> Iterator[None]:
         raise typer.Exit(ExitCode.USAGE) from None
 
 
+def _connect(url: str | None, api_key: str | None) -> Client:
+    """A client of the gateway at `url` (httpx is imported only by commands that talk to a gateway)."""
+    from acefarm.client.sync import Client
+
+    return Client(url, api_key)
+
+
 def _print_json(status: TaskStatusResponse) -> None:
     typer.echo(status.model_dump_json(indent=2, exclude_none=True))
 
@@ -53,6 +64,8 @@ def _print_json(status: TaskStatusResponse) -> None:
 def _finish(client: Client, status: TaskStatusResponse, out: str | None) -> None:
     """Download a successful job's files to `out` (printing their paths), or exit with the outcome's code."""
     if status.status is not TaskState.SUCCESS:
+        from acefarm.client.errors import TaskFailed
+
         raise TaskFailed(status)
     if out is not None:
         for path in client.download_results(status, out):
@@ -112,7 +125,7 @@ def generate(
         "lora_id": lora,
         "lora_scale": lora_scale,
     }
-    with _exit_codes(), Client(url, api_key) as client:
+    with _exit_codes(), _connect(url, api_key) as client:
         accepted = client.submit(idempotency_key=idempotency_key, **{k: v for k, v in given.items() if v is not None})
         typer.echo(f"task {accepted.task_id}", err=True)
         _finish(client, follow(client, accepted.task_id, progress), out)
@@ -128,7 +141,7 @@ def status(
     api_key: ApiKey = None,
 ) -> None:
     """Print a job's status as JSON (with --follow: once it has ended, exit status 0, 1 or 3 as for generate)."""
-    with _exit_codes(), Client(url, api_key) as client:
+    with _exit_codes(), _connect(url, api_key) as client:
         current = follow(client, task_id, progress) if follow_job else client.status(task_id)
         _print_json(current)
         if follow_job:
@@ -139,7 +152,7 @@ def cancel(
     task_id: Annotated[str, typer.Argument(help="The task id.")], url: Url = None, api_key: ApiKey = None
 ) -> None:
     """Cancel a pending or running job (on one that already ended: delete its files); prints its status as JSON."""
-    with _exit_codes(), Client(url, api_key) as client:
+    with _exit_codes(), _connect(url, api_key) as client:
         _print_json(client.cancel(task_id))
 
 
@@ -150,7 +163,7 @@ def download(
     api_key: ApiKey = None,
 ) -> None:
     """Download a finished job's files, or one file URL; prints the written paths."""
-    with _exit_codes(), Client(url, api_key) as client:
+    with _exit_codes(), _connect(url, api_key) as client:
         if "/" in target:
             typer.echo(client.download(target, out))
         else:
@@ -163,7 +176,7 @@ def loras(
     api_key: ApiKey = None,
 ) -> None:
     """List your finished LoRA styles and the public ones."""
-    with _exit_codes(), Client(url, api_key) as client:
+    with _exit_codes(), _connect(url, api_key) as client:
         manifests = client.loras()
     if as_json:
         typer.echo(json.dumps([m.model_dump(mode="json") for m in manifests], indent=2))
@@ -190,7 +203,7 @@ def train(
     """Train a LoRA style from a zip of tracks; prints its lora_id (after it finished, unless --no-wait)."""
     chosen: dict[str, Any] = {"steps": steps, "rank": rank, "learning_rate": learning_rate}
     chosen |= {"trigger_tag": trigger_tag, "clip_seconds": clip_seconds}
-    with _exit_codes(), Client(url, api_key) as client:
+    with _exit_codes(), _connect(url, api_key) as client:
         options = TrainingOptions.model_validate({k: v for k, v in chosen.items() if v is not None})
         accepted = client.train_lora(dataset_zip, style_name, options)
         typer.echo(f"task {accepted.task_id}", err=True)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import sys
 from enum import IntEnum
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TaskProgressColumn, TextColumn
 
-from acefarm.client import AcefarmError, Client
 from schemas.status import TaskState, TaskStatusResponse
+
+if TYPE_CHECKING:
+    from acefarm.client import Client
 
 
 class ExitCode(IntEnum):
@@ -104,6 +107,8 @@ def follow(client: Client, task_id: str, show_progress: bool) -> TaskStatusRespo
 def interrupted(client: Client, task_id: str) -> TaskStatusResponse:
     """After Ctrl-C: in a terminal, ask whether to cancel the job and if so return its final status; otherwise
     (or when the answer is no) say that it keeps running and exit with `ExitCode.INTERRUPTED`."""
+    from acefarm.client.errors import AcefarmError
+
     if sys.stdin.isatty() and _confirm(f"\nCancel job {task_id}?"):
         try:
             client.cancel(task_id)

@@ -5,24 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Literal
 
 import typer
 
 from acefarm.infra.retention import retention_rules, setup_lifecycle, sweep
 from acefarm.infra.settings import Settings
-from acefarm.infra.storage import LocalStorage, S3Storage, open_storage
+from acefarm.infra.storage import open_storage
 
 storage_app = typer.Typer(no_args_is_help=True)
-B = TypeVar("B", LocalStorage, S3Storage)
 
 
-def _run(ctx: typer.Context, kind: type[B], action: Callable[[B], Awaitable[Any]]) -> Any:
-    """Run `action` on the configured storage, which must be a `kind` backend."""
+def _run(ctx: typer.Context, backend: Literal["local", "s3"], action: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run `action` on the configured storage, which must be the `backend` one."""
     settings: Settings = ctx.find_root().obj
+    if settings.storage_backend != backend:
+        raise typer.BadParameter(f"needs STORAGE_BACKEND={backend}")
     storage = open_storage(settings)
-    if not isinstance(storage, kind):
-        raise typer.BadParameter(f"needs STORAGE_BACKEND={'s3' if kind is S3Storage else 'local'}")
 
     async def run() -> Any:
         try:
@@ -37,11 +36,11 @@ def _run(ctx: typer.Context, kind: type[B], action: Callable[[B], Awaitable[Any]
 def setup_lifecycle_command(ctx: typer.Context) -> None:
     """Install the bucket's lifecycle rules (one per expiring prefix, from `*_RETENTION_DAYS`) and print them."""
     rules = retention_rules(ctx.find_root().obj)
-    typer.echo(json.dumps(_run(ctx, S3Storage, lambda s: setup_lifecycle(s, rules)), indent=2))
+    typer.echo(json.dumps(_run(ctx, "s3", lambda s: setup_lifecycle(s, rules)), indent=2))
 
 
 @storage_app.command("sweep")
 def sweep_command(ctx: typer.Context) -> None:
     """Delete files of local storage (OUTPUT_DIR) past their lifetime, once; print how many went per prefix."""
     rules = retention_rules(ctx.find_root().obj)
-    typer.echo(json.dumps(_run(ctx, LocalStorage, lambda s: sweep(s, rules))))
+    typer.echo(json.dumps(_run(ctx, "local", lambda s: sweep(s, rules))))

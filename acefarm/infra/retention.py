@@ -14,11 +14,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from acefarm.infra.settings import Settings
-from acefarm.infra.storage import LocalStorage, S3Storage, Storage
+from acefarm.infra.storage import LocalStorage, Storage
 from schemas import storage_keys
+
+if TYPE_CHECKING:
+    from acefarm.infra.storage.s3 import S3Storage
 
 DAY_S = 24 * 3600.0
 RULE_ID_PREFIX = "acefarm-expire-"

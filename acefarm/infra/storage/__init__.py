@@ -5,10 +5,14 @@ See `acefarm.infra.storage._base` for the key layout and the `Storage` protocol.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage._base import InvalidKey, ObjectInfo, Storage, validate_key, validate_prefix
 from acefarm.infra.storage.local import LocalStorage
-from acefarm.infra.storage.s3 import S3Storage
+
+if TYPE_CHECKING:
+    from acefarm.infra.storage.s3 import S3Storage
 
 __all__ = [
     "InvalidKey",
@@ -29,6 +33,8 @@ def open_storage(settings: Settings) -> Storage:
     `await storage.start()`.
     """
     if settings.storage_backend == "s3":
+        from acefarm.infra.storage.s3 import S3Storage
+
         return S3Storage(
             settings.storage_bucket,
             endpoint_url=settings.s3_endpoint_url,
@@ -37,3 +43,12 @@ def open_storage(settings: Settings) -> Storage:
             presign_expiry_s=settings.s3_presign_expiry_s,
         )
     return LocalStorage(settings.output_dir)
+
+
+def __getattr__(name: str) -> Any:
+    """`S3Storage` is imported on first use: aiobotocore costs ~0.4 s of start-up a local-storage process skips."""
+    if name == "S3Storage":
+        from acefarm.infra.storage.s3 import S3Storage
+
+        return S3Storage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
