@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     kafka_rebalance_timeout_ms: int = Field(default=60_000, ge=1_000)
     kafka_fetch_max_wait_ms: int = Field(default=20, ge=0, le=10_000)
+    kafka_linger_ms: int = Field(default=0, ge=0, le=1_000)
 
     # Storage
     storage_backend: Literal["local", "s3"] = "local"
