@@ -104,7 +104,7 @@ def main() -> None:
         floor = results["floor"]
         for name, rounds in results.items():
             med = {k: statistics.median(r[k] for r in rounds) for k in ("rps", "p50_ms", "p99_ms")}
-            line = f"median {name:18}: {med['rps']:7.0f} req/s  p50 {med['p50_ms']:6.1f} ms  p99 {med['p99_ms']:6.1f} ms"
+            line = f"median {name:18}: {med['rps']:7.0f} req/s  p50 {med['p50_ms']:6.1f} ms  p99 {med['p99_ms']:6.1f}"
             if name != "floor":
                 rps = [r["rps"] / f["rps"] for r, f in zip(rounds, floor, strict=True)]
                 p99 = [r["p99_ms"] / f["p99_ms"] for r, f in zip(rounds, floor, strict=True)]

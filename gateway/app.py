@@ -7,7 +7,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, Router
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException
 from litestar.openapi import OpenAPIConfig
 
@@ -43,7 +43,7 @@ def after_gateway(principal: Provide) -> Provide:
     """
     provide = principal.dependency
 
-    def provide_principal(request: Request[Any, Any, Any], gateway: GatewayState) -> Principal:
+    def provide_principal(request: Request[Any, Any, Any], gateway: NamedDependency[GatewayState]) -> Principal:
         result: Principal = provide(request)
         return result
 

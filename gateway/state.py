@@ -24,6 +24,7 @@ from acefarm.infra.storage import Storage, open_storage
 from gateway.admission import Admission, BacklogProbe
 from gateway.keyring import KeyRing
 from gateway.signed_links import LinkSigner
+from gateway.sse import FrameCache
 from gateway.status_view import StatusView
 
 log = get_logger(__name__)
@@ -47,6 +48,8 @@ class GatewayState:
     """The farm's API keys; None when `AUTH_MODE=off`."""
     in_flight: set[str] = field(default_factory=set)
     """Task ids of `POST /generate` requests being checked and published right now."""
+    frames: FrameCache = field(default_factory=FrameCache)
+    """Encoded SSE frames shared by the subscribers of a task."""
 
     async def kafka_answers(self) -> bool:
         """Whether the broker answers a metadata request within a few seconds."""

@@ -11,7 +11,6 @@ most `history` snapshots.
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
@@ -21,6 +20,7 @@ from acefarm.infra.compacted import CompactedReader
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from gateway.limits import UnfinishedJobs
+from gateway.wakeups import TaskWakeups
 from schemas import topics
 from schemas.events import GenerationRequested, PlanningRequested, TaskStatusRecord, TrainingRequested, parse_event
 from schemas.status import PLANNED_KINDS, TaskKind, TaskState, TaskStatus
@@ -45,7 +45,7 @@ class StatusStore:
     def __init__(self, max_tasks: int = 100_000, history: int = 16) -> None:
         self.unfinished = UnfinishedJobs()
         self._tasks: OrderedDict[str, _Entry] = OrderedDict()
-        self._waiters: dict[str, asyncio.Event] = {}
+        self._wakeups = TaskWakeups()
         self._max_tasks = max_tasks
         self._history = history
 
@@ -85,9 +85,7 @@ class StatusStore:
             self._tasks.move_to_end(status.task_id)
         entry.history.append(status)
         self.unfinished.observe(status.task_id, status.owner, status.status.is_final)
-        waiter = self._waiters.pop(status.task_id, None)
-        if waiter is not None:
-            waiter.set()
+        self._wakeups.wake(status.task_id)
         return True
 
     def insert_pending(self, status: TaskStatus) -> bool:
@@ -121,15 +119,15 @@ class StatusStore:
         return self.insert_pending(pending)
 
     async def wait_newer(self, task_id: str, version: int, timeout_s: float) -> bool:
-        """Wait until the task has a snapshot newer than `version`; False on timeout."""
+        """Wait until the task has a snapshot newer than `version`; False on timeout.
+
+        Waiters share one timer per timeout (`gateway.wakeups`), so the timeout ends within 1/8 of
+        `timeout_s` after it.
+        """
         current = self.get(task_id)
         if current is not None and current.version > version:
             return True
-        event = self._waiters.setdefault(task_id, asyncio.Event())
-        try:
-            await asyncio.wait_for(event.wait(), timeout_s)
-        except TimeoutError:
-            return False
+        await self._wakeups.wait(task_id, timeout_s)
         current = self.get(task_id)
         return current is not None and current.version > version
 

@@ -9,7 +9,7 @@ from litestar import Controller, Request, Response, delete, get
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, HeaderParameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT
 
 from acefarm.infra.kafka import publish
@@ -18,6 +18,7 @@ from gateway.access import caller, events_path, known_status, link_owner, visibl
 from gateway.auth import SIGNED_LINKS, Principal
 from gateway.errors import error_responses
 from gateway.responses import to_response
+from gateway.sse import KEEPALIVE, MEDIA_TYPE, SSE_HEADERS, Frame
 from gateway.state import GatewayState
 from gateway.status_view import StatusStore
 from schemas import topics
@@ -26,38 +27,39 @@ from schemas.status import TaskStatus, TaskStatusResponse
 
 log = get_logger(__name__)
 
-Render = Callable[[TaskStatus], TaskStatusResponse]
+Render = Callable[[TaskStatus], Frame]
 
 
 def _renderer(gateway: GatewayState, viewer: str) -> Render:
-    signer, base_url = gateway.signer, gateway.public_base_url
-    return lambda status: to_response(status, signer, viewer, base_url)
+    """Frames as `viewer` sees them, shared through the gateway's frame cache with every other subscriber."""
+    signer, base_url, frames = gateway.signer, gateway.public_base_url, gateway.frames
 
+    def render(status: TaskStatus) -> Frame:
+        return frames.frame(status, status.owner or viewer, lambda: to_response(status, signer, viewer, base_url))
 
-def _message(status: TaskStatus, render: Render) -> ServerSentEventMessage:
-    return ServerSentEventMessage(data=render(status).model_dump_json(), event=status.status.value, id=status.version)
+    return render
 
 
 async def status_events(
     store: StatusStore, task_id: str, last_event_id: int | None, keepalive_s: float, render: Render
-) -> AsyncIterator[ServerSentEventMessage]:
-    """The task's snapshots newer than `last_event_id` (the current one when None), then each change,
-    each as `render` shows it; a keep-alive comment after `keepalive_s` idle; ends once the final state
-    has been sent."""
+) -> AsyncIterator[bytes]:
+    """The encoded events of the task's snapshots newer than `last_event_id` (the current one when None),
+    then of each change, each as `render` shows it; a keep-alive comment after `keepalive_s` idle; ends
+    once the final state has been sent."""
     last = last_event_id
-    shown: dict[str, object] | None = None
+    shown: str | None = None
     while True:
         for status in store.since(task_id, last):
-            visible = status.model_dump(exclude={"version", "updated_at"})
-            if visible != shown:  # e.g. streams' first "pending" after the gateway's own: nothing new to show
-                yield _message(status, render)
-                shown = visible
+            frame = render(status)
+            if frame.visible != shown:  # e.g. streams' first "pending" after the gateway's own: nothing new to show
+                yield frame.data
+                shown = frame.visible
             last = status.version
         current = store.get(task_id)
         if current is None or (current.status.is_final and last is not None and last >= current.version):
             return
         if not await store.wait_newer(task_id, last if last is not None else -1, keepalive_s):
-            yield ServerSentEventMessage(comment="keep-alive", data=None)
+            yield KEEPALIVE
 
 
 def _parse_event_id(value: str | None) -> int | None:
@@ -124,7 +126,7 @@ class TasksController(Controller):
             str | None,
             HeaderParameter(name="Last-Event-ID", description="Resume after this version: only newer states are sent."),
         ] = None,
-    ) -> ServerSentEvent:
+    ) -> Stream:
         """`text/event-stream` of the task's status: the current state at once, then every change.
 
         Each event has `id` = version, `event` = status and `data` = the `GET /status` JSON. The stream
@@ -147,4 +149,4 @@ class TasksController(Controller):
             gateway.settings.sse_keepalive_s,
             _renderer(gateway, owner),
         )
-        return ServerSentEvent(stream)
+        return Stream(stream, media_type=MEDIA_TYPE, headers=SSE_HEADERS)
