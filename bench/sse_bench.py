@@ -2,7 +2,7 @@
 
 Starts the embedded Tansu broker and one `acefarm gateway` (auth off), publishes a `pending` snapshot for
 `--tasks` tasks straight onto the status topic (as `streams` would), then opens `--subscribers` SSE streams
-spread evenly over the tasks from `--clients` client processes (asyncio raw sockets, `ulimit -n` raised).
+spread evenly over the tasks from `--clients` client processes (asyncio streams on uvloop, `ulimit -n` raised).
 Once every stream has its first event it measures the gateway's memory, waits `--idle` seconds, then
 publishes a final `success` snapshot for every task at once. Prints:
 
@@ -34,6 +34,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import uvloop
 from pipeline_bench import wait_ready
 
 from acefarm.devtools.broker import EmbeddedBroker, free_port
@@ -191,7 +192,7 @@ def main() -> None:
     raise_open_files()
     if args.client:
         host, port, ids = args.client
-        asyncio.run(client(host, int(port), ids.split(","), args.concurrency))
+        uvloop.run(client(host, int(port), ids.split(","), args.concurrency))
         return
     workdir = Path(tempfile.mkdtemp(prefix="acefarm-sse-bench-"))
     broker = EmbeddedBroker().start()

@@ -6,7 +6,7 @@ the floor app, then runs wrk (Debian package `wrk`) at `--connections` against e
 so load from other work on the shared machine falls on all alike. Prints each round with the load average,
 the medians, and the gateway/floor ratios of throughput and p99 (the issue asks ≥ 0.6 and ≤ 2).
 
-Usage: uv run python bench/submit_bench.py [--rounds 4] [--seconds 10] [--linger 0 1 2 5]
+Usage: uv run python bench/submit_bench.py [--rounds 4] [--seconds 10] [--linger 0 1 2 5] [--before DIR]
 """
 
 from __future__ import annotations
@@ -30,10 +30,15 @@ from acefarm.devtools.broker import EmbeddedBroker, free_port
 HERE = Path(__file__).resolve().parent
 
 
-def start_gateway(bootstrap: str, port: int, workdir: Path, linger_ms: int) -> subprocess.Popen[bytes]:
-    """Run `acefarm gateway` with auth off and `KAFKA_LINGER_MS=linger_ms` on `port`."""
+def start_gateway(
+    bootstrap: str, port: int, workdir: Path, linger_ms: int, source: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Run `acefarm gateway` with auth off and `KAFKA_LINGER_MS=linger_ms` on `port`, from the checkout at
+    `source` when given (an older commit, for a before/after comparison in one run)."""
+    extra = {"PYTHONPATH": str(source)} if source is not None else {}
     env = dict(
         os.environ,
+        **extra,
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         OUTPUT_DIR=str(workdir),
         LOG_LEVEL="WARNING",
@@ -68,6 +73,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--linger", type=int, nargs="+", default=[0])
+    parser.add_argument("--before", type=Path, help="also run a gateway from this checkout (e.g. a git worktree)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="acefarm-submit-bench-"))
     broker = EmbeddedBroker().start()
@@ -78,6 +84,10 @@ def main() -> None:
             port = free_port()
             processes.append(start_gateway(broker.bootstrap_servers, port, workdir / str(linger), linger))
             urls[f"gateway linger {linger}"] = f"http://127.0.0.1:{port}"
+        if args.before is not None:
+            port = free_port()
+            processes.append(start_gateway(broker.bootstrap_servers, port, workdir / "before", 0, args.before))
+            urls["gateway before"] = f"http://127.0.0.1:{port}"
         floor_port = free_port()
         processes.append(subprocess.Popen([sys.executable, str(HERE / "floor_app.py"), str(floor_port)]))
         urls["floor"] = f"http://127.0.0.1:{floor_port}"
