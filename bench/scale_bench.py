@@ -125,7 +125,7 @@ def backlog(small: int, large: int) -> None:
 def main() -> None:
     """Run both parts and print their figures."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--known", type=int, nargs="+", default=[0, 10_000, 100_000])
+    parser.add_argument("--known", type=int, nargs="*", default=[0, 10_000, 100_000])
     parser.add_argument("--small", type=int, default=10)
     parser.add_argument("--large", type=int, default=10_000)
     parser.add_argument("--seconds", type=int, default=5)

@@ -9,6 +9,7 @@ and wraps the request in a server span that continues the caller's `traceparent`
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from litestar import Controller, Response, get
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,7 +23,7 @@ from acefarm.infra.tracing import traced
 EVENT_STREAM = b"text/event-stream"
 
 
-def trace_carrier(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+def trace_carrier(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     """The request headers the trace propagator reads (`traceparent`, `tracestate`, `baggage`), as text;
     ASGI header names are lower-case already."""
     fields = {name.encode("latin-1") for name in propagate.get_global_textmap().fields}
