@@ -112,7 +112,7 @@ async def subscribe(
     host: str, port: int, task_id: object, out: dict[str, object], gate: asyncio.Semaphore, opened: Opened
 ) -> None:
     """One SSE stream: connect, note the first event's time, then the final event's time and keep-alives."""
-    request = f"GET /tasks/{task_id}/events HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
+    request = f"GET /tasks/{task_id}/events HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n"
     try:
         async with gate:
             started = time.monotonic()

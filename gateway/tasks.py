@@ -67,7 +67,8 @@ async def status_events(
 
     While the task is pending its queue position also moves without a new version: it is re-read when a
     queue snapshot arrives (`queue_changed()`: a future shared by all waiters) and sent again, with the
-    same id, when it moved noticeably (`moved`) or, if it changed at all, every `QUEUE_PUSH_S`.
+    same id, when it moved noticeably (`moved`) or, if it changed at all, every `QUEUE_PUSH_S`. An idle
+    pending stream with nothing left to push wakes only for its keep-alive.
     """
     last = last_event_id
     shown: str | None = None
@@ -97,8 +98,10 @@ async def status_events(
         elif now - said_at >= keepalive_s:
             yield KEEPALIVE
             said_at = now
-        wait_s = max(0.01, min(keepalive_s - (now - said_at), QUEUE_PUSH_S))
-        await store.wait_newer(task_id, version, wait_s, also=queue_changed())
+        wait_s = keepalive_s - (now - said_at)
+        if frame.queue != queue:  # a small move not sent yet: due QUEUE_PUSH_S after the last push
+            wait_s = min(wait_s, QUEUE_PUSH_S - (now - pushed_at))
+        await store.wait_newer(task_id, version, max(0.01, wait_s), also=queue_changed())
 
 
 def _parse_event_id(value: str | None) -> int | None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from datetime import UTC, datetime
 
+import pytest
+
+from gateway import tasks
 from gateway.responses import to_response
 from gateway.signed_links import LinkSigner
 from gateway.sse import Frame, FrameCache
+from gateway.status_view import StatusStore
 from gateway.wakeups import MIN_TICK_S, Deadlines, Signal, TaskWakeups, tick_for
 from schemas.queues import QueuePosition
 from schemas.status import StoredFile, TaskState, TaskStatus, TaskStatusResponse
@@ -134,3 +139,41 @@ def test_frames_differ_by_queue_position_and_carry_it() -> None:
     assert third.queue == QueuePosition(3, 4.0) and b'"queue_position":3' in third.data
     assert first.queue == QueuePosition(1, 2.0) and b'"queue_position":1' in first.data
     assert render(QueuePosition(3, 4.0)) is third and third.visible == first.visible
+
+
+async def test_a_pending_stream_wakes_for_queue_snapshots_not_on_a_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks, "QUEUE_PUSH_S", 0.1)
+    store, changes, frames = StatusStore(), Signal(), FrameCache()
+    signer = LinkSigner(b"s" * 32, max_ttl_s=3600)
+    queue: list[QueuePosition | None] = [None]
+    renders: list[QueuePosition | None] = []
+
+    def render(status: TaskStatus) -> Frame:
+        renders.append(queue[0])
+        position = queue[0] if status.status is TaskState.PENDING else None
+        return frames.frame(status, "alice", lambda: to_response(status, signer, "alice", queue=position), position)
+
+    store.update(snap(1, TaskState.PENDING))
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def follow() -> None:
+        async for chunk in tasks.status_events(store, "t", None, 30, render, changes.next):
+            await chunks.put(chunk)
+
+    def shown(chunk: bytes) -> tuple[int | None, float | None]:
+        body = json.loads(chunk.split(b"data: ", 1)[1])
+        return body["queue_position"], body["eta_s"]
+
+    stream = asyncio.create_task(follow())
+    assert shown(await asyncio.wait_for(chunks.get(), 1)) == (None, None)
+    await asyncio.sleep(0.3)
+    assert len(renders) == 2 and chunks.empty()  # idle with nothing to push: no wake-ups until the keep-alive
+    queue[0] = QueuePosition(3, 4.0)
+    changes.fire()
+    assert shown(await asyncio.wait_for(chunks.get(), 1)) == (3, 4.0)  # a move is sent at once
+    queue[0] = QueuePosition(3, 3.5)
+    changes.fire()
+    assert shown(await asyncio.wait_for(chunks.get(), 1)) == (3, 3.5)  # an ETA change after QUEUE_PUSH_S
+    store.update(snap(2, TaskState.SUCCESS))
+    assert b"event: success" in await asyncio.wait_for(chunks.get(), 1)
+    await asyncio.wait_for(stream, 1)
