@@ -121,7 +121,7 @@ def principal_guard(mode: AuthMode, keyring: KeyRing | None) -> Guard:
     if mode == "keys" and keyring is None:
         raise ValueError("AUTH_MODE=keys needs a KeyRing")
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         if handler.opt.get(SIGNED_LINKS):
             return
         try:

@@ -9,9 +9,11 @@ and wraps the request in a server span that continues the caller's `traceparent`
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from litestar import Controller, Response, get
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -19,6 +21,13 @@ from acefarm.infra.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS, SSE_CONNE
 from acefarm.infra.tracing import traced
 
 EVENT_STREAM = b"text/event-stream"
+
+
+def trace_carrier(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The request headers the trace propagator reads (`traceparent`, `tracestate`, `baggage`), as text;
+    ASGI header names are lower-case already."""
+    fields = {name.encode("latin-1") for name in propagate.get_global_textmap().fields}
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in fields}
 
 
 def metrics_middleware(app: ASGIApp) -> ASGIApp:
@@ -43,7 +52,7 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
                     SSE_CONNECTIONS.inc()
             await send(message)
 
-        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        carrier = trace_carrier(scope["headers"])
         try:
             with traced(f"{method} {route}", carrier, SpanKind.SERVER, **{"http.route": route}):
                 await app(scope, receive, send_counted)

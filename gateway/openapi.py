@@ -43,6 +43,7 @@ def strict_openapi(doc: OpenAPI) -> None:
     ok = item.get.responses.get("200") if item is not None and item.get and item.get.responses else None
     if ok is not None and not isinstance(ok, Reference):
         ok.content = {"text/event-stream": OpenAPIMediaType(schema=status_event_schema())}
+        ok.description = "The task's status as server-sent events."
 
 
 def status_event_schema() -> Schema:

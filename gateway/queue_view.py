@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from acefarm.infra.compacted import CompactedReader
 from acefarm.infra.settings import Settings
+from gateway.wakeups import Signal
 from schemas import topics
 from schemas.queues import QueuePosition, QueueSnapshot, current, queue_positions
 
@@ -69,7 +70,7 @@ class QueueView:
         self._snapshots: dict[bytes, QueueSnapshot] = {}
         self._live: list[QueueSnapshot] = []
         self._positions: dict[str, QueuePosition] | None = None
-        self._changed = asyncio.Event()
+        self._changes = Signal()
         self.reader = CompactedReader(settings, topics.SCHEDULER_QUEUES, self._apply, name="queue-view")
 
     async def start(self) -> None:
@@ -91,13 +92,10 @@ class QueueView:
             return found
         return beyond_head(self._live, self._positions, owner, after())
 
-    async def wait_changed(self, timeout_s: float) -> bool:
-        """Wait until a new snapshot arrives; False after `timeout_s` without one."""
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
+    def next_change(self) -> asyncio.Future[None]:
+        """A future done when the next snapshot arrives, shared by everyone waiting for it (no task or
+        timer per waiter: `gateway.wakeups`)."""
+        return self._changes.next()
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         if key is None:
@@ -107,5 +105,4 @@ class QueueView:
         else:
             self._snapshots[key] = QueueSnapshot.model_validate_json(value)
         self._positions = None
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        self._changes.fire()

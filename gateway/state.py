@@ -28,6 +28,7 @@ from gateway.dataset_checks import DatasetChecks
 from gateway.keyring import KeyRing
 from gateway.queue_view import QueueView
 from gateway.signed_links import LinkSigner
+from gateway.sse import FrameCache
 from gateway.status_view import StatusView
 from schemas.queues import QueuePosition
 from schemas.status import TaskKind, TaskState, TaskStatus
@@ -59,6 +60,8 @@ class GatewayState:
     """The farm's API keys; None when `AUTH_MODE=off`."""
     in_flight: set[str] = field(default_factory=set)
     """Task ids of `POST /generate` requests being checked and published right now."""
+    frames: FrameCache = field(default_factory=FrameCache)
+    """Encoded SSE frames shared by the subscribers of a task."""
 
     async def kafka_answers(self) -> bool:
         """Whether the broker answers a metadata request within a few seconds."""

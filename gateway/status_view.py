@@ -12,7 +12,7 @@ most `history` snapshots. A `TaskIndex` keeps the tasks by owner and state for l
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -23,6 +23,7 @@ from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from gateway.limits import UnfinishedJobs
 from gateway.task_index import Key, Scope, TaskIndex, key_of, scope_of
+from gateway.wakeups import TaskWakeups
 from schemas import topics
 from schemas.events import GenerationRequested, PlanningRequested, TaskStatusRecord, TrainingRequested, parse_event
 from schemas.status import PLANNED_KINDS, TaskKind, TaskState, TaskStatus
@@ -33,7 +34,8 @@ log = get_logger(__name__)
 @dataclass
 class _Entry:
     latest: TaskStatus
-    history: deque[TaskStatus] = field(default_factory=deque)
+    history: list[TaskStatus] = field(default_factory=list)
+    """Oldest first; a list, not a deque: a deque allocates a 64-slot block per task (~0.8 KB at 100k tasks)."""
 
 
 class StatusStore:
@@ -47,7 +49,7 @@ class StatusStore:
     def __init__(self, max_tasks: int = 100_000, history: int = 16) -> None:
         self.unfinished = UnfinishedJobs()
         self._tasks: OrderedDict[str, _Entry] = OrderedDict()
-        self._waiters: dict[str, asyncio.Event] = {}
+        self._wakeups = TaskWakeups()
         self._max_tasks = max_tasks
         self._history = history
         self._index = TaskIndex()
@@ -79,7 +81,7 @@ class StatusStore:
         if entry is not None and status.version <= entry.latest.version:
             return False
         if entry is None:
-            entry = _Entry(latest=status, history=deque(maxlen=self._history))
+            entry = _Entry(latest=status)
             self._tasks[status.task_id] = entry
             self._index.add(status)
             while len(self._tasks) > self._max_tasks:
@@ -89,10 +91,10 @@ class StatusStore:
             entry.latest = status
             self._tasks.move_to_end(status.task_id)
         entry.history.append(status)
+        if len(entry.history) > self._history:
+            del entry.history[0]
         self.unfinished.observe(status.task_id, status.owner, status.status.is_final)
-        waiter = self._waiters.pop(status.task_id, None)
-        if waiter is not None:
-            waiter.set()
+        self._wakeups.wake(status.task_id)
         return True
 
     def forget(self, task_id: str) -> None:
@@ -139,16 +141,18 @@ class StatusStore:
         """How many pending tasks of the same owner were created after this one."""
         return self._index.newer(scope_of(status.owner), TaskState.PENDING, key_of(status))
 
-    async def wait_newer(self, task_id: str, version: int, timeout_s: float) -> bool:
-        """Wait until the task has a snapshot newer than `version`; False on timeout."""
+    async def wait_newer(
+        self, task_id: str, version: int, timeout_s: float, also: asyncio.Future[None] | None = None
+    ) -> bool:
+        """Wait until the task has a snapshot newer than `version`, or `also` is done; False on timeout or
+        when woken by `also` without a newer snapshot.
+
+        Waiters share timers (`gateway.wakeups`), so the timeout ends within 1/8 of `timeout_s` after it.
+        """
         current = self.get(task_id)
         if current is not None and current.version > version:
             return True
-        event = self._waiters.setdefault(task_id, asyncio.Event())
-        try:
-            await asyncio.wait_for(event.wait(), timeout_s)
-        except TimeoutError:
-            return False
+        await self._wakeups.wait(task_id, timeout_s, also)
         current = self.get(task_id)
         return current is not None and current.version > version
 

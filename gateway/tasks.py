@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from acefarm.infra.kafka import publish
@@ -21,7 +21,8 @@ from gateway.access import caller, events_path, known_status, link_owner, visibl
 from gateway.auth import SIGNED_LINKS, Principal
 from gateway.errors import error_responses
 from gateway.queue_view import moved
-from gateway.responses import Render, renderer
+from gateway.responses import renderer, to_response
+from gateway.sse import KEEPALIVE, MEDIA_TYPE, SSE_HEADERS, Frame
 from gateway.state import GatewayState
 from gateway.status_view import StatusStore
 from schemas import topics
@@ -35,23 +36,21 @@ QUEUE_PUSH_S = 5.0
 """While a job is pending, a changed queue position or ETA is pushed at least this often (moves that
 `moved` finds noticeable go out at once)."""
 
-
-def _message(status: TaskStatus, response: TaskStatusResponse) -> ServerSentEventMessage:
-    return ServerSentEventMessage(data=response.model_dump_json(), event=status.status.value, id=status.version)
+FrameRender = Callable[[TaskStatus], Frame]
 
 
-def _queue_of(response: TaskStatusResponse) -> QueuePosition | None:
-    return None if response.queue_position is None else QueuePosition(response.queue_position, response.eta_s)
+def _frames(gateway: GatewayState, viewer: str) -> FrameRender:
+    """Frames as `viewer` sees them (with a pending job's queue position), shared through the gateway's frame
+    cache with every other subscriber."""
+    signer, base_url, frames = gateway.signer, gateway.public_base_url, gateway.frames
 
+    def render(status: TaskStatus) -> Frame:
+        queue = gateway.queue_position(status)
+        return frames.frame(
+            status, status.owner or viewer, lambda: to_response(status, signer, viewer, base_url, queue), queue
+        )
 
-async def _first_of(*waits: Awaitable[bool]) -> None:
-    """Wait until the first of `waits` returns; cancel the others."""
-    tasks = [asyncio.ensure_future(wait) for wait in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
+    return render
 
 
 async def status_events(
@@ -59,28 +58,28 @@ async def status_events(
     task_id: str,
     last_event_id: int | None,
     keepalive_s: float,
-    render: Render,
-    queue_changed: Callable[[float], Awaitable[bool]],
-) -> AsyncIterator[ServerSentEventMessage]:
-    """The task's snapshots newer than `last_event_id` (the current one when None), then each change,
-    each as `render` shows it; a keep-alive comment after `keepalive_s` idle; ends once the final state
-    has been sent.
+    render: FrameRender,
+    queue_changed: Callable[[], asyncio.Future[None]],
+) -> AsyncIterator[bytes]:
+    """The encoded events of the task's snapshots newer than `last_event_id` (the current one when None),
+    then of each change, each as `render` shows it; a keep-alive comment after `keepalive_s` idle; ends
+    once the final state has been sent.
 
     While the task is pending its queue position also moves without a new version: it is re-read when a
-    queue snapshot arrives (`queue_changed`) and sent again, with the same id, when it moved noticeably
-    (`moved`) or, if it changed at all, every `QUEUE_PUSH_S`.
+    queue snapshot arrives (`queue_changed()`: a future shared by all waiters) and sent again, with the
+    same id, when it moved noticeably (`moved`) or, if it changed at all, every `QUEUE_PUSH_S`. An idle
+    pending stream with nothing left to push wakes only for its keep-alive.
     """
     last = last_event_id
-    shown: dict[str, object] | None = None
+    shown: str | None = None
     queue: QueuePosition | None = None
     said_at = pushed_at = time.monotonic()
     while True:
         for status in store.since(task_id, last):
-            visible = status.model_dump(exclude={"version", "updated_at"})
-            if visible != shown:  # e.g. streams' first "pending" after the gateway's own: nothing new to show
-                response = render(status)
-                yield _message(status, response)
-                shown, queue = visible, _queue_of(response)
+            frame = render(status)
+            if frame.visible != shown:  # e.g. streams' first "pending" after the gateway's own: nothing new to show
+                yield frame.data
+                shown, queue = frame.visible, frame.queue
                 said_at = pushed_at = time.monotonic()
             last = status.version
         current = store.get(task_id)
@@ -89,19 +88,20 @@ async def status_events(
         version = last if last is not None else -1
         if current.status is not TaskState.PENDING:
             if not await store.wait_newer(task_id, version, keepalive_s):
-                yield ServerSentEventMessage(comment="keep-alive", data=None)
+                yield KEEPALIVE
                 said_at = time.monotonic()
             continue
-        response, now = render(current), time.monotonic()
-        position = _queue_of(response)
-        if moved(queue, position) or (position != queue and now - pushed_at >= QUEUE_PUSH_S):
-            yield _message(current, response)
-            queue, said_at, pushed_at = position, now, now
+        frame, now = render(current), time.monotonic()
+        if moved(queue, frame.queue) or (frame.queue != queue and now - pushed_at >= QUEUE_PUSH_S):
+            yield frame.data
+            queue, said_at, pushed_at = frame.queue, now, now
         elif now - said_at >= keepalive_s:
-            yield ServerSentEventMessage(comment="keep-alive", data=None)
+            yield KEEPALIVE
             said_at = now
-        wait_s = max(0.01, min(keepalive_s - (now - said_at), QUEUE_PUSH_S))
-        await _first_of(store.wait_newer(task_id, version, wait_s), queue_changed(wait_s))
+        wait_s = keepalive_s - (now - said_at)
+        if frame.queue != queue:  # a small move not sent yet: due QUEUE_PUSH_S after the last push
+            wait_s = min(wait_s, QUEUE_PUSH_S - (now - pushed_at))
+        await store.wait_newer(task_id, version, max(0.01, wait_s), also=queue_changed())
 
 
 def _parse_event_id(value: str | None) -> int | None:
@@ -170,7 +170,7 @@ class TasksController(Controller):
             str | None,
             HeaderParameter(name="Last-Event-ID", description="Resume after this version: only newer states are sent."),
         ] = None,
-    ) -> ServerSentEvent:
+    ) -> Stream:
         """`text/event-stream` of the task's status: the current state at once, then every change.
 
         Each event has `id` = version, `event` = status and `data` = the `GET /status` JSON. The stream
@@ -193,7 +193,7 @@ class TasksController(Controller):
             task_id,
             _parse_event_id(last_event_id),
             gateway.settings.sse_keepalive_s,
-            renderer(gateway, owner),
-            gateway.queues.wait_changed,
+            _frames(gateway, owner),
+            gateway.queues.next_change,
         )
-        return ServerSentEvent(stream)
+        return Stream(stream, media_type=MEDIA_TYPE, headers=SSE_HEADERS)

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     kafka_rebalance_timeout_ms: int = Field(default=60_000, ge=1_000)
     kafka_broker_kind: BrokerKind = "kafka"
     kafka_fetch_max_wait_ms: int | None = Field(default=None, ge=0, le=60_000)
+    kafka_linger_ms: int = Field(default=0, ge=0, le=1_000)
 
     # Storage
     storage_backend: Literal["local", "s3"] = "local"
