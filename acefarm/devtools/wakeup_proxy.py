@@ -6,9 +6,12 @@ late, and a short wait makes every idle consumer fetch (and the broker scan) doz
 This proxy sits between the clients and Tansu and gives fetches Apache Kafka's behaviour instead:
 
 - a Fetch goes on to Tansu with its wait cut to `FORWARDED_WAIT_MS` unless it asks for exactly what
-  the connection's previous fetch asked for and nothing was produced since that one went on; such a
-  repeated fetch is held here, costing nothing, until something is produced, the client sends another
-  request on the same connection, or the client's own wait runs out;
+  the connection's previous fetch asked for, nothing was produced since that one went on, and its answer
+  showed nothing left to read; such a repeated fetch is held here, costing nothing, until something is
+  produced, the client sends another request on the same connection, or the client's own wait runs out.
+  An answer without records for a partition whose high watermark lies past the offset asked for (Tansu
+  gives one when its storage read outlasts the wait, e.g. while a reader catches up on a long topic)
+  means records are waiting: the repeat goes on at once;
 - a Produce acknowledgement (or the sending of an `acks=0` produce) wakes every held fetch, and wakes
   them again shortly after the last produce (`REWAKE_AFTER_S`);
 - every other request and every response passes through unchanged, in order.
@@ -28,6 +31,7 @@ import contextlib
 import struct
 import sys
 from collections import deque
+from dataclasses import dataclass, field
 
 PRODUCE, FETCH = 0, 1
 MAX_HELD_FETCH_VERSION = 11  # Fetch v12+ uses flexible (tagged) headers: passed through unchanged
@@ -61,16 +65,66 @@ def fetch_wait_s(frame: bytes) -> float | None:
     return max(wait_ms, 0) / 1000
 
 
+def _fetch_body(frame: bytes) -> tuple[int, int]:
+    """A Fetch request's version and where its topics array starts."""
+    _, version = struct.unpack_from(">hh", frame)
+    # replica_id, max_wait, min_bytes; max_bytes (v3+); isolation_level (v4+); session id and epoch (v7+)
+    return version, (
+        body_offset(frame) + 12 + (4 if version >= 3 else 0) + (1 if version >= 4 else 0) + (8 if version >= 7 else 0)
+    )
+
+
+def fetch_offsets(frame: bytes) -> dict[tuple[bytes, int], int]:
+    """The offset a holdable Fetch asks for, by (topic, partition)."""
+    version, offset = _fetch_body(frame)
+    entry = 16 + (4 if version >= 9 else 0) + (8 if version >= 5 else 0)
+    offsets = {}
+    (topic_count,) = struct.unpack_from(">i", frame, offset)
+    offset += 4
+    for _ in range(topic_count):
+        (name_length,) = struct.unpack_from(">h", frame, offset)
+        name = frame[offset + 2 : offset + 2 + name_length]
+        (partition_count,) = struct.unpack_from(">i", frame, offset + 2 + name_length)
+        offset += 6 + name_length
+        for _ in range(partition_count):
+            (partition,) = struct.unpack_from(">i", frame, offset)
+            (fetch_offset,) = struct.unpack_from(">q", frame, offset + 4 + (4 if version >= 9 else 0))
+            offsets[name, partition] = fetch_offset
+            offset += entry
+    return offsets
+
+
+def left_behind(response: bytes, version: int, asked: dict[tuple[bytes, int], int]) -> bool:
+    """Whether a Fetch answer skipped records: a partition came back without records although its high
+    watermark lies past the offset `asked` for it."""
+    offset = 4 + (4 if version >= 1 else 0) + (6 if version >= 7 else 0)  # correlation id, throttle, error, session
+    (topic_count,) = struct.unpack_from(">i", response, offset)
+    offset += 4
+    for _ in range(topic_count):
+        (name_length,) = struct.unpack_from(">h", response, offset)
+        name = response[offset + 2 : offset + 2 + name_length]
+        (partition_count,) = struct.unpack_from(">i", response, offset + 2 + name_length)
+        offset += 6 + name_length
+        for _ in range(partition_count):
+            partition, _, high_watermark = struct.unpack_from(">ihq", response, offset)
+            offset += 14 + (8 if version >= 4 else 0) + (8 if version >= 5 else 0)
+            if version >= 4:
+                (aborted,) = struct.unpack_from(">i", response, offset)
+                offset += 4 + 16 * max(aborted, 0)
+            offset += 4 if version >= 11 else 0
+            (size,) = struct.unpack_from(">i", response, offset)
+            offset += 4 + max(size, 0)
+            if size <= 0 and high_watermark > asked.get((name, partition), high_watermark):
+                return True
+    return False
+
+
 def asked_for(frame: bytes) -> frozenset[bytes]:
     """What a holdable Fetch asks for: one (topic, partition, offsets, max bytes) entry per partition.
 
     A set, because aiokafka shuffles the partitions of every fetch.
     """
-    _, version = struct.unpack_from(">hh", frame)
-    # replica_id, max_wait, min_bytes; max_bytes (v3+); isolation_level (v4+); session id and epoch (v7+)
-    offset = (
-        body_offset(frame) + 12 + (4 if version >= 3 else 0) + (1 if version >= 4 else 0) + (8 if version >= 7 else 0)
-    )
+    version, offset = _fetch_body(frame)
     # partition, fetch_offset, partition_max_bytes; current_leader_epoch (v9+); log_start_offset (v5+)
     entry = 16 + (4 if version >= 9 else 0) + (8 if version >= 5 else 0)
     entries = set()
@@ -105,6 +159,18 @@ def expects_response(frame: bytes) -> bool:
         offset += 2 + max(length, 0)
     (acks,) = struct.unpack_from(">h", frame, offset)
     return acks != 0
+
+
+@dataclass
+class _Connection:
+    """What one client connection's two directions share."""
+
+    awaiting: deque[tuple[int, int]] = field(default_factory=deque)
+    """(api key, version) of the requests sent on, in order."""
+    fetched: dict[tuple[bytes, int], int] = field(default_factory=dict)
+    """The offsets the last forwarded Fetch asked for."""
+    behind: bool = False
+    """Whether the last Fetch answer skipped records that are there."""
 
 
 class WakeupProxy:
@@ -143,10 +209,10 @@ class WakeupProxy:
         except OSError:
             client_writer.close()
             return
-        awaiting: deque[int] = deque()  # api keys of the requests sent on, in order
+        connection = _Connection()
         directions = (
-            asyncio.create_task(self._requests(client_reader, upstream_writer, awaiting)),
-            asyncio.create_task(self._responses(upstream_reader, client_writer, awaiting)),
+            asyncio.create_task(self._requests(client_reader, upstream_writer, connection)),
+            asyncio.create_task(self._responses(upstream_reader, client_writer, connection)),
         )
         try:  # either side closing (or failing) ends the connection
             await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
@@ -158,7 +224,7 @@ class WakeupProxy:
                 writer.close()
 
     async def _requests(
-        self, reader: asyncio.StreamReader, upstream: asyncio.StreamWriter, awaiting: deque[int]
+        self, reader: asyncio.StreamReader, upstream: asyncio.StreamWriter, connection: _Connection
     ) -> None:
         seen = -1  # the produce count when this connection's previous fetch went on
         asked: frozenset[bytes] = frozenset()  # what that fetch asked for
@@ -170,13 +236,14 @@ class WakeupProxy:
                 wait_s = fetch_wait_s(frame)
                 if wait_s is not None:
                     asking = asked_for(frame)
-                    if self.produced == seen and asking == asked and wait_s > 0:
+                    if self.produced == seen and asking == asked and wait_s > 0 and not connection.behind:
                         await self._hold(following, wait_s)
                     seen, asked = self.produced, asking
+                    connection.fetched = fetch_offsets(frame)
                     frame = without_wait(frame)
                 answered = expects_response(frame)
                 if answered:
-                    awaiting.append(struct.unpack_from(">h", frame)[0])
+                    connection.awaiting.append(struct.unpack_from(">hh", frame))
                 upstream.write(len(frame).to_bytes(4, "big") + frame)
                 await upstream.drain()
                 if not answered:  # an acks=0 produce: nothing will acknowledge it
@@ -193,11 +260,16 @@ class WakeupProxy:
             woken.cancel()
 
     async def _responses(
-        self, reader: asyncio.StreamReader, client: asyncio.StreamWriter, awaiting: deque[int]
+        self, reader: asyncio.StreamReader, client: asyncio.StreamWriter, connection: _Connection
     ) -> None:
         while True:
             frame = await read_frame(reader)
-            api_key = awaiting.popleft() if awaiting else None
+            api_key, version = connection.awaiting.popleft() if connection.awaiting else (None, 0)
+            if api_key == FETCH and version <= MAX_HELD_FETCH_VERSION:
+                try:
+                    connection.behind = left_behind(frame, version, connection.fetched)
+                except struct.error:  # an answer this reader does not follow: never hold on it
+                    connection.behind = True
             client.write(len(frame).to_bytes(4, "big") + frame)
             await client.drain()
             if api_key == PRODUCE:

@@ -9,10 +9,17 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.protocol.fetch import FetchRequest_v4
+from aiokafka.protocol.fetch import FetchRequest_v4, FetchRequest_v11, FetchResponse_v4, FetchResponse_v11
 
 from acefarm.devtools.broker import EmbeddedBroker
-from acefarm.devtools.wakeup_proxy import FORWARDED_WAIT_MS, asked_for, fetch_wait_s, without_wait
+from acefarm.devtools.wakeup_proxy import (
+    FORWARDED_WAIT_MS,
+    asked_for,
+    fetch_offsets,
+    fetch_wait_s,
+    left_behind,
+    without_wait,
+)
 
 LONG_WAIT_MS = 20_000
 
@@ -31,6 +38,36 @@ def test_a_fetch_is_read_as_its_partitions_in_any_order_and_its_wait_cut() -> No
     assert asked_for(frame) == asked_for(fetch_frame([(1, 9), (0, 5)]))
     assert asked_for(frame) != asked_for(fetch_frame([(0, 6), (1, 9)]))
     assert fetch_wait_s(without_wait(frame)) == FORWARDED_WAIT_MS / 1000
+
+
+def fetch_v11_frame(partitions: list[tuple[int, int]]) -> bytes:
+    """A Fetch v11 request (leader epoch and log start offset per partition)."""
+    entries = [(p, -1, o, 0, 1024) for p, o in partitions]
+    request = FetchRequest_v11(-1, LONG_WAIT_MS, 1, 1024, 0, 0, -1, [("t", entries)], [], "")
+    client_id = b"aiokafka"
+    return struct.pack(">hhih", 1, 11, 7, len(client_id)) + client_id + request.encode()
+
+
+def answer_v4(partitions: list[tuple[int, int, bytes]]) -> bytes:
+    """A Fetch v4 answer (response header, then the body) for `(partition, high watermark, records)`."""
+    body = FetchResponse_v4(0, [("t", [(p, 0, hw, hw, None, records) for p, hw, records in partitions])])
+    return struct.pack(">i", 7) + body.encode()
+
+
+def answer_v11(partitions: list[tuple[int, int, bytes]]) -> bytes:
+    """A Fetch v11 answer: log start offset, aborted transactions and preferred replica per partition."""
+    entries = [(p, 0, hw, hw, 0, [], -1, records) for p, hw, records in partitions]
+    return struct.pack(">i", 7) + FetchResponse_v11(0, 0, 0, [("t", entries)]).encode()
+
+
+def test_an_answer_without_records_below_the_high_watermark_means_records_are_waiting() -> None:
+    for frame, answer in ((fetch_frame([(0, 5), (1, 9)]), answer_v4), (fetch_v11_frame([(0, 5), (1, 9)]), answer_v11)):
+        version = struct.unpack_from(">h", frame, 2)[0]
+        asked = fetch_offsets(frame)
+        assert asked == {(b"t", 0): 5, (b"t", 1): 9}
+        assert not left_behind(answer([(0, 5, b""), (1, 9, b"")]), version, asked), "nothing new: hold the repeat"
+        assert left_behind(answer([(0, 5, b""), (1, 40, b"")]), version, asked), "partition 1 has 31 unread"
+        assert not left_behind(answer([(0, 5, b""), (1, 40, b"some records")]), version, asked)
 
 
 async def produce_and_time(bootstrap: str, topic: str, samples: int) -> list[float]:
