@@ -7,6 +7,7 @@ does: fetch the inputs, run the engine in a worker thread, store the takes.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from acefarm.infra.logging import get_logger
 from acefarm.infra.metrics import AUDIO_SECONDS, TAKES
@@ -33,12 +34,15 @@ class GenerationWorker(JobWorker[GenerationRequested]):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
+    async def prepare(self, request: GenerationRequested, ctx: JobContext) -> tuple[Any, Any]:
+        """Fetch and decode the source and reference audio (while the previous job computes)."""
+        return await load_inputs(ctx.storage, request.params, ctx.settings)
+
     async def run(self, request: GenerationRequested, ctx: JobContext) -> FinalEvent:
-        """Fetch the inputs, generate in a worker thread, store the takes; `TaskSucceeded` lists them."""
+        """Generate in a worker thread (the next job is prepared meanwhile), store the takes; `TaskSucceeded`
+        lists them."""
         params = request.params
-        if params.src_audio_key or params.reference_audio_key:
-            ctx.report_now(_report(Stage.LOADING, 0.0))
-        src, ref = await load_inputs(ctx.storage, params, ctx.settings)
+        src, ref = ctx.prepared
 
         def report(stage: Stage, share: float, step: int | None = None, total: int | None = None) -> None:
             ctx.report(_report(stage, share, step, total))
@@ -52,7 +56,8 @@ class GenerationWorker(JobWorker[GenerationRequested]):
             is_cancelled=ctx.is_cancelled,
             storage=ctx.blocking_storage,
         )
-        takes = await ctx.in_thread(lambda: self._engine.generate(job), name="engine")
+        async with ctx.compute():
+            takes = await ctx.in_thread(lambda: self._engine.generate(job), name="engine")
         if ctx.is_cancelled():
             raise JobCancelled
         ctx.report_now(_report(Stage.UPLOADING, 1.0))

@@ -22,10 +22,11 @@ from acefarm.infra.settings import Settings
 from acefarm.infra.storage import open_storage
 from acefarm.infra.tracing import configure_tracing, kafka_carrier, traced
 from acefarm.runtime.cancels import CancelWatcher
-from acefarm.runtime.group_loop import Shutdown, consume_one_at_a_time, make_job_consumer
+from acefarm.runtime.group_loop import Shutdown, make_job_consumer
 from acefarm.runtime.heartbeat import AnnouncingListener, Heartbeat, describe_model
 from acefarm.runtime.job_metrics import observe_queue_wait
 from acefarm.runtime.lifecycle import JobRunner, JobWorker, WorkerClients
+from acefarm.runtime.pipeline import consume_pipelined
 from acefarm.runtime.watchdog import within_deadline
 
 log = get_logger(__name__)
@@ -145,19 +146,19 @@ async def serve_jobs(
         await cancels.start()
         runner = JobRunner(kind.make_job(model, settings), WorkerClients(settings, worker, storage, producer, cancels))
 
-        async def handle(record: ConsumerRecord[bytes, bytes]) -> bool:
+        async def handle(record: ConsumerRecord[bytes, bytes], ready: asyncio.Event) -> bool:
             """`runner.handle` inside the trace the request carries, announced on the heartbeat."""
             observe_queue_wait(record)
             task_id = record.key.decode(errors="replace") if record.key else None
             carrier = kafka_carrier(record.headers)
             with traced(f"{kind.name} job", carrier, SpanKind.CONSUMER), heartbeat.working_on(task_id):
-                return await runner.handle(record)
+                return await runner.handle(record, ready)
 
         heartbeat.start()
         listener.started_at = time.monotonic()
         await consumer.start()
         log.info(f"{kind.name}.ready", worker=worker, group=kind.group_id)
-        await consume_one_at_a_time(
+        await consume_pipelined(
             consumer,
             listener,
             handle,

@@ -125,7 +125,7 @@ async def test_a_job_never_started_within_its_queue_lifetime_fails_expired(tmp_p
 
     # Started in time, then redelivered after a crash: it is not expired, it runs.
     resumed = GenerationRequested(task_id=new_task_id(), params=params, occurred_at=utcnow() - timedelta(hours=2))
-    await write_attempts(storage, resumed.task_id, AttemptRecord().started("a1", "w"))
+    await write_attempts(storage, resumed.task_id, "generation", AttemptRecord().started("a1", "w"))
     assert await runner.handle(record(resumed.to_bytes())) is True
     assert [e.type for e in producer.events()[1:]] == ["task.started", "task.succeeded"] and worker.runs == 1
 
