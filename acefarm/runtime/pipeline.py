@@ -20,6 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from acefarm.infra.logging import get_logger
+from acefarm.infra.metrics import ENGINE_IDLE_SECONDS
 from acefarm.runtime.group_loop import (
     KEEPALIVE_POLL_S,
     PausingListener,
@@ -43,26 +44,38 @@ phase, or is over); returns True when its offset may be committed."""
 class ComputeSlot:
     """The engine, one job at a time; the waiting job takes it the moment the holder releases it.
 
-    `gaps` keeps the seconds from each release to the next take while a job was waiting (how long the
-    engine stood idle between two queued jobs).
+    Each time a job that had to wait for the engine begins computing, the seconds since the previous
+    compute phase ended are observed in `acefarm_engine_idle_seconds` and kept in `gaps`: how long the
+    engine stood idle between two queued jobs (the handover: attempt recorded, `TaskStarted`, the call).
     """
 
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
-        self._released_at: float | None = None
-        self.gaps: deque[float] = deque(maxlen=1000)
+        self._computed_at: float | None = None
+        self.gaps: deque[float] = deque(maxlen=10_000)
+
+    def locked(self) -> bool:
+        """Whether a job holds the engine."""
+        return self._lock.locked()
 
     async def acquire(self) -> None:
         """Wait for the engine."""
-        waited = self._lock.locked()
         await self._lock.acquire()
-        if waited and self._released_at is not None:
-            self.gaps.append(time.perf_counter() - self._released_at)
 
     def release(self) -> None:
         """Hand the engine to the next job."""
-        self._released_at = time.perf_counter()
         self._lock.release()
+
+    def compute_started(self, waited: bool) -> None:
+        """A job begins its engine call; `waited`: it was queued behind the previous one."""
+        if waited and self._computed_at is not None:
+            gap = time.perf_counter() - self._computed_at
+            self.gaps.append(gap)
+            ENGINE_IDLE_SECONDS.observe(gap)
+
+    def compute_ended(self) -> None:
+        """A job's engine call returned."""
+        self._computed_at = time.perf_counter()
 
 
 @dataclass
@@ -187,20 +200,30 @@ class Claim:
         self._slot = slot
         self._ready = ready
         self._held = False
+        self._waited = False
+        self._computing = False
 
     async def take(self) -> None:
         """Wait for the engine (the previous job's compute to end)."""
+        self._waited = self._slot.locked()
         await self._slot.acquire()
         self._held = True
 
     def computing(self) -> None:
-        """The job entered its compute phase: the next record may be fetched and prepared."""
+        """The job begins its engine call: the next record may be fetched and prepared."""
+        if self._held and not self._computing:
+            self._computing = True
+            self._slot.compute_started(self._waited)
         if self._ready is not None:
             self._ready.set()
 
     def release(self) -> None:
-        """Give the engine to the next job and let the loop take a record; idempotent."""
+        """The engine call is over (or the job is): give the engine to the next job and let the loop take a
+        record; idempotent."""
         if self._held:
+            if self._computing:
+                self._slot.compute_ended()
             self._held = False
             self._slot.release()
-        self.computing()
+        if self._ready is not None:
+            self._ready.set()
