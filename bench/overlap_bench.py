@@ -28,7 +28,7 @@ from acefarm.infra.kafka import ensure_topics
 from acefarm.infra.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).parent))
-from drain_bench import KAFKA_ENV, Run  # noqa: E402
+from drain_bench import KAFKA_ENV, Run
 
 
 def quantile(buckets: list[tuple[float, float]], q: float) -> float:
@@ -62,13 +62,13 @@ async def measure(jobs: int, step_s: float, workdir: Path) -> tuple[list[tuple[f
             METRICS_PORT=str(port),
             **KAFKA_ENV,
         )
-        proc = subprocess.Popen([sys.executable, "-m", "acefarm", "gpu-consumer"], env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "acefarm", "gpu-consumer"], env=env)  # noqa: ASYNC220
         async with Run(bootstrap) as run:
             await run.jobs(4, "warm")
-            text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics").text  # noqa: ASYNC210
             before = float(re.search(r"acefarm_engine_idle_seconds_count (\S+)", text).group(1))  # type: ignore[union-attr]
             await run.jobs(jobs, "overlap")
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text  # noqa: ASYNC210
         buckets = [
             (float(le), float(count))
             for le, count in re.findall(r'acefarm_engine_idle_seconds_bucket\{le="([^"]+)"\} (\S+)', text)
