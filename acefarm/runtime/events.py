@@ -40,8 +40,9 @@ class JobEvents:
     """Publishes a job's lifecycle events on `TASK_EVENTS`.
 
     `emit` enqueues a progress event without waiting for its acknowledgement: waiting for each would
-    cost a broker round trip per event, and it is not needed. `TaskStarted` goes through `publish`
-    before the work begins, so a job that kills its process at once still shows its attempts. Every
+    cost a broker round trip per event, and it is not needed. `TaskStarted` is enqueued the same way
+    (the attempt itself is recorded in storage before the work begins, which is what poison detection
+    reads), so the engine does not wait for a round trip between jobs. Every
     event of a task has the task id as key, so they share one partition, and the producer writes one
     partition in send order (one request in flight per partition, retries at the head of the
     queue). The final event goes through `publish`, after these, and is awaited; the offset is
