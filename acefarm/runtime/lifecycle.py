@@ -346,13 +346,16 @@ class JobRunner(Generic[R]):
         return True
 
     async def _started(self, request: R, record: ConsumerRecord[bytes, bytes], job: _Job, ctx: JobContext) -> bool:
-        """The job holds the engine: record the attempt, announce `TaskStarted`, run, publish the outcome."""
+        """The job holds the engine: record the attempt and announce `TaskStarted` (both at once, both done before
+        the work begins, so a job that kills its process at once is counted and still shows its attempt), run,
+        publish the outcome."""
         task_id, attempt = request.task_id, ctx.attempt
         if self._clients.cancels.is_cancelled(task_id):  # cancelled while it was being prepared
             return await self._skip_cancelled(task_id, record)
-        number = await self._record_start(task_id, attempt, job)
+        number = self._count_start(attempt, job)
         worker = self._clients.worker
-        await self._events.emit(TaskStarted(task_id=task_id, attempt=attempt, worker=worker, attempt_number=number))
+        started_event = TaskStarted(task_id=task_id, attempt=attempt, worker=worker, attempt_number=number)
+        await asyncio.gather(self._record_start(task_id, job), self._events.announce(started_event))
         log.info(
             "job.started",
             attempt=attempt,
@@ -406,17 +409,22 @@ class JobRunner(Generic[R]):
             log.warning("attempts.read_failed", error=error_text(error))
             return None
 
-    async def _record_start(self, task_id: str, attempt: str, job: _Job) -> int:
-        """Store the new attempt before the job starts (kept in `job.history` for its ending); returns its
-        number (1 for the first start)."""
+    def _count_start(self, attempt: str, job: _Job) -> int:
+        """Add the new attempt to `job.history` (kept for its ending); returns its number (1 for the first start,
+        and when storage could not say)."""
         if job.history is None:
             return 1
-        record = job.history = job.history.started(attempt, self._clients.worker)
+        job.history = job.history.started(attempt, self._clients.worker)
+        return min(len(job.history.attempts), MAX_ATTEMPT_NUMBER)
+
+    async def _record_start(self, task_id: str, job: _Job) -> None:
+        """Store `job.history` with the new attempt before the job starts; best effort (logged)."""
+        if job.history is None:
+            return
         try:
-            await write_attempts(self._clients.storage, task_id, self._stage, record)
+            await write_attempts(self._clients.storage, task_id, self._stage, job.history)
         except Exception as error:
             log.warning("attempts.write_failed", error=error_text(error))
-        return min(len(record.attempts), MAX_ATTEMPT_NUMBER)
 
     async def _note_ending(self, task_id: str, job: _Job, ending: Ending) -> None:
         """Best effort, bounded: record how the attempt ended (the record stored at the start is updated
