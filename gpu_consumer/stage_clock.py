@@ -35,6 +35,13 @@ class StageClock:
             self._close(time.monotonic())
             self._current = stage
 
+    def record(self, stage: Stage, seconds: float) -> None:
+        """Count `seconds` of `stage` timed before the clock began (inputs fetched while the previous job held the
+        engine): in the stage and in the total, not the wait between."""
+        with self._lock:
+            self._seconds[stage] = self._seconds.get(stage, 0.0) + seconds
+            self._started -= seconds
+
     def stop(self, queue_s: float | None = None) -> StageTimings:
         """End the current stage; the timings so far, with the queue wait and the total since the clock began."""
         now = time.monotonic()

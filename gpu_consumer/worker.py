@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from acefarm.infra.logging import get_logger
 from acefarm.infra.metrics import AUDIO_SECONDS, TAKES
@@ -41,23 +44,33 @@ class GenerationWorker(JobWorker[GenerationRequested]):
         self._engine = engine
         self._model = model
 
-    async def run(self, request: GenerationRequested, ctx: JobContext) -> FinalEvent:
-        """Fetch the inputs, generate in a worker thread, store the takes; `TaskSucceeded` lists them with
-        what the job used (`used`: seeds, metadata with sources, model, LoRAs, stage timings) and, for a planned
-        job, what the LM decided (`result`)."""
-        queue_s = (utcnow() - request.occurred_at).total_seconds()
-        clock = StageClock()
-        params = with_seed(request.params)
+    async def prepare(self, request: GenerationRequested, ctx: JobContext) -> Inputs:
+        """Refuse a job for another model pool, then fetch and decode the source and reference audio (while the
+        previous job computes)."""
+        params = request.params
         if params.model is not None and params.model != self._model.name:
             raise UnsupportedTask(
                 f"the job asks for the model '{params.model}' but reached the pool '{self._model.name}'; "
                 f"publish it to {topics.generation_requests(pool_key(params.model, ctx.settings))} "
                 "(or send it through the gateway)"
             )
-        if params.src_audio_key or params.reference_audio_key:
-            clock.enter(Stage.LOADING)
-            ctx.report_now(_report(Stage.LOADING, 0.0))
+        if not (params.src_audio_key or params.reference_audio_key):
+            return Inputs(None, None, None)
+        started = time.monotonic()
         src, ref = await load_inputs(ctx.storage, params, ctx.settings)
+        return Inputs(src, ref, time.monotonic() - started)
+
+    async def run(self, request: GenerationRequested, ctx: JobContext) -> FinalEvent:
+        """Generate in a worker thread (the next job is prepared meanwhile), store the takes; `TaskSucceeded`
+        lists them with what the job used (`used`: seeds, metadata with sources, model, LoRAs, stage timings)
+        and, for a planned job, what the LM decided (`result`)."""
+        queue_s = (utcnow() - request.occurred_at).total_seconds()
+        clock = StageClock()
+        params = with_seed(request.params)
+        inputs: Inputs = ctx.prepared
+        if inputs.seconds is not None:
+            clock.record(Stage.LOADING, inputs.seconds)
+        src, ref = inputs.src, inputs.ref
 
         def report(stage: Stage, share: float, step: int | None = None, total: int | None = None) -> None:
             clock.enter(stage)
@@ -72,7 +85,8 @@ class GenerationWorker(JobWorker[GenerationRequested]):
             is_cancelled=ctx.is_cancelled,
             storage=ctx.blocking_storage,
         )
-        takes = await ctx.in_thread(lambda: self._engine.generate(job), name="engine")
+        async with ctx.compute():
+            takes = await ctx.in_thread(lambda: self._engine.generate(job), name="engine")
         if ctx.is_cancelled():
             raise JobCancelled
         clock.enter(Stage.UPLOADING)
@@ -108,6 +122,15 @@ class GenerationWorker(JobWorker[GenerationRequested]):
         params = request.params
         units = params.duration * params.batch_size * params.inference_steps
         return job_deadline_s(settings, units, settings.generation_deadline_per_unit_s)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A job's decoded source and reference audio, and how long fetching them took (None: none to fetch)."""
+
+    src: np.ndarray | None
+    ref: np.ndarray | None
+    seconds: float | None
 
 
 def with_seed(params: GenerationParams) -> GenerationParams:

@@ -67,6 +67,12 @@ STAGE_SECONDS = Histogram(
     ["stage"],
     buckets=JOB_BUCKETS,
 )
+ENGINE_IDLE_SECONDS = Histogram(
+    "acefarm_engine_idle_seconds",
+    "Time the engine stood idle between two queued jobs: from one job's engine call returning to the next "
+    "one's beginning.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0),
+)
 TAKES = Counter("acefarm_takes", "Audio takes produced.")
 AUDIO_SECONDS = Counter("acefarm_audio_seconds", "Seconds of audio produced (all takes).")
 ADAPTER_CACHE = Counter("acefarm_adapter_cache", "LoRA adapter lookups by the worker's cache: hit or miss.", ["result"])

@@ -71,8 +71,11 @@ async def read_attempts(storage: Storage, task_id: str, stage: str) -> AttemptRe
 
 
 async def write_attempts(storage: Storage, task_id: str, stage: str, record: AttemptRecord) -> None:
-    """Store the task's record at `stage` (replacing the previous one)."""
-    await storage.put_bytes(attempts_key(task_id, stage), record.model_dump_json().encode(), "application/json")
+    """Store the task's record at `stage` (replacing the previous one), atomically but not flushed to disk
+    (`durable=False`): a worker killed by its job leaves the record in the page cache for the next pickup, which
+    is what poison detection reads; only a machine crash can lose it (docs/reliability.md)."""
+    data = record.model_dump_json().encode()
+    await storage.put_bytes(attempts_key(task_id, stage), data, "application/json", durable=False)
 
 
 async def mark_ended(storage: Storage, task_id: str, stage: str, attempt: str, ending: Ending) -> None:

@@ -40,8 +40,10 @@ class JobEvents:
     """Publishes a job's lifecycle events on `TASK_EVENTS`.
 
     `emit` enqueues a progress event without waiting for its acknowledgement: waiting for each would
-    cost a broker round trip per event, and it is not needed. `TaskStarted` goes through `publish`
-    before the work begins, so a job that kills its process at once still shows its attempts. Every
+    cost a broker round trip per event, and it is not needed. `TaskStarted` goes through `announce`:
+    enqueued the same way, then its delivery is awaited (one round trip, no exception: a failure is
+    logged by `settle` like any enqueued event) before the work begins, so a job that kills its process
+    at once still shows its attempts. Every
     event of a task has the task id as key, so they share one partition, and the producer writes one
     partition in send order (one request in flight per partition, retries at the head of the
     queue). The final event goes through `publish`, after these, and is awaited; the offset is
@@ -59,6 +61,13 @@ class JobEvents:
         """Enqueue a non-final event; its acknowledgement is checked by `settle`."""
         self._collect()
         self._unacked.append(await send(self._producer, topics.TASK_EVENTS, event))
+
+    async def announce(self, event: Envelope) -> None:
+        """Enqueue a non-final event and wait until the broker answered (failures are left to `settle`)."""
+        self._collect()
+        delivery = await send(self._producer, topics.TASK_EVENTS, event)
+        self._unacked.append(delivery)
+        await asyncio.wait({delivery})
 
     async def publish(self, event: Envelope) -> None:
         """Publish an event (the final one) and wait for the broker's acknowledgement."""

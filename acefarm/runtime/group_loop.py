@@ -1,9 +1,9 @@
-"""Long jobs from a Kafka consumer group without rebalances: one record at a time, partitions paused
-while the job runs, polling kept up, offset committed only after the job says so (docs/consumer.md).
+"""Long jobs from a Kafka consumer group without rebalances: the pieces of the job loop (docs/consumer.md).
 
-Generic (no service code): the GPU consumer and the trainer both run their jobs through
-`consume_one_at_a_time`. Blocking work runs in a daemon thread (`run_in_daemon_thread`) so the event
-loop keeps polling and heartbeating.
+Partitions are paused while jobs outlive a poll wait, polling is kept up (`keepalive_poll`), an offset is
+committed only after its job says so (`commit_offset`), and shutdown is two-staged (`Shutdown`). The loop
+itself, with the next job prepared while one computes, is `pipeline.consume_pipelined`. Blocking work
+runs in a daemon thread (`run_in_daemon_thread`) so the event loop keeps polling and heartbeating.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import ClassVar, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from acefarm.infra.kafka import make_consumer
@@ -29,9 +30,6 @@ T = TypeVar("T")
 
 KEEPALIVE_POLL_S = 0.5
 """How often the consumer polls (with every partition paused) while a job runs."""
-
-Handler = Callable[[ConsumerRecord[bytes, bytes]], Coroutine[Any, Any, bool]]
-"""Processes one record; returns True when its offset may be committed (its final event is acknowledged)."""
 
 
 class Shutdown:
@@ -59,11 +57,12 @@ class Shutdown:
 
 
 def run_in_daemon_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
-    """Start `fn` in a new daemon thread; the returned future resolves with its result or exception.
+    """Run `fn` in a daemon worker thread; the returned future resolves with its result or exception.
 
     A daemon thread (not the default executor) so that a process abandoning a job on shutdown can
-    exit without waiting for the model. The caller's context variables (structlog's `task_id`) are
-    carried into the thread.
+    exit without waiting for the model. Threads are long-lived and reused (an idle one takes the
+    call; one is started only when none is idle), so a job does not pay a thread start. The caller's
+    context variables (structlog's `task_id`) are carried into the thread.
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
@@ -77,7 +76,7 @@ def run_in_daemon_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
         else:
             future.set_result(result)  # type: ignore[arg-type]
 
-    def target() -> None:
+    def call() -> None:
         try:
             result, error = context.run(fn), None
         except BaseException as caught:  # handed to the awaiting coroutine
@@ -85,8 +84,31 @@ def run_in_daemon_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
             loop.call_soon_threadsafe(settle, result, error)
 
-    threading.Thread(target=target, name=name, daemon=True).start()
+    _DaemonThreads.submit(call, name)
     return future
+
+
+class _DaemonThreads:
+    """Idle daemon threads waiting for a call; a thread goes back to the idle list after each call."""
+
+    _lock = threading.Lock()
+    _idle: ClassVar[list[queue.SimpleQueue[Callable[[], None]]]] = []
+
+    @classmethod
+    def submit(cls, call: Callable[[], None], name: str) -> None:
+        with cls._lock:
+            inbox = cls._idle.pop() if cls._idle else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=cls._serve, args=(inbox,), name=name, daemon=True).start()
+        inbox.put(call)
+
+    @classmethod
+    def _serve(cls, inbox: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            inbox.get()()
+            with cls._lock:
+                cls._idle.append(inbox)
 
 
 class PausingListener(ConsumerRebalanceListener):
@@ -132,82 +154,7 @@ def make_job_consumer(settings: Settings, group_id: str, group_instance_id: str 
     )
 
 
-async def consume_one_at_a_time(
-    consumer: AIOKafkaConsumer,
-    listener: PausingListener,
-    handle: Handler,
-    shutdown: Shutdown,
-    *,
-    grace_s: float,
-    on_shutdown: Callable[[], None] | None = None,
-    until: Callable[[], bool] | None = None,
-) -> None:
-    """Fetch one record at a time and run `handle` on it with every partition paused, polling meanwhile.
-
-    On shutdown during a job, `on_shutdown` is called once (e.g. to checkpoint and stop early); the job
-    gets `grace_s` to return, else it is cancelled and its offset stays uncommitted (redelivered).
-    `until` is asked after each job (after its commit): True returns at once (e.g. the job was wedged).
-    """
-    while not shutdown.requested.is_set():
-        batch = await consumer.getmany(timeout_ms=1000, max_records=1)
-        for records in batch.values():
-            for record in records:
-                if shutdown.requested.is_set():
-                    return  # not started, not committed: the next owner takes it
-                await _run_in_group(consumer, listener, handle, record, shutdown, grace_s, on_shutdown)
-                if until is not None and until():
-                    return
-
-
-async def _run_in_group(
-    consumer: AIOKafkaConsumer,
-    listener: PausingListener,
-    handle: Handler,
-    record: ConsumerRecord[bytes, bytes],
-    shutdown: Shutdown,
-    grace_s: float,
-    on_shutdown: Callable[[], None] | None,
-) -> None:
-    """Run one job while staying in the group; commit its offset once the job allows it."""
-    tp = TopicPartition(record.topic, record.partition)
-    job: asyncio.Task[bool] = asyncio.create_task(handle(record), name=f"job-{record.partition}-{record.offset}")
-    listener.job_running = True
-    assignments = listener.assignments
-    # Partitions are paused only once the job outlives the first wait: pausing drops the records
-    # already fetched, so a short job that never pauses lets the next one start from the buffer.
-    paused = False
-    try:
-        deadline: float | None = None
-        while not job.done():
-            if shutdown.requested.is_set() and deadline is None:
-                deadline = time.monotonic() + grace_s
-                log.info("consumer.waiting_for_job", grace_s=grace_s)
-                if on_shutdown is not None:
-                    on_shutdown()
-            if shutdown.abandon.is_set() or (deadline is not None and time.monotonic() > deadline):
-                job.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await job
-                log.warning("consumer.job_abandoned", partition=record.partition, offset=record.offset)
-                return  # offset left uncommitted: the job is redelivered
-            await asyncio.wait({job}, timeout=KEEPALIVE_POLL_S)
-            if not job.done():
-                if not paused:
-                    _pause_all(consumer)
-                    paused = True
-                await _keepalive_poll(consumer)
-        if job.result():  # a publish failure propagates: stop without committing
-            rebalanced = listener.assignments != assignments
-            await commit_offset(consumer, tp, record.offset + 1, reseek=rebalanced)
-        else:
-            log.info("consumer.job_left_uncommitted", partition=record.partition, offset=record.offset)
-    finally:
-        listener.job_running = False
-        if paused or listener.assignments != assignments:
-            _resume_all(consumer)
-
-
-async def _keepalive_poll(consumer: AIOKafkaConsumer) -> None:
+async def keepalive_poll(consumer: AIOKafkaConsumer) -> None:
     """Poll with everything paused so the client does not count the consumer as stalled."""
     stray = await consumer.getmany(timeout_ms=0)
     for tp, records in stray.items():  # cannot happen while paused; never lose one if it does
@@ -231,14 +178,15 @@ async def commit_offset(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: 
         consumer.seek(tp, offset)  # after a rebalance the position was reset to the old commit
 
 
-def _pause_all(consumer: AIOKafkaConsumer) -> None:
+def pause_all(consumer: AIOKafkaConsumer) -> None:
     """Pause every assigned partition (a paused partition's prefetched records are dropped)."""
     assigned = consumer.assignment()
     if assigned:
         consumer.pause(*assigned)
 
 
-def _resume_all(consumer: AIOKafkaConsumer) -> None:
+def resume_all(consumer: AIOKafkaConsumer) -> None:
+    """Resume every assigned partition."""
     assigned = consumer.assignment()
     if assigned:
         consumer.resume(*assigned)

@@ -38,6 +38,8 @@ class Heartbeat:
     beat: WorkerHeartbeat
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
+    _jobs: list[str | None] = field(default_factory=list)
+    """Jobs in flight, oldest first (with the pipelined loop, the next one is prepared while one computes)."""
 
     @classmethod
     def of(cls, producer: AIOKafkaProducer, settings: Settings, identity: WorkerIdentity) -> Heartbeat:
@@ -71,12 +73,16 @@ class Heartbeat:
 
     @contextlib.contextmanager
     def working_on(self, task_id: str | None) -> Iterator[None]:
-        """Announce `task_id` as the current job for the block; counts it as done afterwards."""
-        self.update(current_task=task_id)
+        """Hold `task_id` in flight for the block, counted as done afterwards; the current job announced is the
+        oldest one in flight (the one computing while the next is prepared)."""
+        self._jobs.append(task_id)
+        self.update(current_task=self._jobs[0])
         try:
             yield
         finally:
-            self.update(current_task=None, jobs_done=self.beat.jobs_done + 1)
+            self._jobs.remove(task_id)
+            current = self._jobs[0] if self._jobs else None
+            self.update(current_task=current, jobs_done=self.beat.jobs_done + 1)
 
     async def stop(self) -> None:
         """Stop beating and write a tombstone, so readers drop this worker at once."""

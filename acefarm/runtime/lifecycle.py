@@ -16,7 +16,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, get_args
 
@@ -33,6 +33,7 @@ from acefarm.runtime.cancels import CancelWatcher
 from acefarm.runtime.events import JobEvents, parse_request
 from acefarm.runtime.group_loop import run_in_daemon_thread
 from acefarm.runtime.job_metrics import observe_outcome
+from acefarm.runtime.pipeline import Claim, ComputeSlot
 from acefarm.runtime.portal import BlockingStorage, ThreadPortal
 from acefarm.runtime.progress import Eta, ProgressPublisher, Report, no_eta
 from acefarm.runtime.watchdog import DeadlinePassed, job_deadline_s, within_deadline
@@ -127,8 +128,9 @@ class JobContext:
         task_id: str,
         attempt: str,
         clients: WorkerClients,
-        progress: ProgressPublisher,
+        progress: ProgressPublisher | None,
         stop: threading.Event,
+        slot: Claim | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
@@ -143,14 +145,31 @@ class JobContext:
         self._progress = progress
         self._stop = stop
         self._abandoned = threading.Event()
+        self._slot = slot
+        self.prepared: Any = None
+        """What the worker's `prepare` returned (None without one)."""
+
+    @contextlib.asynccontextmanager
+    async def compute(self) -> AsyncIterator[None]:
+        """Mark the engine call: on entry the next job may be fetched and prepared; on exit the engine
+        goes to the next job while this one encodes, uploads and publishes."""
+        if self._slot is not None:
+            self._slot.computing()
+        try:
+            yield
+        finally:
+            if self._slot is not None:
+                self._slot.release()
 
     def report(self, report: Report) -> None:
-        """Report progress; thread-safe (coalesced and throttled to `PROGRESS_MAX_HZ`)."""
-        self._progress.report(report)
+        """Report progress; thread-safe (coalesced and throttled to `PROGRESS_MAX_HZ`; dropped before the start)."""
+        if self._progress is not None:
+            self._progress.report(report)
 
     def report_now(self, report: Report) -> None:
-        """Report progress from the event loop."""
-        self._progress.report_now(report)
+        """Report progress from the event loop (dropped before the start)."""
+        if self._progress is not None:
+            self._progress.report_now(report)
 
     def is_cancelled(self) -> bool:
         """Whether the job was cancelled by a user or abandoned on shutdown; thread-safe."""
@@ -183,6 +202,8 @@ class _Job:
     ctx: JobContext | None = None
     progress: ProgressPublisher | None = None
     final_sent: bool = False
+    history: AttemptRecord | None = None
+    """The attempts read at pickup, then the record stored at the start (None: storage could not say)."""
 
 
 class JobWorker(Protocol[R]):
@@ -192,8 +213,16 @@ class JobWorker(Protocol[R]):
     """The request event this worker consumes; any other record is dead-lettered."""
 
     async def run(self, request: R, ctx: JobContext) -> Outcome:
-        """Do the job; return its final event (usually `ctx.succeeded(...)`) or a `Forward`; or raise (`classify`)."""
+        """Do the job; return its final event (usually `ctx.succeeded(...)`) or a `Forward`; or raise (`classify`).
+
+        Wrap the engine call in `async with ctx.compute():` so the next job is prepared meanwhile and
+        takes the engine as soon as the call returns (without it, jobs do not overlap)."""
         ...
+
+    async def prepare(self, request: R, ctx: JobContext) -> Any:
+        """Fetch and decode the job's inputs before it starts (it may overlap the previous job's compute);
+        the result is `ctx.prepared`. Runs before `TaskStarted`: no progress reports; may raise (`classify`)."""
+        return None
 
     def classify(self, error: Exception) -> Verdict | None:
         """What an exception from `run` means; None: an unexpected error (`internal`, logged with traceback)."""
@@ -233,34 +262,53 @@ class JobRunner(Generic[R]):
         self._stop = threading.Event()
         self._stage = str(worker.request_type.model_fields["type"].default).split(".", 1)[0]
         """The kind of job (generation, planning, training): each stage of a task counts its own attempts."""
+        self.slot = ComputeSlot()
+        """The engine, handed from one job to the next (`gaps`: how long it stood idle between queued jobs)."""
         self.wedged = False
         """A job passed its deadline: exit the process after committing (see `run_worker`)."""
 
-    async def handle(self, record: ConsumerRecord[bytes, bytes]) -> bool:
-        """Process one record; True when its offset may be committed."""
-        request = await parse_request(self._clients.producer, record, self._worker.request_type, self._clients.worker)
-        if request is None:
-            return True
-        with bound_contextvars(task_id=request.task_id):
-            commit = await self._watched(request, record)
-            await self._events.settle()
-            return commit
+    async def handle(self, record: ConsumerRecord[bytes, bytes], ready: asyncio.Event | None = None) -> bool:
+        """Process one record; True when its offset may be committed. `ready` is set once the next record
+        may be taken: the job entered its compute phase (`JobContext.compute`) or is over."""
+        claim = Claim(self.slot, ready)
+        try:
+            request = await parse_request(
+                self._clients.producer, record, self._worker.request_type, self._clients.worker
+            )
+            if request is None:
+                return True
+            with bound_contextvars(task_id=request.task_id):
+                commit = await self._watched(request, record, claim)
+                await self._events.settle()
+                return commit
+        finally:
+            claim.release()
 
     def on_shutdown(self) -> None:
         """Shutdown was requested while a job runs: `ctx.stop_requested()` turns true."""
         self._stop.set()
 
-    async def _watched(self, request: R, record: ConsumerRecord[bytes, bytes]) -> bool:
-        """The job under its deadline; past it, the job fails `timeout` and the runner is `wedged`."""
+    async def _watched(self, request: R, record: ConsumerRecord[bytes, bytes], claim: Claim) -> bool:
+        """The job's preparation, then (holding the engine) its run, each under the deadline; past it, the
+        job fails `timeout` and the runner is `wedged`. Waiting for the engine is not counted."""
         seconds = self._worker.deadline_s(request, self._clients.settings)
         job = _Job(deadline_at=time.monotonic() + seconds)
         try:
-            return await within_deadline(self._handle_request(request, record, job), seconds, name="job")
+            ctx = await within_deadline(self._before_start(request, record, job, claim), seconds, name="job-prepare")
+            if isinstance(ctx, bool):
+                return ctx
+            await claim.take()
+            job.deadline_at = time.monotonic() + seconds
+            return await within_deadline(self._started(request, record, job, ctx), seconds, name="job")
         except DeadlinePassed:
             await self._give_up(request, job, seconds)
             return True
 
-    async def _handle_request(self, request: R, record: ConsumerRecord[bytes, bytes], job: _Job) -> bool:
+    async def _before_start(
+        self, request: R, record: ConsumerRecord[bytes, bytes], job: _Job, claim: Claim
+    ) -> JobContext | bool:
+        """Everything before the job needs the engine: a stored outcome, cancels, refusals, the worker's
+        `prepare`. Returns the job's context, or whether to commit when the job is already over."""
         task_id = request.task_id
         previous = await self._worker.replay(request, self._clients.storage)
         if previous is not None:
@@ -270,19 +318,44 @@ class JobRunner(Generic[R]):
         cancels = self._clients.cancels
         await cancels.catch_up()
         if cancels.is_cancelled(task_id):
-            await self._finish(TaskCancelled(task_id=task_id, reason=SKIPPED_REASON))
-            log.info("job.skipped_cancelled", offset=record.offset, partition=record.partition)
-            return True
-        history = await self._read_history(task_id)
+            return await self._skip_cancelled(task_id, record)
+        history = job.history = await self._read_history(task_id)
         refusal = self._refusal(request, history)
         if refusal is not None:
             await self._finish(refusal)
             log.warning("job.refused", reason=refusal.reason, error=refusal.error)
             return True
         attempt = job.attempt = uuid.uuid4().hex
-        number = await self._record_start(task_id, attempt, history)
+        ctx = job.ctx = JobContext(
+            task_id=task_id, attempt=attempt, clients=self._clients, progress=None, stop=self._stop, slot=claim
+        )
+        try:
+            ctx.prepared = await self._worker.prepare(request, ctx)
+        except Exception as error:  # not started: the final event carries no attempt
+            final = self._final_for(error, ctx)
+            if final is None:
+                return False
+            await self._finish(final.model_copy(update={"attempt": None}))
+            log.info("job.finished", outcome=final.type, seconds=0.0, error=getattr(final, "error", None))
+            return True
+        return ctx
+
+    async def _skip_cancelled(self, task_id: str, record: ConsumerRecord[bytes, bytes]) -> bool:
+        await self._finish(TaskCancelled(task_id=task_id, reason=SKIPPED_REASON))
+        log.info("job.skipped_cancelled", offset=record.offset, partition=record.partition)
+        return True
+
+    async def _started(self, request: R, record: ConsumerRecord[bytes, bytes], job: _Job, ctx: JobContext) -> bool:
+        """The job holds the engine: record the attempt and announce `TaskStarted` (both at once, both done before
+        the work begins, so a job that kills its process at once is counted and still shows its attempt), run,
+        publish the outcome."""
+        task_id, attempt = request.task_id, ctx.attempt
+        if self._clients.cancels.is_cancelled(task_id):  # cancelled while it was being prepared
+            return await self._skip_cancelled(task_id, record)
+        number = self._count_start(attempt, job)
         worker = self._clients.worker
-        await self._events.publish(TaskStarted(task_id=task_id, attempt=attempt, worker=worker, attempt_number=number))
+        started_event = TaskStarted(task_id=task_id, attempt=attempt, worker=worker, attempt_number=number)
+        await asyncio.gather(self._record_start(task_id, job), self._events.announce(started_event))
         log.info(
             "job.started",
             attempt=attempt,
@@ -293,21 +366,21 @@ class JobRunner(Generic[R]):
         )
         started = time.monotonic()
         try:
-            final = await self._run(request, attempt, job)
+            final = await self._run(request, job, ctx)
         except asyncio.CancelledError:
             if time.monotonic() < job.deadline_at:  # shutdown gave up on it (the watchdog notes its own)
-                await self._note_ending(task_id, attempt, "interrupted")
+                await self._note_ending(task_id, job, "interrupted")
             raise
         seconds = round(time.monotonic() - started, 3)
         observe_outcome(request, final, seconds)
         if final is None:
             log.info("job.interrupted", seconds=seconds)
-            await self._note_ending(task_id, attempt, "interrupted")
+            await self._note_ending(task_id, job, "interrupted")
             return False
         await self._finish(final)
         job.final_sent = True
         log.info("job.finished", outcome=final.type, seconds=seconds, error=getattr(final, "error", None))
-        await self._note_ending(task_id, attempt, "forwarded" if isinstance(final, Forward) else final.type)
+        await self._note_ending(task_id, job, "forwarded" if isinstance(final, Forward) else final.type)
         return True
 
     def _refusal(self, request: R, history: AttemptRecord | None) -> TaskFailed | None:
@@ -336,23 +409,36 @@ class JobRunner(Generic[R]):
             log.warning("attempts.read_failed", error=error_text(error))
             return None
 
-    async def _record_start(self, task_id: str, attempt: str, history: AttemptRecord | None) -> int:
-        """Store the new attempt before the job starts; returns its number (1 for the first start)."""
-        if history is None:
+    def _count_start(self, attempt: str, job: _Job) -> int:
+        """Add the new attempt to `job.history` (kept for its ending); returns its number (1 for the first start,
+        and when storage could not say)."""
+        if job.history is None:
             return 1
-        record = history.started(attempt, self._clients.worker)
+        job.history = job.history.started(attempt, self._clients.worker)
+        return min(len(job.history.attempts), MAX_ATTEMPT_NUMBER)
+
+    async def _record_start(self, task_id: str, job: _Job) -> None:
+        """Store `job.history` with the new attempt before the job starts; best effort (logged)."""
+        if job.history is None:
+            return
         try:
-            await write_attempts(self._clients.storage, task_id, self._stage, record)
+            await write_attempts(self._clients.storage, task_id, self._stage, job.history)
         except Exception as error:
             log.warning("attempts.write_failed", error=error_text(error))
-        return min(len(record.attempts), MAX_ATTEMPT_NUMBER)
 
-    async def _note_ending(self, task_id: str, attempt: str, ending: Ending) -> None:
-        """Best effort, bounded: record how the attempt ended."""
-        try:
-            await within_deadline(
-                mark_ended(self._clients.storage, task_id, self._stage, attempt, ending), NOTE_S, name="note"
+    async def _note_ending(self, task_id: str, job: _Job, ending: Ending) -> None:
+        """Best effort, bounded: record how the attempt ended (the record stored at the start is updated
+        without reading it back; storage that could not say at pickup is read again)."""
+        if job.attempt is None:
+            return
+        if job.history is not None:
+            note = write_attempts(
+                self._clients.storage, task_id, self._stage, job.history.ended_as(job.attempt, ending)
             )
+        else:
+            note = mark_ended(self._clients.storage, task_id, self._stage, job.attempt, ending)
+        try:
+            await within_deadline(note, NOTE_S, name="note")
         except Exception as error:
             log.warning("attempts.write_failed", error=error_text(error))
 
@@ -375,8 +461,7 @@ class JobRunner(Generic[R]):
         except Exception as error_:
             log.warning("job.on_final_failed", error=error_text(error_))
         await self._events.publish(final)
-        if job.attempt is not None:
-            await self._note_ending(request.task_id, job.attempt, "timeout")
+        await self._note_ending(request.task_id, job, "timeout")
 
     async def _finish(self, final: Outcome) -> None:
         if not isinstance(final, Forward):
@@ -389,17 +474,14 @@ class JobRunner(Generic[R]):
         else:
             await self._events.publish(outcome)
 
-    async def _run(self, request: R, attempt: str, job: _Job) -> Outcome | None:
+    async def _run(self, request: R, job: _Job, ctx: JobContext) -> Outcome | None:
         """The work, its exceptions mapped to the final event; None when interrupted by shutdown."""
-        progress = job.progress = ProgressPublisher(
+        progress = job.progress = ctx._progress = ProgressPublisher(
             task_id=request.task_id,
-            attempt=attempt,
+            attempt=ctx.attempt,
             publish=self._events.emit,
             max_hz=self._clients.settings.progress_max_hz,
             eta=self._worker.progress_eta(),
-        )
-        ctx = job.ctx = JobContext(
-            task_id=request.task_id, attempt=attempt, clients=self._clients, progress=progress, stop=self._stop
         )
         final: Outcome | None
         try:

@@ -22,11 +22,12 @@ from acefarm.infra.settings import Settings
 from acefarm.infra.storage import open_storage
 from acefarm.infra.tracing import configure_tracing, kafka_carrier, traced
 from acefarm.runtime.cancels import CancelWatcher
-from acefarm.runtime.group_loop import Shutdown, consume_one_at_a_time, make_job_consumer
+from acefarm.runtime.group_loop import Shutdown, make_job_consumer
 from acefarm.runtime.heartbeat import AnnouncingListener, Heartbeat
 from acefarm.runtime.identity import Capabilities, PoolTopics, WorkerIdentity, identify, no_capabilities
 from acefarm.runtime.job_metrics import observe_queue_wait
 from acefarm.runtime.lifecycle import JobRunner, JobWorker, WorkerClients
+from acefarm.runtime.pipeline import consume_pipelined
 from acefarm.runtime.watchdog import within_deadline
 
 log = get_logger(__name__)
@@ -136,7 +137,8 @@ async def serve_jobs(
     shutdown: Shutdown | None = None,
 ) -> None:
     """Load the model once (`kind.load`, in a thread), join the kind's group on its topic (its pool's, see
-    `WorkerKind.identify`) and run one job at a time until SIGTERM/SIGINT; logs `{name}.ready` (with the identity) and
+    `WorkerKind.identify`) and run its jobs (the next one prepared while one computes, `consume_pipelined`) until
+    SIGTERM/SIGINT; logs `{name}.ready` (with the identity) and
     `{name}.stopped`.
 
     With `static_membership` the consumer joins with `group.instance.id` = the worker name. A heartbeat
@@ -163,13 +165,13 @@ async def serve_jobs(
         await cancels.start()
         runner = JobRunner(kind.make_job(model, settings), WorkerClients(settings, worker, storage, producer, cancels))
 
-        async def handle(record: ConsumerRecord[bytes, bytes]) -> bool:
+        async def handle(record: ConsumerRecord[bytes, bytes], ready: asyncio.Event) -> bool:
             """`runner.handle` inside the trace the request carries, announced on the heartbeat."""
             observe_queue_wait(record)
             task_id = record.key.decode(errors="replace") if record.key else None
             carrier = kafka_carrier(record.headers)
             with traced(f"{kind.name} job", carrier, SpanKind.CONSUMER), heartbeat.working_on(task_id):
-                return await runner.handle(record)
+                return await runner.handle(record, ready)
 
         heartbeat.start()
         listener.started_at = time.monotonic()
@@ -183,7 +185,7 @@ async def serve_jobs(
             task_types=list(identity.task_types),
             device=identity.device,
         )
-        await consume_one_at_a_time(
+        await consume_pipelined(
             consumer,
             listener,
             handle,

@@ -30,3 +30,14 @@ def test_each_stage_lasts_until_the_next_begins() -> None:
 
 def test_a_negative_queue_wait_from_clock_skew_is_zero() -> None:
     assert StageClock().stop(queue_s=-0.2).queue_s == 0.0
+
+
+def test_inputs_fetched_ahead_count_in_the_stage_and_the_total() -> None:
+    clock = StageClock()
+    clock.record(Stage.LOADING, 0.5)  # fetched while the previous job held the engine
+    clock.enter(Stage.DIFFUSION)
+    time.sleep(0.01)
+    timings = clock.stop()
+    assert timings.inputs_s == 0.5
+    assert timings.diffusion_s is not None and timings.diffusion_s >= 0.01
+    assert timings.total_s is not None and timings.total_s >= 0.5 + timings.diffusion_s - 3 * 0.00005

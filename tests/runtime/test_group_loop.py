@@ -1,12 +1,13 @@
-"""The paused-partition job loop (`consume_one_at_a_time`) against the embedded broker: pause/resume
-around a long job, commits, and the grace period on shutdown."""
+"""The job loop (`consume_pipelined`) against the embedded broker: pause/resume around a long job,
+commits (in order, with the next job prepared while one computes), and the grace period on shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -15,26 +16,25 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from acefarm.infra.kafka import client_options, make_producer
 from acefarm.infra.settings import Settings
-from acefarm.runtime.group_loop import (
-    KEEPALIVE_POLL_S,
-    Handler,
-    PausingListener,
-    Shutdown,
-    consume_one_at_a_time,
-    make_job_consumer,
-)
+from acefarm.runtime.group_loop import KEEPALIVE_POLL_S, PausingListener, Shutdown, make_job_consumer
+from acefarm.runtime.pipeline import PipelinedHandler, consume_pipelined
+
+Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[bool]]
 
 
 class Loop:
-    """A job consumer on its own topic and group, running `consume_one_at_a_time` in a task."""
+    """A job consumer on its own topic and group, running `consume_pipelined` in a task; a plain `Handler`
+    is one that never lets the next record in before it is over."""
 
-    def __init__(self, settings: Settings, topic: str, handle: Handler, *, grace_s: float = 10.0) -> None:
+    def __init__(
+        self, settings: Settings, topic: str, handle: Handler | PipelinedHandler, *, grace_s: float = 10.0
+    ) -> None:
         self.topic = topic
         self.consumer = make_job_consumer(settings, f"test-loop-{uuid.uuid4().hex[:8]}")
         self.listener = PausingListener(self.consumer)
         self.consumer.subscribe([topic], listener=self.listener)
         self.shutdown = Shutdown()
-        self.handle = handle
+        self.handle: PipelinedHandler = handle if _takes_ready(handle) else _whole(handle)  # type: ignore[arg-type]
         self.grace_s = grace_s
         self.shutdown_calls = 0
         self.stop_requested = asyncio.Event()
@@ -44,7 +44,7 @@ class Loop:
     async def start(self) -> None:
         await self.consumer.start()
         self.task = asyncio.create_task(
-            consume_one_at_a_time(
+            consume_pipelined(
                 self.consumer,
                 self.listener,
                 self.handle,
@@ -77,6 +77,17 @@ class Loop:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.task, 15)
         await self.consumer.stop()
+
+
+def _takes_ready(handle: object) -> bool:
+    return len(inspect.signature(handle).parameters) == 2  # type: ignore[arg-type]
+
+
+def _whole(handle: Handler) -> PipelinedHandler:
+    async def pipelined(record: ConsumerRecord[bytes, bytes], ready: asyncio.Event) -> bool:
+        return await handle(record)
+
+    return pipelined
 
 
 @pytest.fixture
@@ -226,5 +237,68 @@ async def test_a_second_signal_abandons_the_job_at_once(topic: Any) -> None:
         loop.shutdown.request()
         await loop.finished(timeout_s=5)
         assert await loop.committed() is None
+    finally:
+        await loop.close()
+
+
+async def test_the_next_job_overlaps_but_offsets_are_committed_in_order(topic: Any) -> None:
+    settings, name, producer = topic
+    first_computing, release_first, second_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    async def handle(record: ConsumerRecord[bytes, bytes], ready: asyncio.Event) -> bool:
+        if record.value == b"first":
+            ready.set()  # reached its compute phase: the next record may be prepared
+            first_computing.set()
+            await release_first.wait()
+            order.append("first")
+        else:
+            order.append("second")
+            second_done.set()
+        return True
+
+    loop = Loop(settings, name, handle)
+    await loop.start()
+    try:
+        await producer.send_and_wait(name, b"first", partition=0)
+        await producer.send_and_wait(name, b"second", partition=0)
+        await asyncio.wait_for(second_done.wait(), 30)
+        assert order == ["second"], "the second job ran while the first was still computing"
+        await asyncio.sleep(KEEPALIVE_POLL_S * 2)
+        assert await loop.committed() is None, "the second offset waits for the first job's final event"
+        release_first.set()
+        for _ in range(100):
+            if await loop.committed() == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert order == ["second", "first"] and await loop.committed() == 2
+    finally:
+        await loop.close()
+
+
+async def test_a_job_not_ready_holds_the_next_record_back(topic: Any) -> None:
+    settings, name, producer = topic
+    release_first = asyncio.Event()
+    started: list[bytes] = []
+
+    async def handle(record: ConsumerRecord[bytes, bytes], ready: asyncio.Event) -> bool:
+        started.append(record.value or b"")
+        if record.value == b"first":
+            await release_first.wait()  # never signals ready: like a job that does not use `compute()`
+        return True
+
+    loop = Loop(settings, name, handle)
+    await loop.start()
+    try:
+        await producer.send_and_wait(name, b"first", partition=1)
+        await producer.send_and_wait(name, b"second", partition=1)
+        await asyncio.sleep(KEEPALIVE_POLL_S * 3)
+        assert started == [b"first"]
+        release_first.set()
+        for _ in range(100):
+            if await loop.committed(1) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert started == [b"first", b"second"] and await loop.committed(1) == 2
     finally:
         await loop.close()

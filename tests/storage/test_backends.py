@@ -46,6 +46,14 @@ async def test_overwrite_replaces_content_and_type(store: Storage) -> None:
     assert stat is not None and (stat.size, stat.content_type) == (5, "audio/x-test")
 
 
+async def test_a_write_that_need_not_be_durable_stores_and_replaces_the_same_way(store: Storage) -> None:
+    await store.put_bytes("attempts/t9/generation.json", b"{}", "application/json", durable=False)
+    await store.put_bytes("attempts/t9/generation.json", b'{"a":1}', "application/json", durable=False)
+    assert await store.get_bytes("attempts/t9/generation.json") == b'{"a":1}'
+    stat = await store.stat("attempts/t9/generation.json")
+    assert stat is not None and stat.content_type == "application/json"
+
+
 async def test_put_file_and_download_file(store: Storage, tmp_path: Path) -> None:
     src = tmp_path / "in.flac"
     src.write_bytes(b"fLaC" + bytes(range(256)) * 64)

@@ -44,8 +44,10 @@ def validate_key(key: str) -> str:
 class Storage(Protocol):
     """What every storage backend provides. All keys go through `validate_key`."""
 
-    async def put_bytes(self, key: str, data: bytes, content_type: str) -> ObjectInfo:
-        """Store `data` under `key` atomically (readers never see a partial object)."""
+    async def put_bytes(self, key: str, data: bytes, content_type: str, *, durable: bool = True) -> ObjectInfo:
+        """Store `data` under `key` atomically (readers never see a partial object). `durable=False` lets a
+        backend skip flushing to disk: the object survives its process being killed, not a machine crash
+        (for small records rewritten per job, such as attempts)."""
         ...
 
     async def put_file(self, key: str, path: Path, content_type: str) -> ObjectInfo:

@@ -4,7 +4,9 @@ Objects live at `root/<key>`. The content type is kept in a sidecar file `.<name
 object; names starting with '.' can never be keys (see `validate_key`), so sidecars and temporary
 files never collide with objects and are skipped by `list`. Writes go to a temporary file in the
 same directory and are moved into place with `os.replace`, so readers see the old object or the
-new one, never a partial one. Blocking I/O runs in a thread (`asyncio.to_thread`).
+new one, never a partial one; the temporary file is fsync'd first unless the write is not `durable` (then a
+killed process still leaves the new object in the page cache; only a machine crash can lose it). Blocking
+I/O runs in a thread (`asyncio.to_thread`).
 """
 
 from __future__ import annotations
@@ -47,10 +49,10 @@ class LocalStorage:
         """The file that holds (or would hold) the object; it may not exist."""
         return self._path(key)
 
-    async def put_bytes(self, key: str, data: bytes, content_type: str) -> ObjectInfo:
-        """Store `data` under `key` atomically."""
+    async def put_bytes(self, key: str, data: bytes, content_type: str, *, durable: bool = True) -> ObjectInfo:
+        """Store `data` under `key` atomically; fsync'd only when `durable`."""
         path = self._path(key)
-        await asyncio.to_thread(self._write, path, lambda f: f.write(data), content_type)
+        await asyncio.to_thread(self._write, path, lambda f: f.write(data), content_type, durable)
         return ObjectInfo(key=key, size=len(data), content_type=content_type)
 
     async def put_file(self, key: str, path: Path, content_type: str) -> ObjectInfo:
@@ -64,10 +66,10 @@ class LocalStorage:
         await asyncio.to_thread(self._write, dest, copy, content_type)
         return ObjectInfo(key=key, size=dest.stat().st_size, content_type=content_type)
 
-    def _write(self, path: Path, fill: Callable[[BinaryIO], object], content_type: str) -> None:
+    def _write(self, path: Path, fill: Callable[[BinaryIO], object], content_type: str, durable: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self._sidecar(path), lambda f: f.write(content_type.encode()))
-        _atomic_write(path, fill)
+        _atomic_write(self._sidecar(path), lambda f: f.write(content_type.encode()), durable)
+        _atomic_write(path, fill, durable)
 
     async def get_bytes(self, key: str) -> bytes:
         """The object's bytes; raises `FileNotFoundError` if absent."""
@@ -174,14 +176,15 @@ class LocalStorage:
         """Nothing to release."""
 
 
-def _atomic_write(path: Path, fill: Callable[[BinaryIO], object]) -> None:
-    """Write `path` through a temporary file in the same directory, then `os.replace` it."""
+def _atomic_write(path: Path, fill: Callable[[BinaryIO], object], durable: bool = True) -> None:
+    """Write `path` through a temporary file in the same directory (fsync'd when `durable`), then `os.replace` it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             fill(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -107,8 +107,8 @@ class S3Storage:
         validate_key(key)
         return None
 
-    async def put_bytes(self, key: str, data: bytes, content_type: str) -> ObjectInfo:
-        """Store `data` under `key` (an S3 PUT is atomic)."""
+    async def put_bytes(self, key: str, data: bytes, content_type: str, *, durable: bool = True) -> ObjectInfo:
+        """Store `data` under `key` (an S3 PUT is atomic, and durable once acknowledged: `durable` changes nothing)."""
         s3 = await self._s3()
         await s3.put_object(Bucket=self.bucket, Key=validate_key(key), Body=data, ContentType=content_type)
         return ObjectInfo(key=key, size=len(data), content_type=content_type)
