@@ -21,15 +21,15 @@ from acefarm.runtime.identity import Capabilities
 from acefarm.runtime.lifecycle import FAILURE_REASONS, Cancelled, Failed, FinalEvent, JobContext, JobWorker, Verdict
 from acefarm.runtime.progress import Eta, ProgressEta, Report
 from acefarm.runtime.service import WorkerKind
+from acefarm.runtime.stage_clock import StageClock, StageSeconds
 from acefarm.runtime.watchdog import job_deadline_s
 from gpu_consumer.audio_io import load_inputs, store_takes
 from gpu_consumer.engine.base import Engine, EngineError, Job, JobCancelled, UnsupportedTask
 from gpu_consumer.gpu_metrics import register_gpu_metrics
-from gpu_consumer.stage_clock import StageClock
 from schemas import topics
 from schemas.events import GenerationRequested, utcnow
 from schemas.generation import GenerationParams
-from schemas.results import GenerationUsed, ModelUsed, lm_fields, used_metadata
+from schemas.results import GenerationUsed, ModelUsed, StageTimings, lm_fields, used_metadata
 from schemas.status import Stage
 
 log = get_logger(__name__)
@@ -100,7 +100,7 @@ class GenerationWorker(JobWorker[GenerationRequested]):
             metadata=used_metadata(params, lm_fields(request.plan)),
             model=self._model,
             loras=params.loras,
-            timings=clock.stop(queue_s),
+            timings=stage_timings(clock.stop(), queue_s),
         )
         return ctx.succeeded(files=files, result=request.plan, used=used)
 
@@ -172,6 +172,23 @@ def load_engine_timed(settings: Settings) -> Engine:
         device=settings.device,
     )
     return engine
+
+
+_TIMED_STAGES: dict[Stage, str] = {
+    Stage.LOADING: "inputs_s",
+    Stage.ENCODING: "encode_s",
+    Stage.DIFFUSION: "diffusion_s",
+    Stage.DECODING: "decode_s",
+    Stage.UPLOADING: "upload_s",
+}
+
+
+def stage_timings(measured: StageSeconds, queue_s: float | None = None) -> StageTimings:
+    """A generation job's reported timings from its stage clock (to 0.1 ms; a negative queue wait from clock
+    skew is 0)."""
+    fields = {_TIMED_STAGES[stage]: round(s, 4) for stage, s in measured.by_stage.items() if stage in _TIMED_STAGES}
+    queue = None if queue_s is None else round(max(queue_s, 0.0), 4)
+    return StageTimings(queue_s=queue, total_s=round(measured.total_s, 4), **fields)
 
 
 def _report(stage: Stage, share: float, step: int | None = None, total: int | None = None) -> Report:

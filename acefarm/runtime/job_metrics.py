@@ -1,4 +1,5 @@
-"""Job metrics every long-job worker records: queue wait, stage durations, outcomes (acefarm.infra.metrics)."""
+"""Job metrics every long-job worker records: queue wait and outcomes (acefarm.infra.metrics); stage durations
+come from `acefarm.runtime.stage_clock`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from aiokafka import ConsumerRecord
 
 from acefarm.infra.metrics import JOB_SECONDS, JOBS, STAGE_SECONDS
 from schemas.events import Envelope, TaskFailed
-from schemas.status import Stage
 
 QUEUED = "queued"
 
@@ -32,28 +32,3 @@ def observe_outcome(request: Envelope, final: object | None, seconds: float) -> 
     kind = job_kind(request)
     JOBS.labels(kind, outcome, reason).inc()
     JOB_SECONDS.labels(kind, outcome).observe(seconds)
-
-
-class StageClock:
-    """Times the stages a job's progress reports pass through; each stage's time is observed when it ends."""
-
-    def __init__(self) -> None:
-        self._stage: Stage | None = None
-        self._since = 0.0
-
-    def mark(self, stage: Stage) -> None:
-        """A report of `stage` arrived: a new stage ends the previous one."""
-        if stage is self._stage:
-            return
-        now = time.monotonic()
-        self._observe(now)
-        self._stage, self._since = stage, now
-
-    def stop(self) -> None:
-        """The job is over: the current stage ends now."""
-        self._observe(time.monotonic())
-        self._stage = None
-
-    def _observe(self, now: float) -> None:
-        if self._stage is not None:
-            STAGE_SECONDS.labels(self._stage.value).observe(now - self._since)

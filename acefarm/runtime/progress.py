@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from acefarm.infra.logging import get_logger
-from acefarm.runtime.job_metrics import StageClock
+from acefarm.runtime.stage_clock import StageClock
 from schemas.events import TaskProgress
 from schemas.status import Stage
 
@@ -110,7 +110,7 @@ class ProgressPublisher:
         self._closing = False
         self._close_requested = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"progress-{task_id}")
-        self._stages = StageClock()
+        self._stages = StageClock(observe=True)
         self.sent = 0
 
     def report(self, report: Report) -> None:
@@ -122,7 +122,7 @@ class ProgressPublisher:
         """Record a report; must be called on the event loop."""
         if self._closing:
             return
-        self._stages.mark(report.stage)
+        self._stages.enter(report.stage)
         report = replace(report, progress=min(max(report.progress, 0.0), 1.0))
         try:
             self._pending = TaskProgress(
