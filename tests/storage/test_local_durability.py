@@ -25,9 +25,21 @@ async def test_only_durable_writes_are_fsynced(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(os, "fsync", counting_fsync)
     store = LocalStorage(tmp_path)
     await store.put_bytes("outputs/t/take-0.wav", b"RIFF", "audio/wav")
-    assert len(synced) == 2, "the object and its content-type sidecar"
+    assert len(synced) == 1, "the object; its content-type sidecar is never fsync'd"
     await store.put_bytes("attempts/t/generation.json", b"{}", "application/json", durable=False)
-    assert len(synced) == 2
+    assert len(synced) == 1
+
+
+async def test_a_lost_or_empty_sidecar_falls_back_to_the_type_the_name_implies(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path)
+    await store.put_bytes("outputs/t/take-0.flac", b"fLaC", "audio/flac")
+    sidecar = tmp_path / "outputs/t/.take-0.flac.ctype"
+    sidecar.write_text("")  # what a machine crash can leave of a sidecar that was never flushed
+    info = await store.stat("outputs/t/take-0.flac")
+    assert info is not None and info.content_type == "audio/flac"
+    sidecar.unlink()
+    info = await store.stat("outputs/t/take-0.flac")
+    assert info is not None and info.content_type == "audio/flac"
 
 
 _WRITE_THEN_DIE = """

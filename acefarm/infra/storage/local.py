@@ -5,7 +5,8 @@ object; names starting with '.' can never be keys (see `validate_key`), so sidec
 files never collide with objects and are skipped by `list`. Writes go to a temporary file in the
 same directory and are moved into place with `os.replace`, so readers see the old object or the
 new one, never a partial one; the temporary file is fsync'd first unless the write is not `durable` (then a
-killed process still leaves the new object in the page cache; only a machine crash can lose it). Blocking
+killed process still leaves the new object in the page cache; only a machine crash can lose it). The sidecar
+is never fsync'd: one lost in a machine crash only means the type is guessed from the name again. Blocking
 I/O runs in a thread (`asyncio.to_thread`).
 """
 
@@ -68,7 +69,7 @@ class LocalStorage:
 
     def _write(self, path: Path, fill: Callable[[BinaryIO], object], content_type: str, durable: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self._sidecar(path), lambda f: f.write(content_type.encode()), durable)
+        _atomic_write(self._sidecar(path), lambda f: f.write(content_type.encode()), durable=False)
         _atomic_write(path, fill, durable)
 
     async def get_bytes(self, key: str) -> bytes:
@@ -106,7 +107,8 @@ class LocalStorage:
         try:
             content_type: str | None = self._sidecar(path).read_text().strip() or None
         except FileNotFoundError:
-            content_type = mimetypes.guess_type(path.name)[0]
+            content_type = None
+        content_type = content_type or mimetypes.guess_type(path.name)[0]
         return ObjectInfo(key=key, size=size, content_type=content_type)
 
     async def list(self, prefix: str) -> list[ObjectInfo]:
