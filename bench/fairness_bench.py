@@ -20,48 +20,22 @@ import time
 import uuid
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from acefarm.devtools.broker import EmbeddedBroker
 from acefarm.devtools.devrun import EMBEDDED_BROKER_ENV
 from acefarm.infra.kafka import ensure_topics
 from acefarm.infra.settings import Settings
 from schemas import topics
-from schemas.events import GenerationRequested, parse_event
+from schemas.events import GenerationRequested
 from schemas.generation import GenerationParams
+from tests.support.stand_in_worker import StandInWorker
 
 GROUP_ENV = {
     **EMBEDDED_BROKER_ENV,
     "KAFKA_PARTITIONS": "4",
     "LOG_LEVEL": "WARNING",
 }
-
-
-async def stand_in_worker(bootstrap: str, job_s: float, done: dict[str, float], order: list[str]) -> None:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=topics.GPU_WORKERS_GROUP,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=1,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-        rebalance_timeout_ms=3000,
-        fetch_max_wait_ms=20,
-    )
-    consumer.subscribe([topics.GENERATION_READY])
-    await consumer.start()
-    try:
-        while True:
-            for tp, records in (await consumer.getmany(timeout_ms=200, max_records=1)).items():
-                for record in records:
-                    task_id = parse_event(record.value).task_id
-                    order.append(task_id)
-                    await asyncio.sleep(job_s)
-                    done[task_id] = time.monotonic()
-                    await consumer.commit({TopicPartition(tp.topic, tp.partition): record.offset + 1})
-    finally:
-        await consumer.stop()
 
 
 async def until(check: Callable[[], bool], timeout_s: float = 600.0) -> None:
@@ -87,19 +61,19 @@ async def submit(producer: AIOKafkaProducer, task_ids: list[str], owner: str) ->
 
 async def measure(bootstrap: str, backlog: int, job_s: float) -> None:
     await ensure_topics(Settings(kafka_bootstrap_servers=bootstrap, kafka_partitions=4))
-    done: dict[str, float] = {}
-    order: list[str] = []
-    worker = asyncio.create_task(stand_in_worker(bootstrap, job_s, done, order))
+    worker = StandInWorker(bootstrap, job_s)
+    await worker.start()
+    done = worker.finished
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
-        await asyncio.sleep(6)  # the worker's group join (Tansu waits about the rebalance timeout)
+        await asyncio.wait_for(worker.joined.wait(), 60)
         run = uuid.uuid4().hex[:6]
         a_jobs = [f"a-{run}-{i:05d}" for i in range(backlog)]
         started = time.monotonic()
         await submit(producer, a_jobs, "tenant-a")
-        await until(lambda: len(order) >= 10)
-        b_job, a_before = f"b-{run}", len(order)
+        await until(lambda: len(worker.received) >= 10)
+        b_job, a_before = f"b-{run}", len(worker.received)
         b_at = time.monotonic()
         await submit(producer, [b_job], "tenant-b")
         await until(lambda: len(done) >= backlog + 1)
@@ -109,10 +83,10 @@ async def measure(bootstrap: str, backlog: int, job_s: float) -> None:
         print(f"backlog of tenant A       {backlog} jobs, {job_s * 1000:.0f} ms each, one stand-in GPU worker")
         print(f"A's backlog drained in    {a_drain:.2f} s ({backlog / a_drain:.1f} jobs/s)")
         print(f"B's wait (submit->done)   {b_wait:.3f} s")
-        print(f"admissions before B       {order.index(b_job) - a_before} after it arrived")
+        print(f"admissions before B       {worker.order('').index(b_job) - a_before} after it arrived")
         print(f"B's wait in one FIFO      ~{(backlog - a_before) * per_job:.2f} s (A's remaining backlog)")
     finally:
-        worker.cancel()
+        await worker.stop()
         await producer.stop()
 
 
