@@ -1,10 +1,13 @@
-"""Restart-to-serving: how long a restarted gateway and a restarted GPU consumer take to serve again.
+"""Restart-to-serving: how long each restarted service takes to serve again.
 
 - **gateway** — with `--tasks` (default 10,000) finished tasks on the status topic: from process start to
   `/readyz` 200, and to `GET /status/{a known task}` 200 (target ≤ 2 s).
 - **consumer** — a GPU consumer with the tone engine (no model to load): from process start to its group
   join (`kafka.group_joined`), and to the first job started (`running`), minus the engine's load time as
   the consumer logs it (`engine.loaded`) (target ≤ 3 s, model load aside).
+- **streams, scheduler, webhooks** — from process start to the log lines that say it serves: `streams.ready`
+  (its table recovered), `scheduler.ready` + `kafka.group_joined`, `webhooks.started`. The trainer and the
+  planner run the GPU consumer's runtime (`run_worker`): their figure is the consumer's plus their model load.
 
 Each is measured `--runs` times on the embedded broker, after one discarded warm-up start that leaves the
 project's bytecode compiled (as the image is: UV_COMPILE_BYTECODE=1; installed packages are compiled by
@@ -132,6 +135,30 @@ def consumer_run(env: dict[str, str], gateway: str, log: Path) -> tuple[float, f
         process.wait()
 
 
+SERVICES: dict[str, tuple[str, ...]] = {
+    "streams": ("streams.ready",),
+    "scheduler": ("scheduler.ready", "kafka.group_joined"),
+    "webhooks": ("webhooks.started",),
+}
+"""Each other service, and the log events that together say it serves."""
+
+
+def service_run(name: str, env: dict[str, str], log: Path) -> float:
+    """Seconds from starting service `name` to the last of its `SERVICES` log events."""
+    began = time.monotonic()
+    process = start([name], env, log)
+    try:
+        deadline = began + 120
+        while not all(log_event(log, event) for event in SERVICES[name]):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise TimeoutError(f"{name} did not serve: {log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.02)
+        return time.monotonic() - began
+    finally:
+        process.terminate()
+        process.wait()
+
+
 def summary(values: list[float]) -> str:
     """Median and worst, in seconds."""
     return f"median {statistics.median(values):.2f} s, worst {max(values):.2f} s"
@@ -151,11 +178,16 @@ def main() -> None:
             "OUTPUT_DIR": tmp,
             "ENGINE": "tests.support.tone_engine:ToneEngine",
             "LOG_LEVEL": "INFO",
+            "WEBHOOK_SECRET": "restart-bench-webhook-secret-0123456789",
         }
         known = asyncio.run(seed_statuses(broker.bootstrap_servers, options.tasks))
         gateway = [gateway_run(env, known, Path(tmp) / f"gateway-{n}.log") for n in range(options.runs + 1)][1:]
         print(f"gateway with {options.tasks} known tasks: /readyz {summary([g[0] for g in gateway])}; "
               f"known task served {summary([g[1] for g in gateway])} (target 2 s)")  # fmt: skip
+
+        for name in SERVICES:
+            seconds = [service_run(name, env, Path(tmp) / f"{name}-{n}.log") for n in range(options.runs + 1)][1:]
+            print(f"{name}: serving {summary(seconds)} after start")
 
         port = free_port()
         streams = start(["streams"], env, Path(tmp) / "streams.log")
