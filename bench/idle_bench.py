@@ -61,10 +61,10 @@ def name_of(pid: int) -> str:
     if argv[0].endswith("tansu"):
         return "broker (tansu)"
     if "-m" in argv:
-        module = argv[argv.index("-m") + 1]
-        return {"acefarm": "acefarm dev (supervisor)", "acefarm.devtools.wakeup_proxy": "broker wake-up proxy"}.get(
-            module, module
-        )
+        module, rest = argv[argv.index("-m") + 1], [a for a in argv[argv.index("-m") + 2 :] if a]
+        if module == "acefarm":  # `acefarm dev` is the supervisor; each service runs as `acefarm <service>`
+            return "acefarm dev (supervisor)" if rest[:1] == ["dev"] else " ".join(rest[:1])
+        return {"acefarm.devtools.wakeup_proxy": "broker wake-up proxy"}.get(module, module)
     return " ".join(argv)[:40]
 
 
