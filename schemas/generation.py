@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import Annotated, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 
 from schemas.ids import LORA_ID_PATTERN, MODEL_NAME_PATTERN
-from schemas.planning import LmOptions
+from schemas.planning import KEY_NAME, LmOptions
+from schemas.rules import WHITESPACE, Matches, OneOf, StrictNumbers, any_case
 from schemas.tenancy import Priority
 from schemas.webhooks import WebhookRequest
 
 MAX_DURATION_S = 600.0
 MIN_DURATION_S = 1.0
 
-_KEY_RE = re.compile(r"^[A-G](#|b)?\s+(major|minor)$", re.IGNORECASE)
-_LANG_RE = re.compile(r"^([a-z]{2,3}(-[a-z0-9]{2,8})?|unknown)$")
+LANGUAGE = Matches(
+    f"^{WHITESPACE}*(?:[A-Za-z]{{2,3}}(?:-[A-Za-z0-9]{{2,8}})?|{any_case('unknown')}){WHITESPACE}*$",
+    "vocal_language must be an ISO 639 code such as 'en', 'zh', 'ja', or 'unknown'",
+)
+"""An ISO 639 language code with an optional subtag, or 'unknown' (any letter case; stored lower-case)."""
+TIME_SIGNATURE = OneOf((2, 3, 4, 6), "time_signature must be 2, 3, 4 or 6 (beats per bar)")
 
 
 class TaskType(StrEnum):
@@ -67,7 +71,7 @@ MAX_LORAS = 4
 """Most LoRAs one job may blend."""
 
 
-class LoraWeight(BaseModel):
+class LoraWeight(StrictNumbers):
     """One trained LoRA applied to a job, at a strength."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -104,9 +108,15 @@ class GenerationParams(LmOptions):
     ] = None
     instrumental: Annotated[bool, Field(description="No vocals: lyrics are replaced by '[instrumental]'.")] = False
     bpm: Annotated[int | None, Field(ge=30, le=300, description="Tempo in beats per minute.")] = None
-    key: Annotated[str | None, Field(description="Key and scale, e.g. 'C major', 'F# minor'.")] = None
-    time_signature: Annotated[int | None, Field(description="Beats per bar: 2, 3, 4 or 6.")] = None
-    vocal_language: Annotated[str, Field(description="ISO 639 language code of the lyrics, or 'unknown'.")] = "en"
+    key: Annotated[Annotated[str, KEY_NAME] | None, Field(description="Key and scale, e.g. 'C major', 'F# minor'.")] = (
+        None
+    )
+    time_signature: Annotated[
+        Annotated[int, TIME_SIGNATURE] | None, Field(description="Beats per bar: 2, 3, 4 or 6.")
+    ] = None
+    vocal_language: Annotated[
+        str, LANGUAGE, Field(description="ISO 639 language code of the lyrics, or 'unknown'.")
+    ] = "en"
     seed: Annotated[
         int | None,
         Field(ge=0, le=2**32 - 1, description="Random seed; same seed and request give the same audio."),
@@ -158,49 +168,15 @@ class GenerationParams(LmOptions):
         ),
     ] = Field(default_factory=list)
 
-    @field_validator(
-        "duration",
-        "bpm",
-        "time_signature",
-        "seed",
-        "inference_steps",
-        "guidance_scale",
-        "shift",
-        "batch_size",
-        "repaint_start",
-        "repaint_end",
-        "cover_strength",
-        "lora_scale",
-        mode="before",
-    )
-    @classmethod
-    def _not_a_boolean(cls, value: object) -> object:
-        """Refuse `true`/`false` where a number is expected (lax validation would take them as 1 and 0)."""
-        if isinstance(value, bool):
-            raise ValueError("must be a number, not true or false")
-        return value
-
     @field_validator("key")
     @classmethod
-    def _check_key(cls, value: str | None) -> str | None:
-        if value is not None and not _KEY_RE.match(value.strip()):
-            raise ValueError("key must look like 'C major', 'F# minor' or 'Bb major'")
+    def _strip_key(cls, value: str | None) -> str | None:
         return value.strip() if value else value
-
-    @field_validator("time_signature")
-    @classmethod
-    def _check_time_signature(cls, value: int | None) -> int | None:
-        if value is not None and value not in (2, 3, 4, 6):
-            raise ValueError("time_signature must be 2, 3, 4 or 6 (beats per bar)")
-        return value
 
     @field_validator("vocal_language")
     @classmethod
-    def _check_language(cls, value: str) -> str:
-        value = value.strip().lower()
-        if not _LANG_RE.match(value):
-            raise ValueError("vocal_language must be an ISO 639 code such as 'en', 'zh', 'ja', or 'unknown'")
-        return value
+    def _normalise_language(cls, value: str) -> str:
+        return value.strip().lower()
 
     @model_validator(mode="after")
     def _check_task_inputs(self) -> Self:
