@@ -3,7 +3,8 @@
 - the JSON request bodies' component schemas are pydantic's own (`model_json_schema(mode="validation")`, the
   contract's exported JSON Schemas), so every rule the gateway's validation applies is stated: bounds on
   optional numbers, `additionalProperties: false`, patterns, `enum`s, `oneOf` (see `schemas.rules`);
-- the form's `style_name` declares the 1-100 characters the handler enforces;
+- the training form's text fields declare what the handler enforces: `style_name`'s 1-100 characters, the
+  webhook's URL and events, each training option's bounds (`training_form_fields`);
 - the files of the multipart forms declare what they must be (`encoding.file.contentType`): audio for
   `POST /uploads`, a zip for `POST /train/lora`;
 - the live status stream is documented as `text/event-stream` whose `schema` describes one event (Open API
@@ -32,6 +33,8 @@ from litestar.routes import HTTPRoute
 from pydantic import BaseModel
 
 from schemas.status import TaskState
+from schemas.training import TrainingOptions
+from schemas.webhooks import WEBHOOK_EVENTS, WebhookRequest
 
 COMPONENTS = "#/components/schemas/{model}"
 _KEYWORDS = {field.metadata.get("alias", field.name): field.name for field in fields(Schema)}
@@ -43,6 +46,7 @@ EVENTS_PATH = "/tasks/{task_id}/events"
 STYLE_NAME_MAX = 100
 NOT_SPACE = "[^\\t-\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
 """One character `str.strip` keeps (ECMA's `\\S` differs from Python's: U+001C-U+001F, U+0085, U+FEFF)."""
+WEBHOOK_EVENT = f"(?:{'|'.join(WEBHOOK_EVENTS)})"
 UPLOAD_MEDIA_TYPES = "audio/wav, audio/flac, audio/mpeg, audio/ogg"
 """The containers `POST /uploads` accepts (`acefarm.infra.audio`'s allowlist)."""
 FILE_MEDIA_TYPES = {"/uploads": UPLOAD_MEDIA_TYPES, "/train/lora": "application/zip"}
@@ -55,15 +59,37 @@ def strict_openapi(app: Litestar) -> None:
     _publish_contract_schemas(doc, json_body_models(app))
     schemas = doc.components.schemas if doc.components is not None and doc.components.schemas else {}
     form = schemas.get("TrainLoraForm")
-    style = form.properties.get("style_name") if form is not None and form.properties else None
-    if isinstance(style, Schema):
-        style.min_length, style.max_length = 1, STYLE_NAME_MAX
-        style.pattern = NOT_SPACE
+    if form is not None and form.properties:
+        form.properties.update(training_form_fields())
     _declare_file_types(doc)
     item = doc.paths.get(EVENTS_PATH) if doc.paths else None
     ok = item.get.responses.get("200") if item is not None and item.get and item.get.responses else None
     if ok is not None and not isinstance(ok, Reference):
         ok.content = {"text/event-stream": OpenAPIMediaType(schema=status_event_schema())}
+
+
+def training_form_fields() -> dict[str, Schema | Reference]:
+    """The text fields of the `POST /train/lora` form as the handler reads them: `style_name`, the webhook
+    fields and every `TrainingOptions` field with its bounds. A form has no null: an omitted or empty field
+    takes the default."""
+    options = TrainingOptions.model_json_schema(mode="validation")["properties"]
+    webhook = WebhookRequest.model_json_schema(mode="validation")["properties"]["webhook"]
+    fields = {name: _without_null(schema) for name, schema in {**options, "webhook": webhook}.items()}
+    declared: dict[str, Schema | Reference] = {name: spec_schema(schema) for name, schema in fields.items()}
+    declared["style_name"] = Schema(type=OpenAPIType.STRING, min_length=1, max_length=STYLE_NAME_MAX, pattern=NOT_SPACE)
+    declared["webhook_events"] = Schema(
+        type=OpenAPIType.STRING,
+        pattern=f"^{WEBHOOK_EVENT}(?:,{WEBHOOK_EVENT}){{0,{len(WEBHOOK_EVENTS) - 1}}}$",
+        description="Comma-separated events to deliver: start, progress, completed (default: completed).",
+    )
+    return declared
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with its `null` alternative (and its default) removed."""
+    kept = [branch for branch in schema.get("anyOf", []) if branch != {"type": "null"}]
+    rest = {keyword: value for keyword, value in schema.items() if keyword not in ("anyOf", "default")}
+    return {**kept[0], **rest} if len(kept) == 1 else rest
 
 
 def status_event_schema() -> Schema:

@@ -9,7 +9,7 @@ from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_val
 
 from schemas.ids import LORA_ID_PATTERN, MODEL_NAME_PATTERN
 from schemas.planning import KEY_NAME, LmOptions
-from schemas.rules import WHITESPACE, Matches, OneOf, StrictNumbers, any_case
+from schemas.rules import WHITESPACE, Base64Audio, Matches, OneOf, StrictNumbers, any_case, cross_field
 from schemas.tenancy import Priority
 from schemas.webhooks import WebhookRequest
 
@@ -189,28 +189,28 @@ class GenerationParams(LmOptions):
         if self.lora_id is not None:
             single = [LoraWeight(lora_id=self.lora_id, scale=self.lora_scale)]
             if self.loras and self.loras != single:
-                raise ValueError("give either lora_id (with lora_scale) or loras, not both")
+                raise cross_field("give either lora_id (with lora_scale) or loras, not both")
             self.loras = single
         ids = [lora.lora_id for lora in self.loras]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"loras names a LoRA more than once: {ids}")
+            raise cross_field(f"loras names a LoRA more than once: {ids}")
         return self
 
     def _check_audio_for_task(self, has_src: bool, has_ref: bool) -> None:
         task = self.task_type
         if task in TASKS_NEEDING_SOURCE and not has_src:
-            raise ValueError(f"task_type '{task.value}' needs source audio (src_audio)")
+            raise cross_field(f"task_type '{task.value}' needs source audio (src_audio)")
         if task is TaskType.COVER and not (has_src or has_ref):
-            raise ValueError("task_type 'cover' needs src_audio or reference_audio")
+            raise cross_field("task_type 'cover' needs src_audio or reference_audio")
         if task is TaskType.REPAINT and (self.repaint_start is None or self.repaint_end is None):
-            raise ValueError("task_type 'repaint' needs repaint_start and repaint_end (seconds)")
+            raise cross_field("task_type 'repaint' needs repaint_start and repaint_end (seconds)")
         start, end = self.repaint_start, self.repaint_end
         if start is not None and end is not None and end <= start:
-            raise ValueError("repaint_end must be greater than repaint_start")
+            raise cross_field("repaint_end must be greater than repaint_start")
         if task in (TaskType.EXTRACT, TaskType.LEGO) and not self.track_name:
-            raise ValueError(f"task_type '{task.value}' needs track_name (e.g. 'vocals', 'drums')")
+            raise cross_field(f"task_type '{task.value}' needs track_name (e.g. 'vocals', 'drums')")
         if task is TaskType.COMPLETE and not self.complete_track_classes:
-            raise ValueError("task_type 'complete' needs complete_track_classes (e.g. ['drums', 'bass'])")
+            raise cross_field("task_type 'complete' needs complete_track_classes (e.g. ['drums', 'bass'])")
 
     def caption(self) -> str:
         """The text prompt given to the model: `prompt`, plus `style` when set."""
@@ -227,10 +227,11 @@ class GenerateRequest(GenerationParams, WebhookRequest):
     """Body of `POST /generate`: generation parameters, optional inline base64 audio and an optional webhook."""
 
     reference_audio: Annotated[
-        str | None, Field(description="Base64 audio (wav/flac/mp3/ogg) used as a timbre reference.")
+        Base64Audio | None, Field(description="Base64 audio (wav/flac/mp3/ogg) used as a timbre reference.")
     ] = None
     src_audio: Annotated[
-        str | None, Field(description="Base64 source audio for cover, repaint, extend, extract, lego, complete.")
+        Base64Audio | None,
+        Field(description="Base64 source audio for cover, repaint, extend, extract, lego, complete."),
     ] = None
     priority: Annotated[
         Priority, Field(description="Queue priority: high, normal or batch; the API key must allow it (403).")
@@ -238,6 +239,9 @@ class GenerateRequest(GenerationParams, WebhookRequest):
 
     @model_validator(mode="after")
     def _check_task_inputs(self) -> Self:
+        for role in ("src", "reference"):
+            if getattr(self, f"{role}_audio") is not None and getattr(self, f"{role}_audio_key") is not None:
+                raise cross_field(f"give either {role}_audio (base64) or {role}_audio_key, not both")
         self._check_audio_for_task(
             self.src_audio_key is not None or self.src_audio is not None,
             self.reference_audio_key is not None or self.reference_audio is not None,

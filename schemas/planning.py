@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.rules import WHITESPACE, Matches, StrictNumbers, any_case
+from schemas.rules import WHITESPACE, Base64Audio, Matches, StrictNumbers, any_case
 
 AUDIO_CODES_MAX_CHARS = 200_000
 """About 600 s of codes (five per second, up to 22 characters each), with room."""
@@ -160,7 +160,7 @@ class UnderstandRequest(LmSampling):
 
     model_config = ConfigDict(json_schema_extra=_one_audio_schema)
 
-    audio: Annotated[str | None, Field(description="Base64 audio (wav/flac/mp3/ogg).")] = None
+    audio: Annotated[Base64Audio | None, Field(description="Base64 audio (wav/flac/mp3/ogg).")] = None
     audio_key: Annotated[str | None, Field(max_length=1024, description="Storage key from POST /uploads.")] = None
     seed: Annotated[int | None, Field(ge=0, le=2**32 - 1)] = None
 

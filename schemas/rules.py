@@ -8,7 +8,11 @@ readable message and declare it in the schema:
 - `OneOf`: one of a few values (`enum`);
 - `StrictNumbers`: a base whose number fields refuse `true`/`false` and numeric strings, and whose boolean
   fields refuse anything but `true`/`false`, as `type: integer|number|boolean` say (lax validation would
-  take `true` as 1, `"10"` as 10 and `0` as false).
+  take `true` as 1, `"10"` as 10 and `0` as false);
+- `Base64Audio`: inline audio, a non-empty base64 string (`contentEncoding`/`contentMediaType`); whether it
+  decodes to readable audio is checked when it is used (422 when not);
+- `cross_field`: the error of a rule that compares fields (no JSON Schema states it): the body is well-formed
+  but unusable as it is, which the gateway answers with 422 rather than 400.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import NoneType, UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationInfo, field_validator
 from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema, core_schema
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
+CROSS_FIELD = "cross_field"
+"""The pydantic error type of a broken cross-field rule."""
 WHITESPACE = "[\\t\\n\\r ]"
 """The whitespace a `Matches` expression allows (ASCII, alike in both dialects)."""
 
@@ -30,6 +36,20 @@ WHITESPACE = "[\\t\\n\\r ]"
 def any_case(word: str) -> str:
     """An expression matching `word` in any letter case (ECMA-262 has no inline case-insensitive flag)."""
     return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+AUDIO_MEDIA_TYPE = "audio/*"
+"""What inline audio must decode to: wav, flac, mp3 or ogg (`acefarm.infra.audio`'s allowlist)."""
+Base64Audio = Annotated[
+    str,
+    Field(min_length=1, json_schema_extra={"contentEncoding": "base64", "contentMediaType": AUDIO_MEDIA_TYPE}),
+]
+"""An audio file's bytes, base64-encoded (a `data:` URL's base64 also reads)."""
+
+
+def cross_field(message: str) -> PydanticCustomError:
+    """The error to raise when fields are valid one by one but not together; `message` says what to fix."""
+    return PydanticCustomError(CROSS_FIELD, "{reason}", {"reason": message})
 
 
 @dataclass(frozen=True)
