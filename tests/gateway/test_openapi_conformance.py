@@ -5,9 +5,12 @@ run. Schemathesis fills the multipart file parts with real audio and a real data
 in tests/gateway/schemathesis_hooks.py, registered for the media types the document declares.
 
 tests/gateway/schemathesis.toml adds 422 to the answers the positive-data check accepts, for the job
-submissions only: they refuse with 422 what no schema can rule out, an Idempotency-Key reused with another
-body (schemathesis draws few distinct header values, so it reuses keys) and a webhook whose host does not
-resolve or is private. Every check stays on and every operation is tested.
+submissions only: they refuse with 422 (documented in their responses) what no schema can rule out: fields
+valid one by one but not together (repaint_end > repaint_start, task types that need source audio), inline
+base64 that does not decode to readable audio (`contentEncoding` only annotates), a key, LoRA or model the
+farm does not have, an Idempotency-Key reused with another body (schemathesis draws few distinct header
+values, so it reuses keys) and a webhook whose host does not resolve or is private. A schema-level error
+stays 400. Every check stays on and every operation is tested.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 
 MAX_EXAMPLES = os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "5")
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,14 +55,6 @@ async def test_the_document_declares_what_the_gateway_does(client: httpx.AsyncCl
     assert set(allow.split(", ")) == {"GET", "PATCH", "DELETE", "OPTIONS"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 11 item 6): JSON bodies now publish pydantic's schemas (bounds, additionalProperties, "
-    "patterns, enums, understand's oneOf), numbers and booleans are strict, GET /tasks `status` has a pattern, "
-    "422 is accepted on job submissions; schemathesis still reports ST202 for rules no JSON Schema states: "
-    "cross-field rules (repaint_end > repaint_start, task types needing source audio), inline base64 audio "
-    "that is empty or not audio (`/understand` audio: ''), and the training form's style_name",
-)
 def test_schemathesis_finds_no_failures(gateway_url: str, tmp_path: Path) -> None:
     command = [
         sys.executable,
