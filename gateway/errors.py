@@ -54,7 +54,9 @@ def is_cross_field(exc: ValidationException) -> bool:
     Litestar raises the validation failure from the pydantic errors (`__cause__.errors`); a body that breaks
     one-field rules never reaches the cross-field ones, so the two kinds do not mix."""
     errors = getattr(exc.__cause__, "errors", None)
-    return bool(errors) and all(isinstance(error, dict) and error.get("type") == CROSS_FIELD for error in errors)
+    if not isinstance(errors, list) or not errors:
+        return False
+    return all(isinstance(error, dict) and error.get("type") == CROSS_FIELD for error in errors)
 
 
 def _scrubbed(extra: Any) -> Any:

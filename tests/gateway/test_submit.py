@@ -247,7 +247,7 @@ async def test_several_loras_are_each_checked_and_queued_in_order(
     )
     assert [(lora.lora_id, lora.scale) for lora in event.params.loras] == [("blend-b", 0.4), ("blend-a", 1.2)]
     unknown = await client.post("/generate", json={**GOOD, "loras": [*loras, {"lora_id": "nosuch"}]})
-    assert unknown.status_code == 400 and "'nosuch'" in unknown.json()["detail"]
+    assert unknown.status_code == 422 and "'nosuch'" in unknown.json()["detail"]
 
 
 @pytest.mark.parametrize(
