@@ -118,5 +118,5 @@ def create_app(settings: Settings, backlog: BacklogProbe | None = None) -> Lites
             render_plugins=[SWAGGER],
         ),
     )
-    strict_openapi(app.openapi_schema)
+    strict_openapi(app)
     return app

@@ -12,7 +12,7 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
-from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_413_REQUEST_ENTITY_TOO_LARGE, HTTP_422_UNPROCESSABLE_ENTITY
+from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE, HTTP_422_UNPROCESSABLE_ENTITY
 from pydantic import ValidationError
 
 from acefarm.infra.audio import AudioInputError, decode_audio
@@ -23,6 +23,9 @@ from gateway.auth import Principal
 from gateway.errors import FieldError
 from schemas import storage_keys
 from schemas.webhooks import WebhookRequest
+
+UNUSABLE = HTTP_422_UNPROCESSABLE_ENTITY
+"""A schema-valid input that cannot be used (not audio, an unknown key, a refused webhook)."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,8 @@ class CheckedAudio:
 
 
 def decode_base64(field: str, value: str, max_bytes: int) -> bytes:
-    """The bytes of a base64 (or data: URL) field; 413 when over `max_bytes`, 400 when not base64."""
+    """The bytes of a base64 (or data: URL) field; 413 when over `max_bytes`, 422 when not base64 or empty
+    (`contentEncoding` only annotates: such a string is schema-valid)."""
     text = value.strip()
     if text.startswith("data:") and "," in text:
         text = text.split(",", 1)[1]
@@ -49,14 +53,15 @@ def decode_base64(field: str, value: str, max_bytes: int) -> bytes:
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise FieldError(field, "is not valid base64; send the audio file's bytes base64-encoded") from None
+        raise FieldError(field, "is not valid base64; send the audio file's bytes base64-encoded", UNUSABLE) from None
     if not data:
-        raise FieldError(field, "is empty; send the audio file's bytes base64-encoded")
+        raise FieldError(field, "is empty; send the audio file's bytes base64-encoded", UNUSABLE)
     return data
 
 
 async def check_audio(field: str, data: bytes, settings: Settings) -> CheckedAudio:
-    """Decode `data` fully (off the event loop) within the configured limits, or raise `FieldError`.
+    """Decode `data` fully (off the event loop) within the configured limits, or raise `FieldError` (422 when
+    it is not readable audio or lasts too long, 413 when too large).
 
     Only wav, flac, mp3 and ogg containers pass; the stored extension is the real container's."""
     if len(data) > settings.max_input_audio_bytes:
@@ -71,7 +76,7 @@ async def check_audio(field: str, data: bytes, settings: Settings) -> CheckedAud
             decode_audio, data, max_bytes=settings.max_input_audio_bytes, max_seconds=settings.max_input_audio_seconds
         )
     except AudioInputError as error:
-        raise FieldError(field, str(error), HTTP_400_BAD_REQUEST) from None
+        raise FieldError(field, str(error), UNUSABLE) from None
     return CheckedAudio(data=data, ext=info.extension, content_type=info.content_type, duration_s=info.duration_s)
 
 
@@ -87,16 +92,18 @@ def upload_prefix(owner: str) -> str:
 
 async def check_input_key(field: str, key: str, storage: Storage, principal: Principal) -> str:
     """A storage key passed as `src_audio_key`/`reference_audio_key`: safe, under inputs/, the caller's
-    own upload (any input for an admin), present."""
+    own upload (any input for an admin), present; `FieldError` (422) when not."""
     try:
         validate_key(key)
     except InvalidKey:
-        raise FieldError(field, "is not a valid storage key; pass the key returned by POST /uploads") from None
+        raise FieldError(
+            field, "is not a valid storage key; pass the key returned by POST /uploads", UNUSABLE
+        ) from None
     if not key.startswith(storage_keys.INPUTS):
-        raise FieldError(field, "must be a key under 'inputs/' as returned by POST /uploads")
+        raise FieldError(field, "must be a key under 'inputs/' as returned by POST /uploads", UNUSABLE)
     mine = principal.is_admin or key.startswith(upload_prefix(principal.owner))
     if not mine or await storage.stat(key) is None:
-        raise FieldError(field, f"no uploaded audio has the key {key!r}; upload it first with POST /uploads")
+        raise FieldError(field, f"no uploaded audio has the key {key!r}; upload it first with POST /uploads", UNUSABLE)
     return key
 
 
@@ -107,7 +114,7 @@ async def check_webhook(url: str | None, settings: Settings) -> None:
     try:
         await check_target(url, settings.webhook_allow_private)
     except TargetRefused as refused:
-        raise FieldError("webhook", str(refused), HTTP_422_UNPROCESSABLE_ENTITY) from None
+        raise FieldError("webhook", str(refused), UNUSABLE) from None
 
 
 def webhook_form_fields(webhook: str | None, webhook_events: str | None) -> WebhookRequest:

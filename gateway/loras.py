@@ -27,7 +27,7 @@ from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotFoundException
 from litestar.params import Body, FromPath, JSONBody
-from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_413_REQUEST_ENTITY_TOO_LARGE
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_413_REQUEST_ENTITY_TOO_LARGE, HTTP_422_UNPROCESSABLE_ENTITY
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from acefarm.infra.kafka import publish
@@ -129,7 +129,7 @@ def shown_to(manifest: LoraManifest, principal: Principal) -> LoraManifest:
 
 
 async def check_lora_id(storage: Storage, lora_id: str | None, principal: Principal) -> None:
-    """Raise `FieldError` (400) unless `lora_id` is None or names a finished LoRA `principal` may use."""
+    """Raise `FieldError` (422) unless `lora_id` is None or names a finished LoRA `principal` may use."""
     if lora_id is None:
         return
     manifest = await read_manifest(storage, lora_id)
@@ -137,6 +137,7 @@ async def check_lora_id(storage: Storage, lora_id: str | None, principal: Princi
         raise FieldError(
             "lora_id",
             f"no finished LoRA has the id {lora_id!r}; list them with GET /loras or wait for its training to succeed",
+            HTTP_422_UNPROCESSABLE_ENTITY,
         )
 
 

@@ -24,7 +24,7 @@ from acefarm.infra.logging import get_logger
 from acefarm.infra.metrics import TASKS_SUBMITTED
 from gateway.access import tasks_not_current
 from gateway.auth import Principal
-from gateway.errors import FieldError, error_responses
+from gateway.errors import error_responses
 from gateway.inputs import check_audio, check_input_key, check_webhook, decode_base64, store_input
 from gateway.limits import generation_cost
 from gateway.loras import check_lora_id
@@ -97,8 +97,6 @@ async def _stored_inputs(
         ("reference", data.reference_audio, "reference_audio_key", data.reference_audio_key),
     ):
         field = f"{role}_audio"
-        if inline is not None and key is not None:
-            raise FieldError(field, f"give either {field} (base64) or {key_field}, not both")
         if key is not None:
             keys[role] = await check_input_key(key_field, key, storage, principal)
         elif inline is not None:
@@ -106,6 +104,16 @@ async def _stored_inputs(
             audio = await check_audio(field, raw, settings)
             keys[role] = (await store_input(storage, storage_keys.input_stem(task_id, role), audio)).key
     return keys
+
+
+GENERATE_RULES = (
+    "task_type repaint, extend, extract, lego and complete need source audio (src_audio or src_audio_key), "
+    "cover needs source or reference audio; repaint needs repaint_start and repaint_end, and repaint_end must "
+    "be greater than repaint_start; extract and lego need track_name, complete needs complete_track_classes; "
+    "give an input inline (src_audio, reference_audio) or as a key (src_audio_key, reference_audio_key), not "
+    "both; give lora_id (with lora_scale) or loras, not both, and name each LoRA in loras once."
+)
+"""The cross-field rules of `GenerateRequest` (`schemas.generation`), for the 422's description."""
 
 
 class GenerationController(Controller):
@@ -118,7 +126,7 @@ class GenerationController(Controller):
         before_request=require_json,
         status_code=HTTP_202_ACCEPTED,
         summary="Submit a generation job",
-        responses=error_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
+        responses=error_responses(400, 401, 403, 409, 413, 415, 422, 429, 503, rules=GENERATE_RULES),
     )
     async def generate(
         self,
@@ -139,8 +147,11 @@ class GenerationController(Controller):
     ) -> Response[TaskAccepted]:
         """Validate the request, store inline audio under `inputs/{task_id}/`, queue the job; 202 with its id.
 
-        Every bad field answers 400 naming the field and what to fix (413 for audio over the size limit); a
-        `model` nobody serves, or a task type its model cannot do, answers 400 listing what is available.
+        A field the schema refuses answers 400 naming the field and what to fix (413 for audio over the size
+        limit). A schema-valid request that cannot be used answers 422 saying what to fix: fields valid one by
+        one but not together (`GENERATE_RULES`), inline audio that is not readable audio within the limits,
+        an unknown key or LoRA, a `model` nobody serves or a task type its model cannot do (listing what is
+        available).
         The job belongs to the caller: only its owner (or an admin) sees, follows or cancels it.
         The key's limits are checked before anything is stored or queued: a `priority` the key does not
         allow is 403, a cost (duration × batch_size × inference_steps) over its ceiling 400, too many

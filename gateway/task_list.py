@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from litestar import Controller, get
@@ -20,6 +21,9 @@ from schemas.status import TaskList, TaskState
 MAX_IDS = 100
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
+_STATE = "(?:" + "|".join(state.value for state in TaskState) + ")"
+STATES_PATTERN = f"^ *{_STATE} *(?:, *{_STATE} *)*$"
+"""What `status` may be: state names separated by commas (the document's `pattern`)."""
 
 
 def parse_states(value: str | None) -> list[TaskState]:
@@ -28,9 +32,10 @@ def parse_states(value: str | None) -> list[TaskState]:
         return list(TaskState)
     names = [name.strip() for name in value.split(",") if name.strip()]
     unknown = [name for name in names if name not in {state.value for state in TaskState}]
-    if unknown or not names:
+    if unknown or re.fullmatch(STATES_PATTERN, value) is None:
         allowed = ", ".join(state.value for state in TaskState)
-        raise ValidationException(detail=f"status: {', '.join(unknown) or 'nothing'} is not a state; use {allowed}")
+        named = ", ".join(unknown) or repr(value)
+        raise ValidationException(detail=f"status: {named} is not a state; use {allowed}, comma-separated")
     return [TaskState(name) for name in names]
 
 
@@ -58,7 +63,10 @@ class TaskListController(Controller):
         ] = None,
         status: Annotated[
             str | None,
-            QueryParameter(description="Comma-separated states to keep, e.g. `pending,running` (default: all)."),
+            QueryParameter(
+                description="Comma-separated states to keep, e.g. `pending,running` (default: all).",
+                schema_extra={"pattern": STATES_PATTERN},
+            ),
         ] = None,
         mine: Annotated[
             bool, QueryParameter(description="Only the caller's own tasks, for an admin too (users see only theirs).")

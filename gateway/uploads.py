@@ -74,7 +74,7 @@ class UploadController(Controller):
         "/uploads",
         status_code=201,
         summary="Upload input audio for a later job",
-        responses=error_responses(400, 401, 403, 413, 415, 429),
+        responses=error_responses(400, 401, 403, 413, 415, 422, 429),
     )
     async def upload(
         self,

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import Annotated, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 
 from schemas.ids import LORA_ID_PATTERN, MODEL_NAME_PATTERN
-from schemas.planning import LmOptions
+from schemas.planning import KEY_NAME, LmOptions
+from schemas.rules import WHITESPACE, Base64Audio, Matches, OneOf, StrictNumbers, any_case, cross_field
 from schemas.tenancy import Priority
 from schemas.webhooks import WebhookRequest
 
 MAX_DURATION_S = 600.0
 MIN_DURATION_S = 1.0
 
-_KEY_RE = re.compile(r"^[A-G](#|b)?\s+(major|minor)$", re.IGNORECASE)
-_LANG_RE = re.compile(r"^([a-z]{2,3}(-[a-z0-9]{2,8})?|unknown)$")
+LANGUAGE = Matches(
+    f"^{WHITESPACE}*(?:[A-Za-z]{{2,3}}(?:-[A-Za-z0-9]{{2,8}})?|{any_case('unknown')}){WHITESPACE}*$",
+    "vocal_language must be an ISO 639 code such as 'en', 'zh', 'ja', or 'unknown'",
+)
+"""An ISO 639 language code with an optional subtag, or 'unknown' (any letter case; stored lower-case)."""
+TIME_SIGNATURE = OneOf((2, 3, 4, 6), "time_signature must be 2, 3, 4 or 6 (beats per bar)")
 
 
 class TaskType(StrEnum):
@@ -67,7 +71,7 @@ MAX_LORAS = 4
 """Most LoRAs one job may blend."""
 
 
-class LoraWeight(BaseModel):
+class LoraWeight(StrictNumbers):
     """One trained LoRA applied to a job, at a strength."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -104,9 +108,15 @@ class GenerationParams(LmOptions):
     ] = None
     instrumental: Annotated[bool, Field(description="No vocals: lyrics are replaced by '[instrumental]'.")] = False
     bpm: Annotated[int | None, Field(ge=30, le=300, description="Tempo in beats per minute.")] = None
-    key: Annotated[str | None, Field(description="Key and scale, e.g. 'C major', 'F# minor'.")] = None
-    time_signature: Annotated[int | None, Field(description="Beats per bar: 2, 3, 4 or 6.")] = None
-    vocal_language: Annotated[str, Field(description="ISO 639 language code of the lyrics, or 'unknown'.")] = "en"
+    key: Annotated[Annotated[str, KEY_NAME] | None, Field(description="Key and scale, e.g. 'C major', 'F# minor'.")] = (
+        None
+    )
+    time_signature: Annotated[
+        Annotated[int, TIME_SIGNATURE] | None, Field(description="Beats per bar: 2, 3, 4 or 6.")
+    ] = None
+    vocal_language: Annotated[
+        str, LANGUAGE, Field(description="ISO 639 language code of the lyrics, or 'unknown'.")
+    ] = "en"
     seed: Annotated[
         int | None,
         Field(ge=0, le=2**32 - 1, description="Random seed; same seed and request give the same audio."),
@@ -158,49 +168,15 @@ class GenerationParams(LmOptions):
         ),
     ] = Field(default_factory=list)
 
-    @field_validator(
-        "duration",
-        "bpm",
-        "time_signature",
-        "seed",
-        "inference_steps",
-        "guidance_scale",
-        "shift",
-        "batch_size",
-        "repaint_start",
-        "repaint_end",
-        "cover_strength",
-        "lora_scale",
-        mode="before",
-    )
-    @classmethod
-    def _not_a_boolean(cls, value: object) -> object:
-        """Refuse `true`/`false` where a number is expected (lax validation would take them as 1 and 0)."""
-        if isinstance(value, bool):
-            raise ValueError("must be a number, not true or false")
-        return value
-
     @field_validator("key")
     @classmethod
-    def _check_key(cls, value: str | None) -> str | None:
-        if value is not None and not _KEY_RE.match(value.strip()):
-            raise ValueError("key must look like 'C major', 'F# minor' or 'Bb major'")
+    def _strip_key(cls, value: str | None) -> str | None:
         return value.strip() if value else value
-
-    @field_validator("time_signature")
-    @classmethod
-    def _check_time_signature(cls, value: int | None) -> int | None:
-        if value is not None and value not in (2, 3, 4, 6):
-            raise ValueError("time_signature must be 2, 3, 4 or 6 (beats per bar)")
-        return value
 
     @field_validator("vocal_language")
     @classmethod
-    def _check_language(cls, value: str) -> str:
-        value = value.strip().lower()
-        if not _LANG_RE.match(value):
-            raise ValueError("vocal_language must be an ISO 639 code such as 'en', 'zh', 'ja', or 'unknown'")
-        return value
+    def _normalise_language(cls, value: str) -> str:
+        return value.strip().lower()
 
     @model_validator(mode="after")
     def _check_task_inputs(self) -> Self:
@@ -213,28 +189,28 @@ class GenerationParams(LmOptions):
         if self.lora_id is not None:
             single = [LoraWeight(lora_id=self.lora_id, scale=self.lora_scale)]
             if self.loras and self.loras != single:
-                raise ValueError("give either lora_id (with lora_scale) or loras, not both")
+                raise cross_field("give either lora_id (with lora_scale) or loras, not both")
             self.loras = single
         ids = [lora.lora_id for lora in self.loras]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"loras names a LoRA more than once: {ids}")
+            raise cross_field(f"loras names a LoRA more than once: {ids}")
         return self
 
     def _check_audio_for_task(self, has_src: bool, has_ref: bool) -> None:
         task = self.task_type
         if task in TASKS_NEEDING_SOURCE and not has_src:
-            raise ValueError(f"task_type '{task.value}' needs source audio (src_audio)")
+            raise cross_field(f"task_type '{task.value}' needs source audio (src_audio)")
         if task is TaskType.COVER and not (has_src or has_ref):
-            raise ValueError("task_type 'cover' needs src_audio or reference_audio")
+            raise cross_field("task_type 'cover' needs src_audio or reference_audio")
         if task is TaskType.REPAINT and (self.repaint_start is None or self.repaint_end is None):
-            raise ValueError("task_type 'repaint' needs repaint_start and repaint_end (seconds)")
+            raise cross_field("task_type 'repaint' needs repaint_start and repaint_end (seconds)")
         start, end = self.repaint_start, self.repaint_end
         if start is not None and end is not None and end <= start:
-            raise ValueError("repaint_end must be greater than repaint_start")
+            raise cross_field("repaint_end must be greater than repaint_start")
         if task in (TaskType.EXTRACT, TaskType.LEGO) and not self.track_name:
-            raise ValueError(f"task_type '{task.value}' needs track_name (e.g. 'vocals', 'drums')")
+            raise cross_field(f"task_type '{task.value}' needs track_name (e.g. 'vocals', 'drums')")
         if task is TaskType.COMPLETE and not self.complete_track_classes:
-            raise ValueError("task_type 'complete' needs complete_track_classes (e.g. ['drums', 'bass'])")
+            raise cross_field("task_type 'complete' needs complete_track_classes (e.g. ['drums', 'bass'])")
 
     def caption(self) -> str:
         """The text prompt given to the model: `prompt`, plus `style` when set."""
@@ -251,10 +227,11 @@ class GenerateRequest(GenerationParams, WebhookRequest):
     """Body of `POST /generate`: generation parameters, optional inline base64 audio and an optional webhook."""
 
     reference_audio: Annotated[
-        str | None, Field(description="Base64 audio (wav/flac/mp3/ogg) used as a timbre reference.")
+        Base64Audio | None, Field(description="Base64 audio (wav/flac/mp3/ogg) used as a timbre reference.")
     ] = None
     src_audio: Annotated[
-        str | None, Field(description="Base64 source audio for cover, repaint, extend, extract, lego, complete.")
+        Base64Audio | None,
+        Field(description="Base64 source audio for cover, repaint, extend, extract, lego, complete."),
     ] = None
     priority: Annotated[
         Priority, Field(description="Queue priority: high, normal or batch; the API key must allow it (403).")
@@ -262,6 +239,9 @@ class GenerateRequest(GenerationParams, WebhookRequest):
 
     @model_validator(mode="after")
     def _check_task_inputs(self) -> Self:
+        for role in ("src", "reference"):
+            if getattr(self, f"{role}_audio") is not None and getattr(self, f"{role}_audio_key") is not None:
+                raise cross_field(f"give either {role}_audio (base64) or {role}_audio_key, not both")
         self._check_audio_for_task(
             self.src_audio_key is not None or self.src_audio is not None,
             self.reference_audio_key is not None or self.reference_audio is not None,

@@ -4,19 +4,29 @@ and the `result` an LM job reports. Field names follow ACE-Step's API (`thinking
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.rules import WHITESPACE, Base64Audio, Matches, StrictNumbers, any_case
 
 AUDIO_CODES_MAX_CHARS = 200_000
 """About 600 s of codes (five per second, up to 22 characters each), with room."""
-_CODES_RE = re.compile(r"^(\s*<\|audio_code_\d{1,6}\|>)+\s*$")
+AUDIO_CODES = Matches(
+    f"^(?:{WHITESPACE}*<\\|audio_code_[0-9]{{1,6}}\\|>)+{WHITESPACE}*$",
+    "audio_codes must be a string of '<|audio_code_N|>' tokens, e.g. '<|audio_code_12|>'",
+)
+"""Audio codes as the LM writes them: `<|audio_code_N|>` tokens, whitespace between them allowed."""
+KEY_NAME = Matches(
+    f"^{WHITESPACE}*[A-Ga-g](?:#|[Bb])?{WHITESPACE}+(?:{any_case('major')}|{any_case('minor')}){WHITESPACE}*$",
+    "key must look like 'C major', 'F# minor' or 'Bb major'",
+)
+"""A key and scale such as 'C major' or 'F# minor' (any letter case, surrounding whitespace allowed)."""
 COT_FIELDS = ("use_cot_metas", "use_cot_caption", "use_cot_language")
 
 
-class LmSampling(BaseModel):
+class LmSampling(StrictNumbers):
     """How the 5 Hz LM samples (ACE-Step's `lm_*` parameters) and whether its metadata is constrained."""
 
     model_config = ConfigDict(extra="forbid")
@@ -50,19 +60,11 @@ class LmOptions(LmSampling):
         bool | None, Field(description="LM detects the vocal language (default: `thinking`).")
     ] = None
     audio_codes: Annotated[
-        str | None,
+        Annotated[str, Field(max_length=AUDIO_CODES_MAX_CHARS), AUDIO_CODES] | None,
         Field(
-            max_length=AUDIO_CODES_MAX_CHARS,
             description="Audio codes ('<|audio_code_N|>...', 5 per second) to condition the DiT on; skips the LM.",
         ),
     ] = None
-
-    @field_validator("audio_codes")
-    @classmethod
-    def _check_codes(cls, value: str | None) -> str | None:
-        if value is not None and not _CODES_RE.match(value):
-            raise ValueError("audio_codes must be a string of '<|audio_code_N|>' tokens, e.g. '<|audio_code_12|>'")
-        return value
 
     def cot(self, name: str) -> bool:
         """Whether `use_cot_<name>` is on (unset follows `thinking`)."""
@@ -131,7 +133,7 @@ class FormatInput(LmSampling):
     prompt: Annotated[str, Field(min_length=1, max_length=2000, description="The caption to rewrite.")]
     lyrics: Annotated[str, Field(max_length=10_000)] = ""
     bpm: Annotated[int | None, Field(ge=30, le=300)] = None
-    key: Annotated[str | None, Field(pattern=r"(?i)^[A-G](#|b)?\s+(major|minor)$")] = None
+    key: Annotated[str, KEY_NAME] | None = None
     time_signature: Literal[2, 3, 4, 6] | None = None
     duration: Annotated[float | None, Field(ge=10.0, le=600.0)] = None
     vocal_language: Annotated[str | None, Field(max_length=16)] = None
@@ -145,10 +147,20 @@ class UnderstandInput(LmSampling):
     seed: Annotated[int | None, Field(ge=0, le=2**32 - 1)] = None
 
 
-class UnderstandRequest(LmSampling):
-    """Body of `POST /understand`: the audio inline (base64) or as an uploaded key."""
+ONE_AUDIO = ("audio", "audio_key")
+"""`POST /understand` takes exactly one of these."""
 
-    audio: Annotated[str | None, Field(description="Base64 audio (wav/flac/mp3/ogg).")] = None
+
+def _one_audio_schema(schema: dict[str, Any]) -> None:
+    schema["oneOf"] = [{"required": [name], "properties": {name: {"type": "string"}}} for name in ONE_AUDIO]
+
+
+class UnderstandRequest(LmSampling):
+    """Body of `POST /understand`: the audio inline (base64) or as an uploaded key (the schema's `oneOf`)."""
+
+    model_config = ConfigDict(json_schema_extra=_one_audio_schema)
+
+    audio: Annotated[Base64Audio | None, Field(description="Base64 audio (wav/flac/mp3/ogg).")] = None
     audio_key: Annotated[str | None, Field(max_length=1024, description="Storage key from POST /uploads.")] = None
     seed: Annotated[int | None, Field(ge=0, le=2**32 - 1)] = None
 

@@ -19,9 +19,10 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from schemas.rules import Matches, any_case
 
 WebhookEvent = Literal["start", "progress", "completed"]
 WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("start", "progress", "completed")
@@ -36,17 +37,13 @@ DEFAULT_TOLERANCE_S = 300.0
 """How old a signature's timestamp may be (and how far in the future) before `verify_signature` refuses it."""
 
 
-def _check_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError("the webhook must be an http:// or https:// URL")
-    if not parts.hostname:
-        raise ValueError("the webhook URL has no host")
-    try:
-        _ = parts.port
-    except ValueError:
-        raise ValueError("the webhook URL has an invalid port") from None
-    return value
+_PORT = "(?:[0-9]{0,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+WEBHOOK_URL = Matches(
+    f"^{any_case('http')}[Ss]?://(?:[^/?#@\\t\\n\\r ]*@)?"
+    f"(?:[A-Za-z0-9._~%!$&'()*+,;=-]+|\\[[0-9A-Fa-f:.]+\\])(?::{_PORT})?(?:[/?#][^\\t\\n\\r ]*)?$",
+    "the webhook must be an http:// or https:// URL with a host (and a port up to 65535), without spaces",
+)
+"""An http(s) URL with a host and a valid port; whether the farm may call it is checked when it is used."""
 
 
 def _unique_events(value: list[WebhookEvent]) -> list[WebhookEvent]:
@@ -56,7 +53,7 @@ def _unique_events(value: list[WebhookEvent]) -> list[WebhookEvent]:
 WebhookUrl = Annotated[
     str,
     Field(min_length=1, max_length=MAX_WEBHOOK_URL, description="http(s) URL that receives signed POSTs."),
-    AfterValidator(_check_url),
+    WEBHOOK_URL,
 ]
 WebhookEvents = Annotated[
     list[WebhookEvent],

@@ -63,7 +63,10 @@ async def resolve(host: str, port: int) -> list[str]:
 
 def host_and_port(url: str) -> tuple[str, int]:
     """The host and port an http(s) URL connects to; `TargetRefused` for anything else."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. `[...]` that is no IPv6 address
+        raise TargetRefused("the webhook URL's host is not a valid name or address") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TargetRefused("the webhook must be an http:// or https:// URL with a host")
     try:

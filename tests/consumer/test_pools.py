@@ -126,7 +126,7 @@ async def test_a_stem_task_for_the_turbo_pool_is_refused_with_what_is_available(
     async with httpx.AsyncClient(base_url=gateway, timeout=30) as http:
         response = await http.post("/generate", json=body)
         models = (await http.get("/models")).json()
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert "'extract' is not available with the model 'turbo' (use model 'base')" in response.json()["detail"]
     assert [m["name"] for m in models["models"]] == ["turbo", "base"]  # the pools the heartbeats announce
     assert "extract" in next(m for m in models["models"] if m["name"] == "base")["task_types"]

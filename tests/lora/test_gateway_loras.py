@@ -124,7 +124,7 @@ def test_list_get_delete_and_generate_check(url: str, lora_data: Path) -> None:
     assert httpx.delete(f"{url}/loras/{manifest.lora_id}", timeout=10).status_code == 204
     assert httpx.get(f"{url}/loras/{manifest.lora_id}", timeout=10).status_code == 404
     rejected = httpx.post(f"{url}/generate", json=generate, timeout=10)
-    assert rejected.status_code == 400 and "lora_id" in rejected.json()["detail"]
+    assert rejected.status_code == 422 and "lora_id" in rejected.json()["detail"]
 
 
 def test_zip_limits_come_from_the_settings_the_app_was_built_with(kafka_env: dict[str, str], tmp_path: Path) -> None:
