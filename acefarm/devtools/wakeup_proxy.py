@@ -6,14 +6,17 @@ late, and a short wait makes every idle consumer fetch (and the broker scan) doz
 This proxy sits between the clients and Tansu and gives fetches Apache Kafka's behaviour instead:
 
 - a Fetch goes on to Tansu with its wait cut to `FORWARDED_WAIT_MS` unless it asks for exactly what
-  the connection's previous fetch asked for, nothing was produced since that one went on, and its answer
-  showed nothing left to read; such a repeated fetch is held here, costing nothing, until something is
-  produced, the client sends another request on the same connection, or the client's own wait runs out.
+  the connection's previous fetch asked for, nothing was produced to its partitions since that one went on,
+  and its answer showed nothing left to read; such a repeated fetch is held here, costing nothing, until one
+  of its partitions is produced to, the client sends another request on the same connection, or the
+  client's own wait runs out.
   An answer without records for a partition whose high watermark lies past the offset asked for (Tansu
   gives one when its storage read outlasts the wait, e.g. while a reader catches up on a long topic)
   means records are waiting: the repeat goes on at once;
-- a Produce acknowledgement (or the sending of an `acks=0` produce) wakes every held fetch, and wakes
-  them again shortly after the last produce (`REWAKE_AFTER_S`);
+- a Produce acknowledgement (or the sending of an `acks=0` produce) wakes the held fetches that ask for one
+  of its partitions, and wakes them again shortly after the last produce (`REWAKE_AFTER_S`); a fetch of
+  other partitions stays held (an idle stack's heartbeats and gauges produce now and then: waking every
+  consumer for each of them cost more than all the rest of the idle stack);
 - every other request and every response passes through unchanged, in order.
 
 A record acknowledged before a fetch goes on is in Tansu's storage when that fetch reads it; one
@@ -31,6 +34,7 @@ import contextlib
 import struct
 import sys
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 PRODUCE, FETCH = 0, 1
@@ -74,7 +78,36 @@ def _fetch_body(frame: bytes) -> tuple[int, int]:
     )
 
 
-def fetch_offsets(frame: bytes) -> dict[tuple[bytes, int], int]:
+Partition = tuple[bytes, int]
+"""A topic name (as bytes) and a partition number."""
+EVERY_PARTITION: Partition = (b"", -1)
+"""Stands for a produce whose partitions could not be read: it wakes every held fetch."""
+
+
+def produced_to(frame: bytes) -> frozenset[Partition]:
+    """The partitions a Produce request writes to."""
+    _, version = struct.unpack_from(">hh", frame)
+    offset = body_offset(frame)
+    if version >= 3:  # transactional_id (nullable string) comes first
+        (length,) = struct.unpack_from(">h", frame, offset)
+        offset += 2 + max(length, 0)
+    offset += 6  # acks, timeout
+    partitions = set()
+    (topic_count,) = struct.unpack_from(">i", frame, offset)
+    offset += 4
+    for _ in range(topic_count):
+        (name_length,) = struct.unpack_from(">h", frame, offset)
+        name = frame[offset + 2 : offset + 2 + name_length]
+        (partition_count,) = struct.unpack_from(">i", frame, offset + 2 + name_length)
+        offset += 6 + name_length
+        for _ in range(partition_count):
+            partition, size = struct.unpack_from(">ii", frame, offset)
+            partitions.add((name, partition))
+            offset += 8 + max(size, 0)
+    return frozenset(partitions)
+
+
+def fetch_offsets(frame: bytes) -> dict[Partition, int]:
     """The offset a holdable Fetch asks for, by (topic, partition)."""
     version, offset = _fetch_body(frame)
     entry = 16 + (4 if version >= 9 else 0) + (8 if version >= 5 else 0)
@@ -94,7 +127,7 @@ def fetch_offsets(frame: bytes) -> dict[tuple[bytes, int], int]:
     return offsets
 
 
-def left_behind(response: bytes, version: int, asked: dict[tuple[bytes, int], int]) -> bool:
+def left_behind(response: bytes, version: int, asked: dict[Partition, int]) -> bool:
     """Whether a Fetch answer skipped records: a partition came back without records although its high
     watermark lies past the offset `asked` for it."""
     offset = 4 + (4 if version >= 1 else 0) + (6 if version >= 7 else 0)  # correlation id, throttle, error, session
@@ -165,9 +198,9 @@ def expects_response(frame: bytes) -> bool:
 class _Connection:
     """What one client connection's two directions share."""
 
-    awaiting: deque[tuple[int, int]] = field(default_factory=deque)
-    """(api key, version) of the requests sent on, in order."""
-    fetched: dict[tuple[bytes, int], int] = field(default_factory=dict)
+    awaiting: deque[tuple[int, int, frozenset[Partition]]] = field(default_factory=deque)
+    """(api key, version, partitions produced to) of the requests sent on, in order."""
+    fetched: dict[Partition, int] = field(default_factory=dict)
     """The offsets the last forwarded Fetch asked for."""
     behind: bool = False
     """Whether the last Fetch answer skipped records that are there."""
@@ -179,21 +212,44 @@ class WakeupProxy:
     def __init__(self, listen_port: int, upstream_port: int) -> None:
         self.listen_port = listen_port
         self.upstream_port = upstream_port
-        self.produced = 0
+        self.produced: dict[Partition, int] = {}
+        """How often each partition was produced to (and re-woken): a held fetch goes on when one of its
+        partitions' counts moves."""
+        self.fetches_forwarded = 0
+        """Fetches sent on to the broker (held ones count once they go on)."""
         self._wake = asyncio.Event()
+        self._recent: set[Partition] = set()
         self._rewakes: list[asyncio.TimerHandle | None] = [None] * len(REWAKE_AFTER_S)
 
-    def _produce_seen(self) -> None:
-        self._wake_all()
+    def stamp(self, partitions: Iterable[Partition]) -> int:
+        """A number that changes whenever one of `partitions` is produced to."""
+        return self.produced.get(EVERY_PARTITION, 0) + sum(self.produced.get(p, 0) for p in partitions)
+
+    @staticmethod
+    def _produced_to(frame: bytes) -> frozenset[Partition]:
+        try:
+            return produced_to(frame)
+        except struct.error:  # a Produce this reader does not follow: it may have written anywhere
+            return frozenset({EVERY_PARTITION})
+
+    def _produce_seen(self, partitions: frozenset[Partition]) -> None:
+        self._recent |= partitions
+        self._wake_partitions(partitions)
         loop = asyncio.get_running_loop()
         for i, delay in enumerate(REWAKE_AFTER_S):  # trailing: re-armed by every produce
             pending = self._rewakes[i]
             if pending is not None:
                 pending.cancel()
-            self._rewakes[i] = loop.call_later(delay, self._wake_all)
+            self._rewakes[i] = loop.call_later(delay, self._rewake, i == len(REWAKE_AFTER_S) - 1)
 
-    def _wake_all(self) -> None:
-        self.produced += 1
+    def _rewake(self, last: bool) -> None:
+        self._wake_partitions(frozenset(self._recent))
+        if last:
+            self._recent.clear()
+
+    def _wake_partitions(self, partitions: frozenset[Partition]) -> None:
+        for partition in partitions:
+            self.produced[partition] = self.produced.get(partition, 0) + 1
         self._wake.set()
         self._wake = asyncio.Event()
 
@@ -226,7 +282,7 @@ class WakeupProxy:
     async def _requests(
         self, reader: asyncio.StreamReader, upstream: asyncio.StreamWriter, connection: _Connection
     ) -> None:
-        seen = -1  # the produce count when this connection's previous fetch went on
+        seen = -1  # the stamp of its partitions when this connection's previous fetch went on
         asked: frozenset[bytes] = frozenset()  # what that fetch asked for
         following: asyncio.Task[bytes] = asyncio.create_task(read_frame(reader))
         try:
@@ -235,36 +291,45 @@ class WakeupProxy:
                 following = asyncio.create_task(read_frame(reader))
                 wait_s = fetch_wait_s(frame)
                 if wait_s is not None:
-                    asking = asked_for(frame)
-                    if self.produced == seen and asking == asked and wait_s > 0 and not connection.behind:
-                        await self._hold(following, wait_s)
-                    seen, asked = self.produced, asking
-                    connection.fetched = fetch_offsets(frame)
+                    asking, offsets = asked_for(frame), fetch_offsets(frame)
+                    repeated = asking == asked and self.stamp(offsets) == seen and not connection.behind
+                    if repeated and wait_s > 0:
+                        await self._hold(following, wait_s, offsets.keys(), seen)
+                    seen, asked, connection.fetched = self.stamp(offsets), asking, offsets
                     frame = without_wait(frame)
+                    self.fetches_forwarded += 1
+                api_key, version = struct.unpack_from(">hh", frame)
+                partitions = self._produced_to(frame) if api_key == PRODUCE else frozenset()
                 answered = expects_response(frame)
                 if answered:
-                    connection.awaiting.append(struct.unpack_from(">hh", frame))
+                    connection.awaiting.append((api_key, version, partitions))
                 upstream.write(len(frame).to_bytes(4, "big") + frame)
                 await upstream.drain()
                 if not answered:  # an acks=0 produce: nothing will acknowledge it
-                    self._produce_seen()
+                    self._produce_seen(partitions)
         finally:
             following.cancel()
 
-    async def _hold(self, following: asyncio.Task[bytes], wait_s: float) -> None:
-        """Wait for a produce, the connection's next request or `wait_s`, whichever comes first."""
-        woken = asyncio.create_task(self._wake.wait())
-        try:
-            await asyncio.wait({woken, following}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            woken.cancel()
+    async def _hold(
+        self, following: asyncio.Task[bytes], wait_s: float, partitions: Iterable[Partition], seen: int
+    ) -> None:
+        """Wait for a produce to one of `partitions` (their stamp moving from `seen`), the connection's next
+        request or `wait_s`, whichever comes first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while not following.done() and self.stamp(partitions) == seen and (left := deadline - loop.time()) > 0:
+            woken = asyncio.create_task(self._wake.wait())
+            try:
+                await asyncio.wait({woken, following}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
 
     async def _responses(
         self, reader: asyncio.StreamReader, client: asyncio.StreamWriter, connection: _Connection
     ) -> None:
         while True:
             frame = await read_frame(reader)
-            api_key, version = connection.awaiting.popleft() if connection.awaiting else (None, 0)
+            api_key, version, partitions = connection.awaiting.popleft() if connection.awaiting else (None, 0, None)
             if api_key == FETCH and version <= MAX_HELD_FETCH_VERSION:
                 try:
                     connection.behind = left_behind(frame, version, connection.fetched)
@@ -272,8 +337,8 @@ class WakeupProxy:
                     connection.behind = True
             client.write(len(frame).to_bytes(4, "big") + frame)
             await client.drain()
-            if api_key == PRODUCE:
-                self._produce_seen()
+            if api_key == PRODUCE and partitions is not None:
+                self._produce_seen(partitions)
 
 
 def main(argv: list[str]) -> None:

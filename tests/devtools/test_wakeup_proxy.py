@@ -10,14 +10,17 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.protocol.fetch import FetchRequest_v4, FetchRequest_v11, FetchResponse_v4, FetchResponse_v11
+from aiokafka.protocol.produce import ProduceRequest_v7
 
 from acefarm.devtools.broker import EmbeddedBroker
 from acefarm.devtools.wakeup_proxy import (
     FORWARDED_WAIT_MS,
+    WakeupProxy,
     asked_for,
     fetch_offsets,
     fetch_wait_s,
     left_behind,
+    produced_to,
     without_wait,
 )
 
@@ -105,3 +108,45 @@ def test_a_long_polling_consumer_sees_each_record_long_before_its_wait_runs_out(
         seconds = asyncio.run(run())
     # Tansu alone would answer a 20 s long poll only at its next storage check (seconds later).
     assert max(seconds) < 1.0, seconds
+
+
+def test_a_produce_is_read_as_the_partitions_it_writes_to() -> None:
+    request = ProduceRequest_v7(None, -1, 1000, [("a", [(0, b"x" * 30), (3, b"y")]), ("b", [(1, b"")])])
+    client_id = b"aiokafka"
+    frame = struct.pack(">hhih", 0, 7, 9, len(client_id)) + client_id + request.encode()
+    assert produced_to(frame) == {(b"a", 0), (b"a", 3), (b"b", 1)}
+
+
+async def test_produces_to_other_topics_leave_a_held_fetch_held() -> None:
+    quiet, busy = f"quiet-{uuid.uuid4().hex[:8]}", f"busy-{uuid.uuid4().hex[:8]}"
+    with EmbeddedBroker() as broker:
+        assert broker.proxy is not None
+        broker.proxy.terminate()  # this test's own proxy, in process, takes its port
+        broker.proxy.wait()
+        proxy = WakeupProxy(broker.port, broker.tansu_port)
+        serving = asyncio.create_task(proxy.serve_forever())
+        await asyncio.sleep(0.2)
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+        await admin.start()
+        await admin.create_topics([NewTopic(name, 1, 1) for name in (quiet, busy)])
+        await admin.close()
+        consumer = AIOKafkaConsumer(quiet, bootstrap_servers=broker.bootstrap_servers, fetch_max_wait_ms=LONG_WAIT_MS)
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
+        await consumer.start()
+        await producer.start()
+        try:
+            await consumer.getmany(timeout_ms=500)  # positioned, now long-polling
+            await asyncio.sleep(0.5)
+            before = proxy.fetches_forwarded
+            for i in range(20):
+                await producer.send_and_wait(busy, b"elsewhere", key=str(i).encode())
+            await asyncio.sleep(0.5)  # past the re-wakes after the last produce
+            assert proxy.fetches_forwarded == before, "no record for it: the quiet consumer's fetch stayed held"
+            await producer.send_and_wait(quiet, b"here")
+            got = await consumer.getmany(timeout_ms=5000)
+            assert [r.value for records in got.values() for r in records] == [b"here"]
+            assert proxy.fetches_forwarded > before
+        finally:
+            await producer.stop()
+            await consumer.stop()
+            serving.cancel()
