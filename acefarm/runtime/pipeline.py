@@ -34,7 +34,9 @@ from acefarm.runtime.group_loop import (
 log = get_logger(__name__)
 
 DEPTH = 2
-"""Records in flight at most: the one computing and the one being prepared."""
+"""Jobs (or batches) in flight at most: the one computing and the one being prepared."""
+LOOKAHEAD = 4
+"""With batching, the loop holds up to this many times `max_batch` fetched records to pick a batch from."""
 
 PipelinedHandler = Callable[[ConsumerRecord[bytes, bytes], asyncio.Event], Coroutine[Any, Any, bool]]
 """Processes one record; sets the event once the next record may be taken (the job reached its compute
@@ -86,8 +88,9 @@ every record's offset may be committed."""
 @dataclass(frozen=True)
 class Batching:
     """Records the loop runs together (docs/consumer.md, "Batching"): when it takes a record, it also takes the
-    records it has already fetched (it never waits for more) whose `key` equals the record's, up to `max_batch`
-    in all, across partitions, and hands them to `handle` as one batch. A None key is never batched."""
+    records it has already fetched (it never waits for more; up to `LOOKAHEAD` × `max_batch` held) whose `key`
+    equals the record's, up to `max_batch` in all, across partitions, and hands them to `handle` as one batch.
+    A None key is never batched."""
 
     key: Callable[[ConsumerRecord[bytes, bytes]], Hashable | None]
     handle: GroupHandler
@@ -140,7 +143,8 @@ async def consume_pipelined(
     """
     inflight: deque[_InFlight] = deque()
     fetched: list[_Fetched] = []
-    max_records = batching.max_batch if batching is not None else 1
+    max_batch = batching.max_batch if batching is not None else 1
+    window = max_batch * LOOKAHEAD if max_batch > 1 else 1
     fetch: asyncio.Task[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] | None = None
     paused = False
     grace_deadline: float | None = None
@@ -200,19 +204,19 @@ async def consume_pipelined(
                     resume_all(consumer)
                     paused = False
                 if fetched:
-                    if len(fetched) < max_records:  # top up from what the client already holds, without waiting
-                        keep(await consumer.getmany(timeout_ms=0, max_records=max_records - len(fetched)))
-                    start(_take_group(fetched, max_records))
+                    if len(fetched) < window:  # top up from what the client already holds, without waiting
+                        keep(await consumer.getmany(timeout_ms=0, max_records=window - len(fetched)))
+                    start(_take_group(fetched, max_batch))
                     continue
                 if fetch is None:
                     wait_ms = KEEPALIVE_POLL_S * 1000 if inflight else 1000
-                    fetch = asyncio.create_task(consumer.getmany(timeout_ms=int(wait_ms), max_records=max_records))
+                    fetch = asyncio.create_task(consumer.getmany(timeout_ms=int(wait_ms), max_records=window))
                 await asyncio.wait({fetch, *(job.task for job in inflight)}, return_when=asyncio.FIRST_COMPLETED)
                 if fetch.done():
                     batch, fetch = fetch.result(), None
                     keep(batch)
                     if fetched:
-                        start(_take_group(fetched, max_records))
+                        start(_take_group(fetched, max_batch))
                 continue
             if fetch is not None:  # taking stopped (shutdown, rebalance) while a poll was out: give back its record
                 batch, fetch = await fetch, None
@@ -244,14 +248,14 @@ async def consume_pipelined(
             resume_all(consumer)
 
 
-def _take_group(fetched: list[_Fetched], max_records: int) -> list[ConsumerRecord[bytes, bytes]]:
+def _take_group(fetched: list[_Fetched], max_batch: int) -> list[ConsumerRecord[bytes, bytes]]:
     """Remove from `fetched` its first record and the later ones with the same (non-None) key, up to
-    `max_records` in all; returns them in fetch order."""
+    `max_batch` in all; returns them in fetch order."""
     head = fetched.pop(0)
     group = [head.record]
     if head.key is not None:
         for item in list(fetched):
-            if len(group) >= max_records:
+            if len(group) >= max_batch:
                 break
             if item.key == head.key:
                 fetched.remove(item)
