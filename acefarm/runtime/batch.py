@@ -43,18 +43,20 @@ class SharedCompute:
         self._expected = members
         self._claim = claim
         self._name = name
-        self._entries: list[_Entry] = []
+        self._entries: dict[int, _Entry] = {}
+        self._seats = 0
         self._call: BatchCall | None = None
         self._task: asyncio.Task[None] | None = None
 
     def seat(self) -> Seat:
-        """One member's place in the batch."""
-        return Seat(self)
+        """The next member's place in the batch (the call gets the members' inputs in the order of their seats)."""
+        self._seats += 1
+        return Seat(self, self._seats)
 
-    def _arrive(self, entry: _Entry | None, call: BatchCall | None) -> None:
+    def _arrive(self, index: int, entry: _Entry | None, call: BatchCall | None) -> None:
         self._expected -= 1
         if entry is not None:
-            self._entries.append(entry)
+            self._entries[index] = entry
             self._call = call
         if self._expected == 0 and self._entries and self._task is None:
             self._task = asyncio.create_task(self._run(), name="batch-compute")
@@ -62,8 +64,9 @@ class SharedCompute:
     async def _run(self) -> None:
         assert self._call is not None
         call = self._call
-        together = [entry for entry in self._entries if not entry.alone]
-        apart = [entry for entry in self._entries if entry.alone]
+        entries = [self._entries[index] for index in sorted(self._entries)]
+        together = [entry for entry in entries if not entry.alone]
+        apart = [entry for entry in entries if entry.alone]
         self._claim.computing()
         try:
             if len(together) > 1:
@@ -88,7 +91,7 @@ class SharedCompute:
                 else:
                     _settle(entry, result, None)
         finally:
-            for entry in self._entries:  # never leave a member waiting (a wrong count of results)
+            for entry in entries:  # never leave a member waiting (a wrong count of results)
                 _settle(entry, None, RuntimeError("the batched engine call returned no result for this job"))
             self._claim.release()
 
@@ -105,8 +108,9 @@ def _settle(entry: _Entry, result: Any, error: BaseException | None) -> None:
 class Seat:
     """A member's place in a `SharedCompute`: it hands its input in once (`compute`) or leaves."""
 
-    def __init__(self, shared: SharedCompute) -> None:
+    def __init__(self, shared: SharedCompute, index: int) -> None:
         self._shared = shared
+        self._index = index
         self._arrived = False
 
     async def compute(self, item: Any, call: BatchCall, *, alone: bool) -> Any:
@@ -115,11 +119,11 @@ class Seat:
             raise RuntimeError("a batch member computes once")
         self._arrived = True
         entry = _Entry(item, alone)
-        self._shared._arrive(entry, call)
+        self._shared._arrive(self._index, entry, call)
         return await entry.result
 
     def leave(self) -> None:
         """The member is over (or ended before its engine call); idempotent."""
         if not self._arrived:
             self._arrived = True
-            self._shared._arrive(None, None)
+            self._shared._arrive(self._index, None, None)

@@ -314,8 +314,7 @@ class JobRunner(Generic[R]):
         claim = Claim(self.slot, ready)
         shared = SharedCompute(len(records), claim) if len(records) > 1 else None
 
-        async def member(record: ConsumerRecord[bytes, bytes]) -> bool:
-            seat = shared.seat() if shared is not None else None
+        async def member(record: ConsumerRecord[bytes, bytes], seat: Seat | None) -> bool:
             try:
                 with scope(record) if scope is not None else contextlib.nullcontext():
                     return await self._handle(record, claim, seat)
@@ -324,7 +323,9 @@ class JobRunner(Generic[R]):
                     seat.leave()
 
         try:
-            results = await asyncio.gather(*(member(record) for record in records), return_exceptions=True)
+            seats = [shared.seat() if shared is not None else None for _ in records]
+            members = (member(record, seat) for record, seat in zip(records, seats, strict=True))
+            results = await asyncio.gather(*members, return_exceptions=True)
         finally:
             claim.release()
         for result in results:
