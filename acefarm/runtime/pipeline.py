@@ -143,6 +143,9 @@ async def consume_pipelined(
     """
     inflight: deque[_InFlight] = deque()
     fetched: list[_Fetched] = []
+    held: dict[TopicPartition, int] = {}
+    """Per partition, the earliest record given back and not fetched again: no commit passes it (a batch
+    may have taken later records of that partition)."""
     max_batch = batching.max_batch if batching is not None else 1
     window = max_batch * LOOKAHEAD if max_batch > 1 else 1
     fetch: asyncio.Task[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] | None = None
@@ -150,7 +153,9 @@ async def consume_pipelined(
     grace_deadline: float | None = None
 
     def keep(batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        for records in batch.values():
+        for tp, records in batch.items():
+            if records and records[0].offset <= held.get(tp, -1):
+                del held[tp]
             for record in records:
                 key = batching.key(record) if batching is not None else None
                 fetched.append(_Fetched(record, key, listener.assignments))
@@ -175,11 +180,11 @@ async def consume_pipelined(
                     return
                 popped.append(job)
             if popped:
-                await _commit_final(consumer, listener, popped, inflight, fetched)
+                await _commit_final(consumer, listener, popped, inflight, fetched, held)
                 if until is not None and until():
                     return
             if any(f.assignments != listener.assignments for f in fetched):
-                _give_back(consumer, [f.record for f in fetched])  # fetched before a rebalance: fetch again
+                _give_back(consumer, [f.record for f in fetched], held)  # fetched before a rebalance: fetch again
                 fetched.clear()
             if shutdown.requested.is_set():
                 if not inflight:
@@ -220,7 +225,7 @@ async def consume_pipelined(
                 continue
             if fetch is not None:  # taking stopped (shutdown, rebalance) while a poll was out: give back its record
                 batch, fetch = await fetch, None
-                _give_back(consumer, [record for records in batch.values() for record in records])
+                _give_back(consumer, [record for records in batch.values() for record in records], held)
             waits: set[asyncio.Future[Any]] = {job.task for job in inflight}
             waits |= {asyncio.ensure_future(job.ready.wait()) for job in inflight if not job.ready.is_set()}
             done, pending = await asyncio.wait(waits, timeout=KEEPALIVE_POLL_S, return_when=asyncio.FIRST_COMPLETED)
@@ -263,14 +268,18 @@ def _take_group(fetched: list[_Fetched], max_batch: int) -> list[ConsumerRecord[
     return group
 
 
-def _give_back(consumer: AIOKafkaConsumer, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-    """Seek each still assigned partition back to the earliest of `records`, so they are fetched again."""
+def _give_back(
+    consumer: AIOKafkaConsumer, records: list[ConsumerRecord[bytes, bytes]], held: dict[TopicPartition, int]
+) -> None:
+    """Seek each still assigned partition back to the earliest of `records`, so they are fetched again; until
+    then no commit passes them (`held`)."""
     earliest: dict[TopicPartition, int] = {}
     for record in records:
         tp = _tp(record)
         earliest[tp] = min(earliest.get(tp, record.offset), record.offset)
     assigned = consumer.assignment()
     for tp, offset in earliest.items():
+        held[tp] = min(held.get(tp, offset), offset)
         if tp in assigned:
             consumer.seek(tp, offset)
 
@@ -281,10 +290,12 @@ async def _commit_final(
     popped: list[_InFlight],
     inflight: deque[_InFlight],
     fetched: list[_Fetched],
+    held: dict[TopicPartition, int],
 ) -> None:
     """Commit, per partition of the `popped` jobs (final), past every record that is final: up to the earliest
-    record of that partition still in flight or fetched, else past the popped ones. With a rebalance since a
-    popped job started (and nothing later of its partition pending), the position moves there too."""
+    record of that partition still in flight, fetched or given back (`held`), else past the popped ones. With a
+    rebalance since a popped job started (and nothing later of its partition pending), the position moves
+    there too."""
     pending: dict[TopicPartition, int] = {}
     for record in [r for job in inflight for r in job.records] + [f.record for f in fetched]:
         tp = _tp(record)
@@ -296,6 +307,8 @@ async def _commit_final(
             tp = _tp(record)
             low, high, moved = done.get(tp, (record.offset, record.offset, False))
             done[tp] = (min(low, record.offset), max(high, record.offset), moved or rebalanced)
+    for tp, offset in held.items():
+        pending[tp] = min(pending.get(tp, offset), offset)
     for tp, (low, high, rebalanced) in done.items():
         offset = pending.get(tp, high + 1)
         if offset > low:

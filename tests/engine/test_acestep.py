@@ -308,9 +308,8 @@ def test_a_job_cancelled_mid_batch_gets_no_takes_and_the_batch_stops_only_when_a
         return sum(1 for event in recorder.events if event[0] == "diffusion" and event[2]) >= 2
 
     kept = Recorder()
-    results = engine.generate_batch(
-        [make_job(inference_steps=5, report=recorder, cancelled=after_two_steps), make_job(inference_steps=5, report=kept)]
-    )
+    cancelled_one = make_job(inference_steps=5, report=recorder, cancelled=after_two_steps)
+    results = engine.generate_batch([cancelled_one, make_job(inference_steps=5, report=kept)])
     assert results[0] == [] and len(results[1]) == 1
     assert [e[2] for e in recorder.events if e[0] == "diffusion"] == [0, 1, 2]
     assert [e[2] for e in kept.events if e[0] == "diffusion"] == [0, 1, 2, 3, 4, 5]

@@ -46,7 +46,8 @@ def runner_for(tmp_path: Path, engine: Engine, results: dict[str, str], before: 
     producer = RecordingProducer()
     worker = ScriptedWorker(script)
     worker.producer = producer
-    runner: JobRunner[GenerationRequested] = JobRunner(worker, clients(config, producer, tmp_path, CancelWatcher(config)))
+    worker_clients = clients(config, producer, tmp_path, CancelWatcher(config))
+    runner: JobRunner[GenerationRequested] = JobRunner(worker, worker_clients)
     return runner, producer
 
 
