@@ -236,5 +236,7 @@ GPU_CONSUMER = WorkerKind(
     grace_s=30.0,
     pool_topics=lambda pool: (topics.generation_ready(pool), topics.gpu_workers_group(pool)),
     capabilities=engine_capabilities,
+    batches=True,
 )
-"""`acefarm gpu-consumer`: one process per GPU, one job at a time, serving one model pool (docs/consumer.md)."""
+"""`acefarm gpu-consumer`: one process per GPU, one job (or one batch of compatible jobs) at a time, serving one
+model pool (docs/consumer.md)."""

@@ -67,6 +67,8 @@ class WorkerKind(Generic[M]):
     """For a kind that serves model pools: (topic, group) of a pool (`topic`/`group_id` are the default pool's)."""
     capabilities: Callable[[M], Capabilities] = no_capabilities
     """What the loaded model can do and its device."""
+    batches: bool = False
+    """Its jobs may share an engine call (`JobWorker.batch_key`, up to `MAX_BATCH`; docs/consumer.md, "Batching")."""
 
     def identify(self, settings: Settings, model: M) -> WorkerIdentity:
         """This worker's identity with `model` loaded: its name, topic, group, pool and capabilities."""
@@ -181,7 +183,9 @@ async def serve_jobs(
         async def handle_batch(records: list[ConsumerRecord[bytes, bytes]], ready: asyncio.Event) -> bool:
             return await runner.handle_group(records, ready, scope=job_scope)
 
-        batching = Batching(runner.batch_key, handle_batch, settings.max_batch) if settings.max_batch > 1 else None
+        batching = None
+        if kind.batches and settings.max_batch > 1:
+            batching = Batching(runner.batch_key, handle_batch, settings.max_batch)
 
         heartbeat.start()
         listener.started_at = time.monotonic()
