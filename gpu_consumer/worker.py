@@ -6,8 +6,11 @@ does: fetch the inputs, run the engine in a worker thread, store the takes.
 
 from __future__ import annotations
 
+import json
+import math
 import secrets
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +27,12 @@ from acefarm.runtime.service import WorkerKind
 from acefarm.runtime.stage_clock import StageClock, StageSeconds
 from acefarm.runtime.watchdog import job_deadline_s
 from gpu_consumer.audio_io import load_inputs, store_takes
-from gpu_consumer.engine.base import Engine, EngineError, Job, JobCancelled, UnsupportedTask
+from gpu_consumer.engine.base import Engine, EngineError, Job, JobCancelled, Take, UnsupportedTask, batch_call
 from gpu_consumer.gpu_metrics import register_gpu_metrics
 from schemas import topics
 from schemas.events import GenerationRequested, utcnow
 from schemas.generation import GenerationParams
+from schemas.planning import LmOptions
 from schemas.results import GenerationUsed, ModelUsed, StageTimings, lm_fields, used_metadata
 from schemas.status import Stage
 
@@ -43,6 +47,19 @@ class GenerationWorker(JobWorker[GenerationRequested]):
     def __init__(self, engine: Engine, model: ModelUsed) -> None:
         self._engine = engine
         self._model = model
+        self._generate_batch = batch_call(engine)
+
+    def batch_key(self, request: GenerationRequested, settings: Settings) -> Hashable | None:
+        """Jobs without input audio or audio codes batch when every setting the engine call shares is equal
+        (model, LoRAs, task type, steps, guidance, metadata, ...) and their durations fall in the same
+        `BATCH_DURATION_BUCKET_S` bucket; what each job has of its own (prompt, lyrics, language, seed, takes,
+        format, LM options) may differ. None (never batched) otherwise."""
+        params = request.params
+        if params.src_audio_key or params.reference_audio_key or params.audio_codes is not None:
+            return None
+        shared = params.model_dump(mode="json", exclude=set(PER_JOB_FIELDS))
+        bucket = math.ceil(params.duration / settings.batch_duration_bucket_s)
+        return bucket, json.dumps(shared, sort_keys=True)
 
     async def prepare(self, request: GenerationRequested, ctx: JobContext) -> Inputs:
         """Refuse a job for another model pool, then fetch and decode the source and reference audio (while the
@@ -85,8 +102,7 @@ class GenerationWorker(JobWorker[GenerationRequested]):
             is_cancelled=ctx.is_cancelled,
             storage=ctx.blocking_storage,
         )
-        async with ctx.compute():
-            takes = await ctx.in_thread(lambda: self._engine.generate(job), name="engine")
+        takes: list[Take] = await ctx.compute_shared(job, self._generate)
         if ctx.is_cancelled():
             raise JobCancelled
         clock.enter(Stage.UPLOADING)
@@ -103,6 +119,13 @@ class GenerationWorker(JobWorker[GenerationRequested]):
             timings=stage_timings(clock.stop(), queue_s),
         )
         return ctx.succeeded(files=files, result=request.plan, used=used)
+
+    def _generate(self, jobs: list[Job]) -> list[list[Take]]:
+        """The engine call for one job, or one batch of jobs (logged with their task ids)."""
+        if len(jobs) == 1:
+            return [self._engine.generate(jobs[0])]
+        log.info("engine.batch", jobs=len(jobs), tasks=[job.task_id for job in jobs])
+        return self._generate_batch(jobs)
 
     def classify(self, error: Exception) -> Verdict | None:
         """`JobCancelled` → cancelled; `EngineError` → failed with its reason (unknown ones: `engine_error`)."""
@@ -122,6 +145,13 @@ class GenerationWorker(JobWorker[GenerationRequested]):
         params = request.params
         units = params.duration * params.batch_size * params.inference_steps
         return job_deadline_s(settings, units, settings.generation_deadline_per_unit_s)
+
+
+PER_JOB_FIELDS: frozenset[str] = frozenset(
+    {"prompt", "style", "lyrics", "instrumental", "vocal_language", "seed", "batch_size", "audio_format", "duration"}
+    | (set(LmOptions.model_fields) - {"audio_codes"})
+)
+"""What each member of a batch has of its own; every other parameter must be equal to share an engine call."""
 
 
 @dataclass(frozen=True)
@@ -206,5 +236,7 @@ GPU_CONSUMER = WorkerKind(
     grace_s=30.0,
     pool_topics=lambda pool: (topics.generation_ready(pool), topics.gpu_workers_group(pool)),
     capabilities=engine_capabilities,
+    batches=True,
 )
-"""`acefarm gpu-consumer`: one process per GPU, one job at a time, serving one model pool (docs/consumer.md)."""
+"""`acefarm gpu-consumer`: one process per GPU, one job (or one batch of compatible jobs) at a time, serving one
+model pool (docs/consumer.md)."""

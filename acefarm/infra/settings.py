@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     torch_compile: bool = False
     vae_tiling: bool = True
     progress_max_hz: float = Field(default=10.0, gt=0)
+    max_batch: int = Field(default=4, ge=1)
+    batch_duration_bucket_s: float = Field(default=10.0, gt=0)
     worker_id: str | None = None
 
     # Job deadlines, queue lifetime and attempts (GPU consumer and trainer)

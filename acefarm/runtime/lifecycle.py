@@ -16,7 +16,8 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, get_args
 
@@ -29,6 +30,7 @@ from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from acefarm.infra.storage import Storage
 from acefarm.runtime.attempts import AttemptRecord, Ending, mark_ended, read_attempts, write_attempts
+from acefarm.runtime.batch import BatchCall, Seat, SharedCompute
 from acefarm.runtime.cancels import CancelWatcher
 from acefarm.runtime.events import JobEvents, parse_request
 from acefarm.runtime.group_loop import run_in_daemon_thread
@@ -131,6 +133,7 @@ class JobContext:
         progress: ProgressPublisher | None,
         stop: threading.Event,
         slot: Claim | None = None,
+        seat: Seat | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
@@ -146,6 +149,9 @@ class JobContext:
         self._stop = stop
         self._abandoned = threading.Event()
         self._slot = slot
+        self._seat = seat
+        self.retried = False
+        """This attempt follows an earlier one of the same job (it then never shares an engine call)."""
         self.prepared: Any = None
         """What the worker's `prepare` returned (None without one)."""
 
@@ -160,6 +166,15 @@ class JobContext:
         finally:
             if self._slot is not None:
                 self._slot.release()
+
+    async def compute_shared(self, item: Any, call: BatchCall, name: str = "engine") -> Any:
+        """The job's engine call, shared with the other members of its batch (docs/consumer.md, "Batching"):
+        `call` (blocking, in a worker thread) gets the inputs of every member and returns one result per input;
+        this job's result is returned. Alone (no batch), `call([item])` inside `compute()`."""
+        if self._seat is None:
+            async with self.compute():
+                return (await self.in_thread(lambda: call([item]), name))[0]
+        return await self._seat.compute(item, call, alone=self.retried)
 
     def report(self, report: Report) -> None:
         """Report progress; thread-safe (coalesced and throttled to `PROGRESS_MAX_HZ`; dropped before the start)."""
@@ -228,6 +243,10 @@ class JobWorker(Protocol[R]):
         """What an exception from `run` means; None: an unexpected error (`internal`, logged with traceback)."""
         return None
 
+    def batch_key(self, request: R, settings: Settings) -> Hashable | None:
+        """Requests with equal keys may run as one batch (`run` then uses `ctx.compute_shared`); None: never batched."""
+        return None
+
     def progress_eta(self) -> Eta:
         """A fresh time-left estimator for one job's progress reports."""
         return no_eta
@@ -272,29 +291,71 @@ class JobRunner(Generic[R]):
         may be taken: the job entered its compute phase (`JobContext.compute`) or is over."""
         claim = Claim(self.slot, ready)
         try:
-            request = await parse_request(
-                self._clients.producer, record, self._worker.request_type, self._clients.worker
-            )
-            if request is None:
-                return True
-            with bound_contextvars(task_id=request.task_id):
-                commit = await self._watched(request, record, claim)
-                await self._events.settle()
-                return commit
+            return await self._handle(record, claim, None)
         finally:
             claim.release()
+
+    def batch_key(self, record: ConsumerRecord[bytes, bytes]) -> Hashable | None:
+        """The worker's `batch_key` for the record's request; None for a record that does not parse."""
+        try:
+            request = self._worker.request_type.model_validate_json(record.value or b"")
+            return self._worker.batch_key(request, self._clients.settings)
+        except Exception:
+            return None
+
+    async def handle_group(
+        self,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        ready: asyncio.Event | None = None,
+        scope: Callable[[ConsumerRecord[bytes, bytes]], AbstractContextManager[Any]] | None = None,
+    ) -> bool:
+        """Process a batch of records (equal `batch_key`s) as jobs sharing one engine call; True when every
+        offset may be committed. Each member keeps its own lifecycle, inside `scope(record)` when given."""
+        claim = Claim(self.slot, ready)
+        shared = SharedCompute(len(records), claim) if len(records) > 1 else None
+
+        async def member(record: ConsumerRecord[bytes, bytes], seat: Seat | None) -> bool:
+            try:
+                with scope(record) if scope is not None else contextlib.nullcontext():
+                    return await self._handle(record, claim, seat)
+            finally:
+                if seat is not None:
+                    seat.leave()
+
+        try:
+            seats = [shared.seat() if shared is not None else None for _ in records]
+            members = (member(record, seat) for record, seat in zip(records, seats, strict=True))
+            results = await asyncio.gather(*members, return_exceptions=True)
+        finally:
+            claim.release()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return all(results)
+
+    async def _handle(self, record: ConsumerRecord[bytes, bytes], claim: Claim, seat: Seat | None) -> bool:
+        request = await parse_request(self._clients.producer, record, self._worker.request_type, self._clients.worker)
+        if request is None:
+            return True
+        with bound_contextvars(task_id=request.task_id):
+            commit = await self._watched(request, record, claim, seat)
+            await self._events.settle()
+            return commit
 
     def on_shutdown(self) -> None:
         """Shutdown was requested while a job runs: `ctx.stop_requested()` turns true."""
         self._stop.set()
 
-    async def _watched(self, request: R, record: ConsumerRecord[bytes, bytes], claim: Claim) -> bool:
+    async def _watched(
+        self, request: R, record: ConsumerRecord[bytes, bytes], claim: Claim, seat: Seat | None = None
+    ) -> bool:
         """The job's preparation, then (holding the engine) its run, each under the deadline; past it, the
         job fails `timeout` and the runner is `wedged`. Waiting for the engine is not counted."""
         seconds = self._worker.deadline_s(request, self._clients.settings)
         job = _Job(deadline_at=time.monotonic() + seconds)
         try:
-            ctx = await within_deadline(self._before_start(request, record, job, claim), seconds, name="job-prepare")
+            before = self._before_start(request, record, job, claim, seat)
+            ctx = await within_deadline(before, seconds, name="job-prepare")
             if isinstance(ctx, bool):
                 return ctx
             await claim.take()
@@ -305,7 +366,7 @@ class JobRunner(Generic[R]):
             return True
 
     async def _before_start(
-        self, request: R, record: ConsumerRecord[bytes, bytes], job: _Job, claim: Claim
+        self, request: R, record: ConsumerRecord[bytes, bytes], job: _Job, claim: Claim, seat: Seat | None
     ) -> JobContext | bool:
         """Everything before the job needs the engine: a stored outcome, cancels, refusals, the worker's
         `prepare`. Returns the job's context, or whether to commit when the job is already over."""
@@ -327,7 +388,13 @@ class JobRunner(Generic[R]):
             return True
         attempt = job.attempt = uuid.uuid4().hex
         ctx = job.ctx = JobContext(
-            task_id=task_id, attempt=attempt, clients=self._clients, progress=None, stop=self._stop, slot=claim
+            task_id=task_id,
+            attempt=attempt,
+            clients=self._clients,
+            progress=None,
+            stop=self._stop,
+            slot=claim,
+            seat=seat,
         )
         try:
             ctx.prepared = await self._worker.prepare(request, ctx)
@@ -353,6 +420,7 @@ class JobRunner(Generic[R]):
         if self._clients.cancels.is_cancelled(task_id):  # cancelled while it was being prepared
             return await self._skip_cancelled(task_id, record)
         number = self._count_start(attempt, job)
+        ctx.retried = number > 1
         worker = self._clients.worker
         started_event = TaskStarted(task_id=task_id, attempt=attempt, worker=worker, attempt_number=number)
         await asyncio.gather(self._record_start(task_id, job), self._events.announce(started_event))

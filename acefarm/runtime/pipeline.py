@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,9 @@ from acefarm.runtime.group_loop import (
 log = get_logger(__name__)
 
 DEPTH = 2
-"""Records in flight at most: the one computing and the one being prepared."""
+"""Jobs (or batches) in flight at most: the one computing and the one being prepared."""
+LOOKAHEAD = 4
+"""With batching, the loop holds up to this many times `max_batch` fetched records to pick a batch from."""
 
 PipelinedHandler = Callable[[ConsumerRecord[bytes, bytes], asyncio.Event], Coroutine[Any, Any, bool]]
 """Processes one record; sets the event once the next record may be taken (the job reached its compute
@@ -78,17 +80,43 @@ class ComputeSlot:
         self._computed_at = time.perf_counter()
 
 
+GroupHandler = Callable[[list[ConsumerRecord[bytes, bytes]], asyncio.Event], Coroutine[Any, Any, bool]]
+"""Processes a batch of records (one shared engine call, see `Batching`); like `PipelinedHandler`, True when
+every record's offset may be committed."""
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Records the loop runs together (docs/consumer.md, "Batching"): when it takes a record, it also takes the
+    records it has already fetched (it never waits for more; up to `LOOKAHEAD` × `max_batch` held) whose `key`
+    equals the record's, up to `max_batch` in all, across partitions, and hands them to `handle` as one batch.
+    A None key is never batched."""
+
+    key: Callable[[ConsumerRecord[bytes, bytes]], Hashable | None]
+    handle: GroupHandler
+    max_batch: int
+
+
 @dataclass
 class _InFlight:
-    record: ConsumerRecord[bytes, bytes]
+    records: list[ConsumerRecord[bytes, bytes]]
     task: asyncio.Task[bool]
     ready: asyncio.Event
     assignments: int
     """The listener's assignment count when the job started; a change means a rebalance since."""
 
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.record.topic, self.record.partition)
+
+@dataclass
+class _Fetched:
+    """A record fetched but not yet started, with its batch key."""
+
+    record: ConsumerRecord[bytes, bytes]
+    key: Hashable | None
+    assignments: int
+
+
+def _tp(record: ConsumerRecord[bytes, bytes]) -> TopicPartition:
+    return TopicPartition(record.topic, record.partition)
 
 
 async def consume_pipelined(
@@ -100,32 +128,64 @@ async def consume_pipelined(
     grace_s: float,
     on_shutdown: Callable[[], None] | None = None,
     until: Callable[[], bool] | None = None,
+    batching: Batching | None = None,
 ) -> None:
-    """Run records through `handle` with up to `DEPTH` in flight, polling meanwhile; commit in order.
+    """Run records through `handle` (or batches of them through `batching.handle`) with up to `DEPTH` jobs in
+    flight, polling meanwhile; commit in order.
 
     A record is taken only once every job in flight has set its `ready` event, and never after a
     rebalance until the jobs in flight are over. On shutdown no record is taken, `on_shutdown` is
     called once and the jobs in flight get `grace_s` to end (else they are cancelled, uncommitted).
     A job that is not to be committed (interrupted) stops the loop: nothing after it is committed.
-    `until` is asked after each commit: True cancels whatever is in flight (uncommitted) and returns.
+    A partition's offset is committed only past records that are all final (a batch may hold a later
+    record of a partition than a job still to run). `until` is asked after each commit: True cancels
+    whatever is in flight (uncommitted) and returns.
     """
     inflight: deque[_InFlight] = deque()
+    fetched: list[_Fetched] = []
+    held: dict[TopicPartition, int] = {}
+    """Per partition, the earliest record given back and not fetched again: no commit passes it (a batch
+    may have taken later records of that partition)."""
+    max_batch = batching.max_batch if batching is not None else 1
+    window = max_batch * LOOKAHEAD if max_batch > 1 else 1
     fetch: asyncio.Task[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]] | None = None
     paused = False
     grace_deadline: float | None = None
+
+    def keep(batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        for tp, records in batch.items():
+            if records and records[0].offset <= held.get(tp, -1):
+                del held[tp]
+            for record in records:
+                key = batching.key(record) if batching is not None else None
+                fetched.append(_Fetched(record, key, listener.assignments))
+
+    def start(group: list[ConsumerRecord[bytes, bytes]]) -> None:
+        ready = asyncio.Event()
+        head = group[0]
+        name = f"job-{head.partition}-{head.offset}" + (f"+{len(group) - 1}" if len(group) > 1 else "")
+        work = batching.handle(group, ready) if batching is not None else handle(head, ready)
+        task = asyncio.create_task(work, name=name)
+        inflight.append(_InFlight(group, task, ready, listener.assignments))
+
     try:
         while True:
             listener.job_running = bool(inflight)
+            popped: list[_InFlight] = []
             while inflight and inflight[0].task.done():
                 job = inflight.popleft()
                 if not job.task.result():  # a publish failure propagates: stop without committing
-                    log.info("consumer.job_left_uncommitted", partition=job.record.partition, offset=job.record.offset)
+                    head = job.records[0]
+                    log.info("consumer.job_left_uncommitted", partition=head.partition, offset=head.offset)
                     return
-                rebalanced = listener.assignments != job.assignments
-                reseek = rebalanced and not any(later.tp == job.tp for later in inflight)
-                await commit_offset(consumer, job.tp, job.record.offset + 1, reseek=reseek)
+                popped.append(job)
+            if popped:
+                await _commit_final(consumer, listener, popped, inflight, fetched, held)
                 if until is not None and until():
                     return
+            if any(f.assignments != listener.assignments for f in fetched):
+                _give_back(consumer, [f.record for f in fetched], held)  # fetched before a rebalance: fetch again
+                fetched.clear()
             if shutdown.requested.is_set():
                 if not inflight:
                     return
@@ -136,7 +196,8 @@ async def consume_pipelined(
                         on_shutdown()
                 if shutdown.abandon.is_set() or time.monotonic() > grace_deadline:
                     for job in inflight:
-                        log.warning("consumer.job_abandoned", partition=job.record.partition, offset=job.record.offset)
+                        head = job.records[0]
+                        log.warning("consumer.job_abandoned", partition=head.partition, offset=head.offset)
                     return
             may_take = (
                 not shutdown.requested.is_set()
@@ -147,25 +208,24 @@ async def consume_pipelined(
                 if paused:
                     resume_all(consumer)
                     paused = False
+                if fetched:
+                    if len(fetched) < window:  # top up from what the client already holds, without waiting
+                        keep(await consumer.getmany(timeout_ms=0, max_records=window - len(fetched)))
+                    start(_take_group(fetched, max_batch))
+                    continue
                 if fetch is None:
                     wait_ms = KEEPALIVE_POLL_S * 1000 if inflight else 1000
-                    fetch = asyncio.create_task(consumer.getmany(timeout_ms=int(wait_ms), max_records=1))
+                    fetch = asyncio.create_task(consumer.getmany(timeout_ms=int(wait_ms), max_records=window))
                 await asyncio.wait({fetch, *(job.task for job in inflight)}, return_when=asyncio.FIRST_COMPLETED)
                 if fetch.done():
                     batch, fetch = fetch.result(), None
-                    for records in batch.values():
-                        for record in records:
-                            ready = asyncio.Event()
-                            task = asyncio.create_task(
-                                handle(record, ready), name=f"job-{record.partition}-{record.offset}"
-                            )
-                            inflight.append(_InFlight(record, task, ready, listener.assignments))
+                    keep(batch)
+                    if fetched:
+                        start(_take_group(fetched, max_batch))
                 continue
             if fetch is not None:  # taking stopped (shutdown, rebalance) while a poll was out: give back its record
                 batch, fetch = await fetch, None
-                for tp, records in batch.items():
-                    if records:
-                        consumer.seek(tp, records[0].offset)
+                _give_back(consumer, [record for records in batch.values() for record in records], held)
             waits: set[asyncio.Future[Any]] = {job.task for job in inflight}
             waits |= {asyncio.ensure_future(job.ready.wait()) for job in inflight if not job.ready.is_set()}
             done, pending = await asyncio.wait(waits, timeout=KEEPALIVE_POLL_S, return_when=asyncio.FIRST_COMPLETED)
@@ -173,7 +233,7 @@ async def consume_pipelined(
                 if waiter not in {job.task for job in inflight}:
                     waiter.cancel()
             if not done:
-                # Paused only once the jobs outlive a wait: pausing drops the records already fetched.
+                # Paused only once the jobs outlive a wait: pausing drops the records the client prefetched.
                 if not paused:
                     pause_all(consumer)
                     paused = True
@@ -193,19 +253,89 @@ async def consume_pipelined(
             resume_all(consumer)
 
 
+def _take_group(fetched: list[_Fetched], max_batch: int) -> list[ConsumerRecord[bytes, bytes]]:
+    """Remove from `fetched` its first record and the later ones with the same (non-None) key, up to
+    `max_batch` in all; returns them in fetch order."""
+    head = fetched.pop(0)
+    group = [head.record]
+    if head.key is not None:
+        for item in list(fetched):
+            if len(group) >= max_batch:
+                break
+            if item.key == head.key:
+                fetched.remove(item)
+                group.append(item.record)
+    return group
+
+
+def _give_back(
+    consumer: AIOKafkaConsumer, records: list[ConsumerRecord[bytes, bytes]], held: dict[TopicPartition, int]
+) -> None:
+    """Seek each still assigned partition back to the earliest of `records`, so they are fetched again; until
+    then no commit passes them (`held`)."""
+    earliest: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = _tp(record)
+        earliest[tp] = min(earliest.get(tp, record.offset), record.offset)
+    assigned = consumer.assignment()
+    for tp, offset in earliest.items():
+        held[tp] = min(held.get(tp, offset), offset)
+        if tp in assigned:
+            consumer.seek(tp, offset)
+
+
+async def _commit_final(
+    consumer: AIOKafkaConsumer,
+    listener: PausingListener,
+    popped: list[_InFlight],
+    inflight: deque[_InFlight],
+    fetched: list[_Fetched],
+    held: dict[TopicPartition, int],
+) -> None:
+    """Commit, per partition of the `popped` jobs (final), past every record that is final: up to the earliest
+    record of that partition still in flight, fetched or given back (`held`), else past the popped ones. With a
+    rebalance since a popped job started (and nothing later of its partition pending), the position moves
+    there too."""
+    pending: dict[TopicPartition, int] = {}
+    for record in [r for job in inflight for r in job.records] + [f.record for f in fetched]:
+        tp = _tp(record)
+        pending[tp] = min(pending.get(tp, record.offset), record.offset)
+    done: dict[TopicPartition, tuple[int, int, bool]] = {}
+    for job in popped:
+        rebalanced = listener.assignments != job.assignments
+        for record in job.records:
+            tp = _tp(record)
+            low, high, moved = done.get(tp, (record.offset, record.offset, False))
+            done[tp] = (min(low, record.offset), max(high, record.offset), moved or rebalanced)
+    for tp, offset in held.items():
+        pending[tp] = min(pending.get(tp, offset), offset)
+    for tp, (low, high, rebalanced) in done.items():
+        offset = pending.get(tp, high + 1)
+        if offset > low:
+            await commit_offset(consumer, tp, offset, reseek=rebalanced and tp not in pending)
+
+
 class Claim:
-    """One job's hold on a `ComputeSlot`, and its `ready` signal to the loop (the next record may be taken)."""
+    """One job's (or one batch's) hold on a `ComputeSlot`, and its `ready` signal to the loop (the next record
+    may be taken). The members of a batch share one claim: the first to `take` it waits for the engine, the
+    others wait with it."""
 
     def __init__(self, slot: ComputeSlot, ready: asyncio.Event | None) -> None:
         self._slot = slot
         self._ready = ready
+        self._taking: asyncio.Task[None] | None = None
         self._held = False
         self._waited = False
         self._computing = False
 
     async def take(self) -> None:
-        """Wait for the engine (the previous job's compute to end)."""
-        self._waited = self._slot.locked()
+        """Wait for the engine (the previous job's compute to end); at once when already taken."""
+        if self._taking is None:
+            self._waited = self._slot.locked()
+            self._taking = asyncio.ensure_future(self._acquire())
+        await asyncio.shield(self._taking)
+
+    async def _acquire(self) -> None:
         await self._slot.acquire()
         self._held = True
 
@@ -220,6 +350,8 @@ class Claim:
     def release(self) -> None:
         """The engine call is over (or the job is): give the engine to the next job and let the loop take a
         record; idempotent."""
+        if self._taking is not None and not self._taking.done():
+            self._taking.cancel()  # nobody waits for the engine any more
         if self._held:
             if self._computing:
                 self._slot.compute_ended()

@@ -8,7 +8,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar
 
@@ -27,7 +27,7 @@ from acefarm.runtime.heartbeat import AnnouncingListener, Heartbeat
 from acefarm.runtime.identity import Capabilities, PoolTopics, WorkerIdentity, identify, no_capabilities
 from acefarm.runtime.job_metrics import observe_queue_wait
 from acefarm.runtime.lifecycle import JobRunner, JobWorker, WorkerClients
-from acefarm.runtime.pipeline import consume_pipelined
+from acefarm.runtime.pipeline import Batching, consume_pipelined
 from acefarm.runtime.watchdog import within_deadline
 
 log = get_logger(__name__)
@@ -67,6 +67,8 @@ class WorkerKind(Generic[M]):
     """For a kind that serves model pools: (topic, group) of a pool (`topic`/`group_id` are the default pool's)."""
     capabilities: Callable[[M], Capabilities] = no_capabilities
     """What the loaded model can do and its device."""
+    batches: bool = False
+    """Its jobs may share an engine call (`JobWorker.batch_key`, up to `MAX_BATCH`; docs/consumer.md, "Batching")."""
 
     def identify(self, settings: Settings, model: M) -> WorkerIdentity:
         """This worker's identity with `model` loaded: its name, topic, group, pool and capabilities."""
@@ -165,13 +167,25 @@ async def serve_jobs(
         await cancels.start()
         runner = JobRunner(kind.make_job(model, settings), WorkerClients(settings, worker, storage, producer, cancels))
 
-        async def handle(record: ConsumerRecord[bytes, bytes], ready: asyncio.Event) -> bool:
-            """`runner.handle` inside the trace the request carries, announced on the heartbeat."""
+        @contextlib.contextmanager
+        def job_scope(record: ConsumerRecord[bytes, bytes]) -> Iterator[None]:
+            """A job inside the trace its request carries, announced on the heartbeat."""
             observe_queue_wait(record)
             task_id = record.key.decode(errors="replace") if record.key else None
             carrier = kafka_carrier(record.headers)
             with traced(f"{kind.name} job", carrier, SpanKind.CONSUMER), heartbeat.working_on(task_id):
+                yield
+
+        async def handle(record: ConsumerRecord[bytes, bytes], ready: asyncio.Event) -> bool:
+            with job_scope(record):
                 return await runner.handle(record, ready)
+
+        async def handle_batch(records: list[ConsumerRecord[bytes, bytes]], ready: asyncio.Event) -> bool:
+            return await runner.handle_group(records, ready, scope=job_scope)
+
+        batching = None
+        if kind.batches and settings.max_batch > 1:
+            batching = Batching(runner.batch_key, handle_batch, settings.max_batch)
 
         heartbeat.start()
         listener.started_at = time.monotonic()
@@ -193,6 +207,7 @@ async def serve_jobs(
             grace_s=grace_s,
             on_shutdown=runner.on_shutdown,
             until=lambda: runner.wedged,
+            batching=batching,
         )
         if runner.wedged:
             raise WorkerWedged("a job passed its deadline; its final event is published and its offset committed")

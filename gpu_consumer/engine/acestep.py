@@ -1,4 +1,4 @@
-"""The ACE-Step 1.5 engine: diffusers' `AceStepPipeline`, loaded once, one job at a time.
+"""The ACE-Step 1.5 engine: diffusers' `AceStepPipeline`, loaded once, one job (or one batch of jobs) at a time.
 
 Every `GenerationParams` field is mapped onto a pipeline call (see `pipeline_kwargs`); source audio
 is fitted to the requested duration, so every take has exactly that length.
@@ -101,11 +101,57 @@ class AceStepEngine:
             self._activate_loras(params, job.storage)
             seed = params.seed if params.seed is not None else secrets.randbelow(2**32)
             kwargs = self.pipeline_kwargs(params, job.src_audio, job.reference_audio, seed=seed)
-            kwargs["callback_on_step_end"] = self._step_callback(job, params.inference_steps)
-            with self._diffusion_start(job, params.inference_steps):
+            kwargs["callback_on_step_end"] = self._step_callback([job], params.inference_steps)
+            with self._diffusion_start([job], params.inference_steps):
                 audios = self._run(kwargs, seed)
         target = round(params.duration * self.sample_rate)
         return [Take(audio=fit_length(audio, target), sample_rate=self.sample_rate) for audio in audios]
+
+    def generate_batch(self, jobs: list[Job]) -> list[list[Take]]:
+        """Run compatible jobs (no input audio; equal steps, LoRAs, task type and settings) as one pipeline call
+        at the longest job's duration: each job's prompt, lyrics and language, one generator per take seeded from
+        its own seed (so its takes match what it gets alone at that duration), each take cut to its job's
+        duration. The step callback reports to every live job and stops only once every job is cancelled; a
+        cancelled job gets no takes."""
+        if len(jobs) == 1:
+            return [self.generate(jobs[0])]
+        import torch
+
+        for job in jobs:
+            if job.src_audio is not None or job.reference_audio is not None or job.params.audio_codes is not None:
+                raise UnsupportedTask("jobs with input audio or audio codes run alone, not in a batch")
+            self.check_supported(job.params, has_src=False)
+        if all(job.is_cancelled() for job in jobs):
+            raise JobCancelled
+        lead = jobs[0].params
+        duration = max(job.params.duration for job in jobs)
+        with self._lock:
+            self.jobs += len(jobs)
+            for job in jobs:
+                job.report(Stage.ENCODING, 0.0, None, None)
+            self._activate_loras(lead, jobs[0].storage)
+            seeds = [job.params.seed if job.params.seed is not None else secrets.randbelow(2**32) for job in jobs]
+            parts = [
+                self.pipeline_kwargs(job.params.model_copy(update={"duration": duration}), None, None, seed=seed)
+                for job, seed in zip(jobs, seeds, strict=True)
+            ]
+            kwargs = parts[0] | {
+                "prompt": [p for part in parts for p in part["prompt"]],
+                "lyrics": [lyric for part in parts for lyric in part["lyrics"]],
+                "vocal_language": [job.params.vocal_language for job in jobs for _ in range(job.params.batch_size)],
+                "generator": [g for part in parts for g in part["generator"]],
+                "latents": torch.cat([part["latents"] for part in parts]),
+                "callback_on_step_end": self._step_callback(jobs, lead.inference_steps),
+            }
+            with self._diffusion_start(jobs, lead.inference_steps):
+                audios = self._run(kwargs, seeds[0])
+        results: list[list[Take]] = []
+        for job in jobs:
+            mine, audios = audios[: job.params.batch_size], audios[job.params.batch_size :]
+            target = round(job.params.duration * self.sample_rate)
+            takes = [Take(audio=fit_length(audio, target), sample_rate=self.sample_rate) for audio in mine]
+            results.append([] if job.is_cancelled() else takes)
+        return results
 
     def check_supported(self, params: GenerationParams, *, has_src: bool) -> None:
         """Raise `UnsupportedTask` (with the reason) when the checkpoint cannot run this job."""
@@ -203,23 +249,26 @@ class AceStepEngine:
             )
         return start, end
 
-    def _step_callback(self, job: Job, total: int) -> Callable[..., dict[str, Any]]:
-        """Report each diffusion step, then decoding; stop the pipeline when the job is cancelled."""
+    def _step_callback(self, jobs: list[Job], total: int) -> Callable[..., dict[str, Any]]:
+        """Report each diffusion step, then decoding, to every job not cancelled; stop the pipeline once every
+        job is cancelled."""
 
         def on_step_end(pipe: Any, step: int, timestep: float, tensors: dict[str, Any]) -> dict[str, Any]:
-            if job.is_cancelled():
+            live = [job for job in jobs if not job.is_cancelled()]
+            if not live:
                 pipe._interrupt = True
                 raise JobCancelled
             done = step + 1
-            job.report(Stage.DIFFUSION, done / total, done, total)
-            if done >= total:
-                job.report(Stage.DECODING, 1.0, None, None)
+            for job in live:
+                job.report(Stage.DIFFUSION, done / total, done, total)
+                if done >= total:
+                    job.report(Stage.DECODING, 1.0, None, None)
             return tensors
 
         return on_step_end
 
     @contextlib.contextmanager
-    def _diffusion_start(self, job: Job, total: int) -> Iterator[None]:
+    def _diffusion_start(self, jobs: list[Job], total: int) -> Iterator[None]:
         """Report diffusion step 0 when the transformer first runs, so encoding ends where diffusion begins.
 
         Skipped for a compiled transformer (a hook inside the compiled call would break its graph);
@@ -233,7 +282,8 @@ class AceStepEngine:
         def on_first_call(module: Any, args: Any) -> None:
             if not started.is_set():
                 started.set()
-                job.report(Stage.DIFFUSION, 0.0, 0, total)
+                for job in jobs:
+                    job.report(Stage.DIFFUSION, 0.0, 0, total)
 
         handle = self.pipe.transformer.register_forward_pre_hook(on_first_call)
         try:

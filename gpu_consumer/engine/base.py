@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -83,3 +84,36 @@ class Engine(Protocol):
     def info(self) -> dict[str, Any]:
         """What is loaded where (model id, device, dtype, adapters)."""
         ...
+
+
+@runtime_checkable
+class BatchEngine(Engine, Protocol):
+    """An engine that runs compatible jobs (same steps, LoRAs, task type and settings; no input audio) as one
+    call; see docs/consumer.md, "Batching"."""
+
+    def generate_batch(self, jobs: list[Job]) -> list[list[Take]]:
+        """Run the jobs as one call (blocking): each job's takes, in order, each of its own duration. Progress
+        goes to every job; a job cancelled meanwhile may get no takes (they are discarded); `JobCancelled` only
+        once every job is cancelled; an error fails the whole call."""
+        ...
+
+
+def batch_call(engine: Engine) -> Callable[[list[Job]], list[list[Take]]]:
+    """The engine's `generate_batch`, or `generate_each` for an engine without one."""
+    if isinstance(engine, BatchEngine):
+        return engine.generate_batch
+    return functools.partial(generate_each, engine)
+
+
+def generate_each(engine: Engine, jobs: list[Job]) -> list[list[Take]]:
+    """`generate_batch` for an engine without a batched call: one `generate` after another (a job cancelled
+    meanwhile gets no takes; `JobCancelled` once every job is cancelled)."""
+    results: list[list[Take]] = []
+    for job in jobs:
+        try:
+            results.append(engine.generate(job))
+        except JobCancelled:
+            results.append([])
+    if all(job.is_cancelled() for job in jobs):
+        raise JobCancelled
+    return results

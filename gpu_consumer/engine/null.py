@@ -24,22 +24,35 @@ class NullEngine:
     def __init__(self, settings: object | None = None) -> None:
         """Nothing to load; `settings` is accepted for the loader's factory signature."""
         self.jobs = 0
+        self.calls = 0
 
     def generate(self, job: Job) -> list[Take]:
         """Report encoding, each step and decoding (honouring cancel), then return the tones."""
-        self.jobs += 1
-        total = job.params.inference_steps
-        job.report(Stage.ENCODING, 0.0, None, None)
-        for step in range(1, total + 1):
-            if job.is_cancelled():
-                raise JobCancelled
-            self.on_step(job, step)
-            job.report(Stage.DIFFUSION, step / total, step, total)
-        job.report(Stage.DECODING, 1.0, None, None)
-        return [self.take(job, index) for index in range(job.params.batch_size)]
+        return self.generate_batch([job])[0]
 
-    def on_step(self, job: Job, step: int) -> None:
-        """Called before each step is reported; nothing here (subclasses may wait or fail)."""
+    def generate_batch(self, jobs: list[Job]) -> list[list[Take]]:
+        """One step loop for all `jobs` (their step count is the first's): each live job gets its progress; a
+        cancelled job drops out and gets no takes; `JobCancelled` once every job is cancelled."""
+        self.calls += 1
+        self.jobs += len(jobs)
+        total = jobs[0].params.inference_steps
+        for job in jobs:
+            job.report(Stage.ENCODING, 0.0, None, None)
+        live = list(jobs)
+        for step in range(1, total + 1):
+            live = [job for job in live if not job.is_cancelled()]
+            if not live:
+                raise JobCancelled
+            self.on_step(live, step)
+            for job in live:
+                job.report(Stage.DIFFUSION, step / total, step, total)
+        for job in live:
+            job.report(Stage.DECODING, 1.0, None, None)
+        return [[self.take(job, i) for i in range(job.params.batch_size)] if job in live else [] for job in jobs]
+
+    def on_step(self, jobs: list[Job], step: int) -> None:
+        """Called once per step for the live jobs, before it is reported; nothing here (subclasses may wait or
+        fail)."""
 
     def take(self, job: Job, index: int) -> Take:
         """Take `index` of `job`: the quiet tone."""
@@ -47,7 +60,7 @@ class NullEngine:
 
     def info(self) -> dict[str, Any]:
         """What this engine is."""
-        return {"engine": self.name, "sample_rate": self.sample_rate, "jobs": self.jobs}
+        return {"engine": self.name, "sample_rate": self.sample_rate, "jobs": self.jobs, "calls": self.calls}
 
 
 def quiet_tone(duration_s: float, freq: float = 440.0) -> np.ndarray:

@@ -270,3 +270,48 @@ def test_audio_codes_condition_the_dit_and_takes_keep_the_requested_length(
     assert take.audio.shape == (2, round(duration * 48_000))
     plain = engine.generate(make_job(prompt="planned", duration=duration, seed=1))
     assert not np.allclose(plain[0].audio, take.audio)
+
+
+def test_a_batch_gives_each_job_its_takes_at_its_duration_and_its_seeds_audio(
+    engine: AceStepEngine, make_job: MakeJob
+) -> None:
+    recorders = [Recorder() for _ in range(3)]
+    jobs = [
+        make_job(seed=21, batch_size=2, report=recorders[0]),
+        make_job(seed=22, report=recorders[1]),
+        make_job(seed=23, duration=1.0, vocal_language="de", report=recorders[2]),
+    ]
+    calls_before = engine.jobs
+    results = engine.generate_batch(jobs)
+    assert engine.jobs == calls_before + 3
+    assert [len(takes) for takes in results] == [2, 1, 1]
+    for takes, seconds in zip(results, (1.2, 1.2, 1.0), strict=True):
+        for take in takes:
+            _check_take(take, seconds)
+    for recorder in recorders:
+        steps = [step for stage, _, step, _ in recorder.events if stage == "diffusion"]
+        assert steps == [0, 1, 2, 3] and recorder.events[-1][0] == "decoding"
+    # The same prompt, lyrics and duration alone: the same audio, up to the float noise of batched kernels.
+    for job, takes in zip(jobs[:2], results[:2], strict=True):
+        alone = engine.generate(make_job(seed=job.params.seed, batch_size=job.params.batch_size))
+        for batched, single in zip(takes, alone, strict=True):
+            np.testing.assert_allclose(batched.audio, single.audio, atol=1e-4)
+    assert not np.allclose(results[0][0].audio, results[1][0].audio)
+
+
+def test_a_job_cancelled_mid_batch_gets_no_takes_and_the_batch_stops_only_when_all_are(
+    engine: AceStepEngine, make_job: MakeJob
+) -> None:
+    recorder = Recorder()
+
+    def after_two_steps() -> bool:
+        return sum(1 for event in recorder.events if event[0] == "diffusion" and event[2]) >= 2
+
+    kept = Recorder()
+    cancelled_one = make_job(inference_steps=5, report=recorder, cancelled=after_two_steps)
+    results = engine.generate_batch([cancelled_one, make_job(inference_steps=5, report=kept)])
+    assert results[0] == [] and len(results[1]) == 1
+    assert [e[2] for e in recorder.events if e[0] == "diffusion"] == [0, 1, 2]
+    assert [e[2] for e in kept.events if e[0] == "diffusion"] == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(JobCancelled):
+        engine.generate_batch([make_job(cancelled=after_two_steps), make_job(cancelled=after_two_steps)])

@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from acefarm.infra.kafka import client_options, make_producer
 from acefarm.infra.settings import Settings
 from acefarm.runtime.group_loop import KEEPALIVE_POLL_S, PausingListener, Shutdown, make_job_consumer
-from acefarm.runtime.pipeline import PipelinedHandler, consume_pipelined
+from acefarm.runtime.pipeline import Batching, PipelinedHandler, consume_pipelined
 
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[bool]]
 
@@ -27,7 +27,13 @@ class Loop:
     is one that never lets the next record in before it is over."""
 
     def __init__(
-        self, settings: Settings, topic: str, handle: Handler | PipelinedHandler, *, grace_s: float = 10.0
+        self,
+        settings: Settings,
+        topic: str,
+        handle: Handler | PipelinedHandler,
+        *,
+        grace_s: float = 10.0,
+        batching: Batching | None = None,
     ) -> None:
         self.topic = topic
         self.consumer = make_job_consumer(settings, f"test-loop-{uuid.uuid4().hex[:8]}")
@@ -36,6 +42,7 @@ class Loop:
         self.shutdown = Shutdown()
         self.handle: PipelinedHandler = handle if _takes_ready(handle) else _whole(handle)  # type: ignore[arg-type]
         self.grace_s = grace_s
+        self.batching = batching
         self.shutdown_calls = 0
         self.stop_requested = asyncio.Event()
         self.paused_seen: list[set[TopicPartition]] = []
@@ -51,6 +58,7 @@ class Loop:
                 self.shutdown,
                 grace_s=self.grace_s,
                 on_shutdown=self._on_shutdown,
+                batching=self.batching,
             )
         )
 
@@ -300,5 +308,58 @@ async def test_a_job_not_ready_holds_the_next_record_back(topic: Any) -> None:
                 break
             await asyncio.sleep(0.05)
         assert started == [b"first", b"second"] and await loop.committed(1) == 2
+    finally:
+        await loop.close()
+
+
+async def test_fetched_records_with_equal_keys_run_as_one_batch_and_commits_wait_for_earlier_records(
+    topic: Any,
+) -> None:
+    settings, name, producer = topic
+    release_blocker, release_batch, b_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    groups: list[list[bytes]] = []
+
+    async def handle_group(records: list[ConsumerRecord[bytes, bytes]], ready: asyncio.Event) -> bool:
+        values = [record.value or b"" for record in records]
+        groups.append(values)
+        if values == [b"blocker"]:
+            await release_blocker.wait()  # not ready: everything after it stays queued
+        elif values[0].startswith(b"a"):
+            ready.set()
+            await release_batch.wait()
+        else:
+            b_done.set()
+        return True
+
+    def key(record: ConsumerRecord[bytes, bytes]) -> str | None:
+        value = record.value or b""
+        return None if value == b"blocker" else value[:1].decode()
+
+    unused = _whole(lambda record: asyncio.sleep(0, result=True))
+    loop = Loop(settings, name, unused, batching=Batching(key, handle_group, max_batch=3))
+    await loop.start()
+    try:
+        await producer.send_and_wait(name, b"blocker", partition=0)
+        for _ in range(100):
+            if groups:
+                break
+            await asyncio.sleep(0.05)
+        for value, partition in ((b"a1", 0), (b"b1", 0), (b"a2", 0), (b"a3", 1), (b"a4", 1)):
+            await producer.send_and_wait(name, value, partition=partition)
+        await asyncio.sleep(KEEPALIVE_POLL_S * 2)
+        release_blocker.set()
+        await asyncio.wait_for(b_done.wait(), 30)
+        # The partitions' records come in either order; within a partition, in offset order.
+        assert groups[0] == [b"blocker"] and groups[2] == [b"b1"], groups
+        assert len(groups[1]) == 3 and all(value.startswith(b"a") for value in groups[1]), groups
+        await asyncio.sleep(KEEPALIVE_POLL_S * 2)
+        assert await loop.committed(0) == 1, "b1 is final but a1 before it is not"
+        release_batch.set()
+        for _ in range(100):
+            if await loop.committed(0) == 4 and await loop.committed(1) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert (await loop.committed(0), await loop.committed(1)) == (4, 2)
+        assert len(groups) == 4 and sorted(groups[1] + groups[3]) == [b"a1", b"a2", b"a3", b"a4"], groups
     finally:
         await loop.close()

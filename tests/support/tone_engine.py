@@ -28,14 +28,16 @@ class ToneEngine(NullEngine):
 
     name = "tone"
 
-    def on_step(self, job: Job, step: int) -> None:
-        """Sleep the configured step time; on the first step, fail if the prompt asks for it."""
-        prompt = job.params.prompt.lower()
-        step_s = _step_seconds(prompt)
+    def on_step(self, jobs: list[Job], step: int) -> None:
+        """Sleep the longest configured step time of the jobs (once: a batch costs one job's time); on the first
+        step, fail if a prompt asks for it (failing the whole call, as a real engine would)."""
+        prompts = [job.params.prompt.lower() for job in jobs]
+        step_s = max(_step_seconds(prompt) for prompt in prompts)
         if step_s:
             time.sleep(step_s)
         if step == 1:
-            _maybe_fail(prompt)
+            for prompt in prompts:
+                _maybe_fail(prompt)
 
     def take(self, job: Job, index: int) -> Take:
         """A 0.3-amplitude sine whose frequency depends on the seed and the take."""
