@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from acefarm.infra.kafka import make_consumer
+from acefarm.infra.kafka import IDLE_POLL_MS, make_consumer
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 
@@ -25,6 +25,9 @@ log = get_logger(__name__)
 
 APPLY_SLICE = 64
 """Records applied between two yields to the event loop."""
+CATCH_UP_POLL_MS = 500
+"""The fetch wait until caught up: the end may lie past the last record a fetch returns (then only a
+re-check after an empty wait notices being caught up)."""
 
 Apply = Callable[[bytes | None, bytes | None], None]
 
@@ -113,7 +116,8 @@ class CompactedReader:
         consumer = self._consumer
         while True:
             try:
-                batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+                wait_ms = IDLE_POLL_MS if self.caught_up.is_set() else CATCH_UP_POLL_MS
+                batches = await consumer.getmany(timeout_ms=wait_ms, max_records=2000)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # keep serving what we have; aiokafka reconnects on its own

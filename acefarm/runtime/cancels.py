@@ -9,7 +9,7 @@ import time
 from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
-from acefarm.infra.kafka import make_consumer
+from acefarm.infra.kafka import IDLE_POLL_MS, make_consumer
 from acefarm.infra.logging import get_logger
 from acefarm.infra.settings import Settings
 from schemas import topics
@@ -95,7 +95,7 @@ class CancelWatcher:
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             try:
-                batch = await consumer.getmany(timeout_ms=500)
+                batch = await consumer.getmany(timeout_ms=IDLE_POLL_MS)
             except Exception as error:  # cancellation (a BaseException) still stops the loop
                 log.warning("cancellations.poll_failed", error=str(error))
                 await asyncio.sleep(1.0)
