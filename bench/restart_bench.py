@@ -207,9 +207,10 @@ def main() -> None:
             for process in (front, scheduler, streams):
                 process.terminate()
                 process.wait()
-        print(f"consumer: joined {summary([r[0] for r in runs])}; first job taken "
-              f"{summary([r[1] - r[3] for r in runs])} (target 3 s), seen running at the gateway {summary([r[2] - r[3] for r in runs])} after start, engine "
-              f"load ({summary([r[3] for r in runs])}) taken out")  # fmt: skip
+        taken = summary([r[1] - r[3] for r in runs])
+        seen = summary([r[2] - r[3] for r in runs])
+        print(f"consumer: joined {summary([r[0] for r in runs])}; first job taken {taken} (target 3 s), seen running "
+              f"at the gateway {seen} after start, engine load ({summary([r[3] for r in runs])}) taken out")  # fmt: skip
 
 
 if __name__ == "__main__":
