@@ -208,9 +208,9 @@ def main() -> None:
                 process.terminate()
                 process.wait()
         taken = summary([r[1] - r[3] for r in runs])
-        seen = summary([r[2] - r[3] for r in runs])
+        seen, load = summary([r[2] - r[3] for r in runs]), summary([r[3] for r in runs])
         print(f"consumer: joined {summary([r[0] for r in runs])}; first job taken {taken} (target 3 s), seen running "
-              f"at the gateway {seen} after start, engine load ({summary([r[3] for r in runs])}) taken out")  # fmt: skip
+              f"at the gateway {seen} after start, engine load ({load}) taken out")  # fmt: skip
 
 
 if __name__ == "__main__":
