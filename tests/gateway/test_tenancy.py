@@ -203,7 +203,7 @@ async def test_uploads_are_bound_to_their_owner(farm: Farm, http: httpx.AsyncCli
     unknown = await http.post(
         "/generate", json={**job, "src_audio_key": upload_prefix("bob") + "none.wav"}, headers=bearer(farm.bob)
     )
-    assert stolen.status_code == unknown.status_code == 400
+    assert stolen.status_code == unknown.status_code == 422  # well-formed, but no upload of theirs: the same answer
     assert stolen.json()["detail"] == unknown.json()["detail"].replace(upload_prefix("bob") + "none.wav", key)
     own = await http.post("/generate", json=job, headers=bearer(farm.alice))
     assert own.status_code == 202, own.text
@@ -230,7 +230,7 @@ async def test_loras_are_private_until_published(farm: Farm, http: httpx.AsyncCl
     generate = {**JOB, "lora_id": lora_id}
     refused = await http.post("/generate", json=generate, headers=bearer(farm.bob))
     unknown = await http.post("/generate", json={**generate, "lora_id": unknown_id}, headers=bearer(farm.bob))
-    assert refused.status_code == unknown.status_code == 400
+    assert refused.status_code == unknown.status_code == 422  # someone else's private LoRA reads as unknown
     assert refused.json()["detail"] == unknown.json()["detail"].replace(unknown_id, lora_id)
 
     published = await http.patch(f"/loras/{lora_id}", json={"public": True}, headers=bearer(farm.alice))
