@@ -34,7 +34,7 @@ import contextlib
 import struct
 import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 PRODUCE, FETCH = 0, 1
@@ -84,6 +84,21 @@ EVERY_PARTITION: Partition = (b"", -1)
 """Stands for a produce whose partitions could not be read: it wakes every held fetch."""
 
 
+def _walk(buf: bytes, offset: int, entry_length: Callable[[int], int]) -> Iterator[tuple[bytes, int]]:
+    """(topic name, entry offset) of each partition entry of a topics array at `offset`: an int32 count, then per
+    topic a name (int16 length) and an int32 count of partition entries, each `entry_length(its offset)` long."""
+    (topic_count,) = struct.unpack_from(">i", buf, offset)
+    offset += 4
+    for _ in range(topic_count):
+        (name_length,) = struct.unpack_from(">h", buf, offset)
+        name = buf[offset + 2 : offset + 2 + name_length]
+        (partition_count,) = struct.unpack_from(">i", buf, offset + 2 + name_length)
+        offset += 6 + name_length
+        for _ in range(partition_count):
+            yield name, offset
+            offset += entry_length(offset)
+
+
 def produced_to(frame: bytes) -> frozenset[Partition]:
     """The partitions a Produce request writes to."""
     _, version = struct.unpack_from(">hh", frame)
@@ -91,87 +106,61 @@ def produced_to(frame: bytes) -> frozenset[Partition]:
     if version >= 3:  # transactional_id (nullable string) comes first
         (length,) = struct.unpack_from(">h", frame, offset)
         offset += 2 + max(length, 0)
-    offset += 6  # acks, timeout
-    partitions = set()
-    (topic_count,) = struct.unpack_from(">i", frame, offset)
-    offset += 4
-    for _ in range(topic_count):
-        (name_length,) = struct.unpack_from(">h", frame, offset)
-        name = frame[offset + 2 : offset + 2 + name_length]
-        (partition_count,) = struct.unpack_from(">i", frame, offset + 2 + name_length)
-        offset += 6 + name_length
-        for _ in range(partition_count):
-            partition, size = struct.unpack_from(">ii", frame, offset)
-            partitions.add((name, partition))
-            offset += 8 + max(size, 0)
-    return frozenset(partitions)
+
+    def written(at: int) -> int:  # partition, records (int32 length, then the bytes)
+        return 8 + max(struct.unpack_from(">i", frame, at + 4)[0], 0)
+
+    return frozenset((name, struct.unpack_from(">i", frame, at)[0]) for name, at in _walk(frame, offset + 6, written))
+
+
+def _fetch_entries(frame: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(topic, partition, fetch offset) of each partition a holdable Fetch asks for, with the entry's offset."""
+    version, offset = _fetch_body(frame)
+    # partition, fetch_offset, partition_max_bytes; current_leader_epoch (v9+); log_start_offset (v5+)
+    entry = 16 + (4 if version >= 9 else 0) + (8 if version >= 5 else 0)
+    for name, at in _walk(frame, offset, lambda _: entry):
+        yield name, at, entry
 
 
 def fetch_offsets(frame: bytes) -> dict[Partition, int]:
     """The offset a holdable Fetch asks for, by (topic, partition)."""
-    version, offset = _fetch_body(frame)
-    entry = 16 + (4 if version >= 9 else 0) + (8 if version >= 5 else 0)
-    offsets = {}
-    (topic_count,) = struct.unpack_from(">i", frame, offset)
-    offset += 4
-    for _ in range(topic_count):
-        (name_length,) = struct.unpack_from(">h", frame, offset)
-        name = frame[offset + 2 : offset + 2 + name_length]
-        (partition_count,) = struct.unpack_from(">i", frame, offset + 2 + name_length)
-        offset += 6 + name_length
-        for _ in range(partition_count):
-            (partition,) = struct.unpack_from(">i", frame, offset)
-            (fetch_offset,) = struct.unpack_from(">q", frame, offset + 4 + (4 if version >= 9 else 0))
-            offsets[name, partition] = fetch_offset
-            offset += entry
-    return offsets
+    version, _ = _fetch_body(frame)
+    epoch = 4 if version >= 9 else 0
+    return {
+        (name, struct.unpack_from(">i", frame, at)[0]): struct.unpack_from(">q", frame, at + 4 + epoch)[0]
+        for name, at, _ in _fetch_entries(frame)
+    }
 
 
 def left_behind(response: bytes, version: int, asked: dict[Partition, int]) -> bool:
     """Whether a Fetch answer skipped records: a partition came back without records although its high
     watermark lies past the offset `asked` for it."""
     offset = 4 + (4 if version >= 1 else 0) + (6 if version >= 7 else 0)  # correlation id, throttle, error, session
-    (topic_count,) = struct.unpack_from(">i", response, offset)
-    offset += 4
-    for _ in range(topic_count):
-        (name_length,) = struct.unpack_from(">h", response, offset)
-        name = response[offset + 2 : offset + 2 + name_length]
-        (partition_count,) = struct.unpack_from(">i", response, offset + 2 + name_length)
-        offset += 6 + name_length
-        for _ in range(partition_count):
-            partition, _, high_watermark = struct.unpack_from(">ihq", response, offset)
-            offset += 14 + (8 if version >= 4 else 0) + (8 if version >= 5 else 0)
-            if version >= 4:
-                (aborted,) = struct.unpack_from(">i", response, offset)
-                offset += 4 + 16 * max(aborted, 0)
-            offset += 4 if version >= 11 else 0
-            (size,) = struct.unpack_from(">i", response, offset)
-            offset += 4 + max(size, 0)
-            if size <= 0 and high_watermark > asked.get((name, partition), high_watermark):
-                return True
+
+    def records_at(at: int) -> int:  # partition, error, high watermark, [last stable, log start], [aborted], ...
+        at += 14 + (8 if version >= 4 else 0) + (8 if version >= 5 else 0)
+        if version >= 4:
+            at += 4 + 16 * max(struct.unpack_from(">i", response, at)[0], 0)
+        return at + (4 if version >= 11 else 0)
+
+    def answered(at: int) -> int:
+        end = records_at(at)
+        return end - at + 4 + max(struct.unpack_from(">i", response, end)[0], 0)
+
+    for name, at in _walk(response, offset, answered):
+        partition, _, high_watermark = struct.unpack_from(">ihq", response, at)
+        (size,) = struct.unpack_from(">i", response, records_at(at))
+        if size <= 0 and high_watermark > asked.get((name, partition), high_watermark):
+            return True
     return False
 
 
-def asked_for(frame: bytes) -> frozenset[bytes]:
-    """What a holdable Fetch asks for: one (topic, partition, offsets, max bytes) entry per partition.
+def asked_for(frame: bytes) -> frozenset[tuple[bytes, bytes]]:
+    """What a holdable Fetch asks for: one (topic, partition entry) pair per partition (its offsets and max bytes).
 
     A set, because aiokafka shuffles the partitions of every fetch.
     """
-    version, offset = _fetch_body(frame)
-    # partition, fetch_offset, partition_max_bytes; current_leader_epoch (v9+); log_start_offset (v5+)
-    entry = 16 + (4 if version >= 9 else 0) + (8 if version >= 5 else 0)
-    entries = set()
-    (topic_count,) = struct.unpack_from(">i", frame, offset)
-    offset += 4
-    for _ in range(topic_count):
-        (name_length,) = struct.unpack_from(">h", frame, offset)
-        name = frame[offset : offset + 2 + name_length]
-        (partition_count,) = struct.unpack_from(">i", frame, offset + 2 + name_length)
-        offset += 6 + name_length
-        for _ in range(partition_count):
-            entries.add(name + frame[offset : offset + entry])
-            offset += entry
-    return frozenset(entries)
+    return frozenset((name, frame[at : at + entry]) for name, at, entry in _fetch_entries(frame))
 
 
 def without_wait(frame: bytes) -> bytes:
@@ -283,7 +272,7 @@ class WakeupProxy:
         self, reader: asyncio.StreamReader, upstream: asyncio.StreamWriter, connection: _Connection
     ) -> None:
         seen = -1  # the stamp of its partitions when this connection's previous fetch went on
-        asked: frozenset[bytes] = frozenset()  # what that fetch asked for
+        asked: frozenset[tuple[bytes, bytes]] = frozenset()  # what that fetch asked for
         following: asyncio.Task[bytes] = asyncio.create_task(read_frame(reader))
         try:
             while True:
