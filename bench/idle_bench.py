@@ -2,12 +2,11 @@
 
 Starts `acefarm dev` exactly as a developer does (its own embedded broker, `ENGINE=null`), waits until it
 is ready and has run a few warm-up jobs, then prints:
-  * CPU per process (the supervisor, the broker and its wake-up proxy, streams, the GPU consumer, the
-    gateway) over `--seconds` with no jobs, as % of one core, from /proc/<pid>/stat;
+  * CPU per process (the supervisor, the broker and its wake-up proxy, and each service) over `--seconds` with no jobs, as % of one core, from /proc/<pid>/stat;
   * idle end-to-end latency: one job at a time, each after `--gap` seconds of quiet, POST /generate ->
     `success` over SSE, p50/max;
-  * the floor for that latency: the same number of sequential produce -> consume hops (3: request,
-    lifecycle event, status snapshot) between plain aiokafka clients on the same broker, same settings,
+  * the floor for that latency: the same number of sequential produce -> consume hops (4: request, admitted
+    request, lifecycle event, status snapshot) between plain aiokafka clients on the same broker, same settings,
     measured in the same run, also after the same quiet gap.
 The load average is printed before and after: other work on the machine shows up in every figure.
 
@@ -37,7 +36,8 @@ from acefarm.devtools.broker import free_port
 from acefarm.infra.settings import Settings
 
 BODY = {"prompt": "idle", "duration": 1.0}
-HOPS = 3  # gateway -> consumer (request), consumer -> streams (event), streams -> gateway (snapshot)
+HOPS = 4  # gateway -> scheduler (request), scheduler -> consumer (ready), consumer -> streams (event),
+# streams -> gateway (snapshot)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
