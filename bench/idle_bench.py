@@ -2,7 +2,8 @@
 
 Starts `acefarm dev` exactly as a developer does (its own embedded broker, `ENGINE=null`), waits until it
 is ready and has run a few warm-up jobs, then prints:
-  * CPU per process (the supervisor, the broker and its wake-up proxy, and each service) over `--seconds` with no jobs, as % of one core, from /proc/<pid>/stat;
+  * CPU per process (the supervisor, the broker and its wake-up proxy, and each service) over `--seconds`
+    with no jobs, as % of one core, from /proc/<pid>/stat;
   * idle end-to-end latency: one job at a time, each after `--gap` seconds of quiet, POST /generate ->
     `success` over SSE, p50/max;
   * the floor for that latency: the same number of sequential produce -> consume hops (4: request, admitted
