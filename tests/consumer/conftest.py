@@ -129,6 +129,13 @@ def wait_for_log(service: Service, text: str, timeout_s: float = 60.0) -> float:
     return time.monotonic() - started
 
 
+def start_consumer(name: str, env: dict[str, str], logs: Path) -> Service:
+    """A GPU consumer process, returned once it joined its group."""
+    service = start_service(name, CONSUMER_ARGS, env, logs)
+    wait_for_log(service, "kafka.group_joined")
+    return service
+
+
 @pytest.fixture(scope="module")
 def consumer_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("consumer-data")

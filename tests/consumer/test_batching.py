@@ -6,27 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.consumer.conftest import CONSUMER_ARGS, FINAL_TYPES, Client, EventRecorder, consumer_env, wait_for_log
+from tests.consumer.conftest import (
+    FINAL_TYPES,
+    Client,
+    EventRecorder,
+    consumer_env,
+    start_consumer,
+)
 from tests.consumer.test_lifecycle import committed_offset
-from tests.support.processes import Service, start_service
+from tests.support.ids import new_task_id
+from tests.support.processes import Service
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def new_task_id() -> str:
-    return f"t-{uuid.uuid4().hex[:12]}"
-
-
-def start_consumer(name: str, env: dict[str, str], logs: Path) -> Service:
-    service = start_service(name, CONSUMER_ARGS, env, logs)
-    wait_for_log(service, "kafka.group_joined")
-    return service
 
 
 async def busy_engine(client: Client, recorder: EventRecorder) -> list[str]:

@@ -22,7 +22,8 @@ from acefarm.runtime.service import EXIT_WEDGED
 from schemas import topics
 from schemas.events import GenerationRequested, utcnow
 from schemas.generation import GenerationParams
-from tests.consumer.conftest import CONSUMER_ARGS, Client, EventRecorder, consumer_env, wait_for_log
+from tests.consumer.conftest import CONSUMER_ARGS, Client, EventRecorder, consumer_env, start_consumer
+from tests.support.ids import new_task_id
 from tests.support.processes import Service, start_service
 from tests.support.stall_proxy import StallingProxy
 from tests.support.tone_engine import EXIT_PROCESS_CODE
@@ -30,16 +31,6 @@ from tests.support.tone_engine import EXIT_PROCESS_CODE
 pytestmark = pytest.mark.timeout(300)
 
 DEADLINE_ENV = {"JOB_DEADLINE_BASE_S": "5", "GENERATION_DEADLINE_PER_UNIT_S": "0"}
-
-
-def new_task_id() -> str:
-    return f"t-{uuid.uuid4().hex[:12]}"
-
-
-def start_consumer(name: str, env: dict[str, str], logs: Path) -> Service:
-    service = start_service(name, CONSUMER_ARGS, env, logs)
-    wait_for_log(service, "kafka.group_joined")
-    return service
 
 
 async def exit_code(service: Service, timeout_s: float) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,10 @@ from acefarm.infra.storage import LocalStorage
 from schemas.generation import CONTENT_TYPES, AudioFormat
 from tests.consumer.conftest import Client, EventRecorder
 from tests.support.decode import decode_result
+from tests.support.ids import new_task_id
 from tests.support.processes import Service
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def new_task_id() -> str:
-    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 async def test_job_emits_started_progress_succeeded_and_stores_the_audio(

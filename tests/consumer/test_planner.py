@@ -4,7 +4,6 @@ forwarding to a GPU consumer (the tone engine), and the LM-only jobs (sample, fo
 from __future__ import annotations
 
 import io
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,14 +20,11 @@ from schemas.generation import GenerationParams
 from schemas.planning import FormatInput, PlanMode, SampleInput, UnderstandInput
 from streams.fold import apply
 from tests.consumer.conftest import Client, EventRecorder, consumer_env, wait_for_log
+from tests.support.ids import new_task_id
 from tests.support.processes import Service, start_service
 
 pytestmark = pytest.mark.timeout(240)
 PLANNER_ARGS = ["-m", "acefarm", "planner"]
-
-
-def new_task_id() -> str:
-    return f"p-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +81,7 @@ def _folded(request: PlanningRequested, events: list[object]) -> object:
 async def test_thinking_plans_then_forwards_to_the_dit_which_reports_the_result(
     planner: Service, client: Client, recorder: EventRecorder, consumer_output: Path
 ) -> None:
-    task_id = new_task_id()
+    task_id = new_task_id("p")
     params = GenerationParams(prompt="calm piano step_s=0", duration=4.0, thinking=True, seed=7)
     request = PlanningRequested(task_id=task_id, mode=PlanMode.GENERATE, params=params)
     await _plan(client, request)
@@ -115,10 +111,10 @@ async def test_sample_format_and_understand_succeed_with_a_valid_result(
     planner: Service, client: Client, recorder: EventRecorder, consumer_output: Path
 ) -> None:
     sample = PlanningRequested(
-        task_id=new_task_id(), mode=PlanMode.SAMPLE, sample=SampleInput(query="a soft love song", seed=1)
+        task_id=new_task_id("p"), mode=PlanMode.SAMPLE, sample=SampleInput(query="a soft love song", seed=1)
     )
     fmt = PlanningRequested(
-        task_id=new_task_id(),
+        task_id=new_task_id("p"),
         mode=PlanMode.FORMAT,
         format=FormatInput(prompt="rock", lyrics="[verse]\nla la", bpm=128, seed=2),
     )
@@ -129,7 +125,7 @@ async def test_sample_format_and_understand_succeed_with_a_valid_result(
     (consumer_output / audio_key).parent.mkdir(parents=True, exist_ok=True)
     (consumer_output / audio_key).write_bytes(buffer.getvalue())
     understand = PlanningRequested(
-        task_id=new_task_id(), mode=PlanMode.UNDERSTAND, understand=UnderstandInput(audio_key=audio_key, seed=3)
+        task_id=new_task_id("p"), mode=PlanMode.UNDERSTAND, understand=UnderstandInput(audio_key=audio_key, seed=3)
     )
     for event in (sample, fmt, understand):
         await _plan(client, event)
@@ -156,7 +152,7 @@ async def test_a_planner_killed_mid_job_is_redone_by_the_next_and_reported_once(
     tiny_models: tuple[Path, Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    task_id = new_task_id()
+    task_id = new_task_id("p")
     params = GenerationParams(prompt="long plan step_s=0", duration=200.0, thinking=True, seed=3)
     request = PlanningRequested(task_id=task_id, mode=PlanMode.GENERATE, params=params)
     await _plan(client, request)

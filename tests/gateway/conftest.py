@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,11 +121,6 @@ def publish_status(raw_producer: AIOKafkaProducer) -> PublishStatus:
         return snapshot
 
     return publish
-
-
-def new_task_id() -> str:
-    """A unique task id for a test."""
-    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 def tone(seconds: float = 0.5, rate: int = 44_100, channels: int = 1, fmt: str = "WAV") -> bytes:

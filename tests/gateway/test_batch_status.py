@@ -18,7 +18,8 @@ import pytest
 from acefarm.devtools.keys_cli import publish_key
 from schemas.keys import ApiKeyRecord, Role
 from schemas.status import TaskState
-from tests.gateway.conftest import PublishStatus, gateway_settings, new_task_id, serve
+from tests.gateway.conftest import PublishStatus, gateway_settings, serve
+from tests.support.ids import new_task_id
 
 T0 = datetime.now(UTC) - timedelta(hours=1)
 

@@ -11,7 +11,8 @@ import pytest
 from acefarm.infra.storage import S3Storage
 from gateway.files import PRESIGNED_REDIRECT_S
 from schemas.status import StoredFile, TaskState
-from tests.gateway.conftest import PublishStatus, gateway_settings, new_task_id, result_file, serve, tone
+from tests.gateway.conftest import PublishStatus, gateway_settings, result_file, serve, tone
+from tests.support.ids import new_task_id
 
 
 @pytest.mark.parametrize(

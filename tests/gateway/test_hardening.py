@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from acefarm.infra.settings import Settings
 from gateway.dataset_checks import DatasetChecks
 from gateway.hardening import cross_site_form, host_allowed, parse_hosts, without_local_paths
-from tests.gateway.conftest import new_task_id, result_file, tone
+from tests.gateway.conftest import result_file, tone
+from tests.support.ids import new_task_id
 
 DEFAULT_HOSTS = parse_hosts(Settings.model_fields["allowed_hosts"].default)
 

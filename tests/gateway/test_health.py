@@ -16,7 +16,8 @@ from acefarm.infra.settings import Settings
 from gateway.app import max_body_bytes
 from schemas.status import TaskState
 from tests.conftest import FAST_GROUP_ENV
-from tests.gateway.conftest import PublishStatus, gateway_settings, new_task_id, serve
+from tests.gateway.conftest import PublishStatus, gateway_settings, serve
+from tests.support.ids import new_task_id
 from tests.support.processes import start_service, wait_until_ready
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "gateway" / "static"

@@ -9,7 +9,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import topics
 from schemas.status import TaskState
-from tests.gateway.conftest import PublishStatus, new_task_id
+from tests.gateway.conftest import PublishStatus
+from tests.support.ids import new_task_id
 from tests.support.scrape import scrape, value
 
 GOOD = {"prompt": "warm lofi piano", "duration": 12.5}

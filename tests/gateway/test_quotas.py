@@ -25,9 +25,10 @@ from schemas.events import GenerationRequested
 from schemas.keys import ApiKeyRecord, KeyLimits, Role
 from schemas.status import TaskState
 from schemas.tenancy import Priority
-from tests.gateway.conftest import PublishStatus, events_for, gateway_settings, new_task_id, serve, tone
+from tests.gateway.conftest import PublishStatus, events_for, gateway_settings, serve, tone
 from tests.lora.conftest import TEST_LIMITS_ENV
 from tests.lora.zips import tone_dataset
+from tests.support.ids import new_task_id
 
 JOB = {"prompt": "lofi piano", "duration": 2}
 """Costs 2 s × 1 take × 8 steps = 16."""

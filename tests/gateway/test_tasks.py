@@ -18,7 +18,8 @@ from aiokafka import AIOKafkaProducer
 from schemas import topics
 from schemas.events import CancelRequested
 from schemas.status import Stage, TaskState
-from tests.gateway.conftest import KEEPALIVE_S, PublishStatus, events_for, new_task_id, result_file
+from tests.gateway.conftest import KEEPALIVE_S, PublishStatus, events_for, result_file
+from tests.support.ids import new_task_id
 
 
 @dataclass

@@ -29,7 +29,6 @@ from tests.gateway.conftest import (
     PublishStatus,
     events_for,
     gateway_settings,
-    new_task_id,
     result_file,
     serve,
     stored_lora,
@@ -37,6 +36,7 @@ from tests.gateway.conftest import (
 )
 from tests.lora.conftest import TEST_LIMITS_ENV
 from tests.lora.zips import tone_dataset
+from tests.support.ids import new_task_id
 
 LINK_SECRET = "l" * 48
 PROPAGATION_S = 5.0

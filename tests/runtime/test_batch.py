@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,7 @@ from acefarm.runtime.cancels import CancelWatcher
 from acefarm.runtime.lifecycle import Failed, FinalEvent, JobContext, JobRunner
 from schemas.events import GenerationRequested
 from tests.runtime.conftest import Classified, RecordingProducer, ScriptedWorker, clients, record, request
-
-
-def new_task_id() -> str:
-    return f"t-{uuid.uuid4().hex[:12]}"
+from tests.support.ids import new_task_id
 
 
 class Engine:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,7 @@ from acefarm.runtime.lifecycle import FinalEvent, Interrupted, JobContext, JobRu
 from schemas.events import GenerationRequested, utcnow
 from schemas.generation import GenerationParams
 from tests.runtime.conftest import Classified, RecordingProducer, ScriptedWorker, clients, record, request
-
-
-def new_task_id() -> str:
-    return f"t-{uuid.uuid4().hex[:12]}"
+from tests.support.ids import new_task_id
 
 
 def make_runner(

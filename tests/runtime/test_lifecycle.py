@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,7 @@ from schemas.events import CancelRequested, GenerationRequested, TaskSucceeded, 
 from schemas.status import Stage
 from schemas.training import TrainingOptions
 from tests.runtime.conftest import Classified, RecordingProducer, ScriptedWorker, clients, record, request
-
-
-def new_task_id() -> str:
-    return f"t-{uuid.uuid4().hex[:12]}"
+from tests.support.ids import new_task_id
 
 
 def make_runner(
