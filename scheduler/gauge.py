@@ -3,7 +3,8 @@
 One gauge per pool: its ready topic (`acefarm.generation.ready[.<pool>]`) and its group (`gpu-workers[.<pool>]`).
 backlog = Σ over ready partitions (log-end offset − the pool's group's committed offset). GPU
 consumers commit after a job's final event, so the backlog counts running jobs too. Measured only while
-jobs wait in the scheduler (never on a timer when idle); between measurements each admission adds one.
+jobs wait in the scheduler (never on a timer when idle); between measurements each admission adds one, so a
+stale figure still bounds the backlog from above and the scheduler admits on it before measuring again.
 
 The interval adapts: when a measurement finds a GPU consumer idle (backlog below the consumer count),
 the jobs are shorter than the interval and it halves (down to MIN_REFRESH_S); otherwise it doubles back
@@ -59,6 +60,11 @@ class ReadyGauge:
     def stale(self) -> bool:
         """Whether the last measurement is older than the current refresh interval."""
         return time.monotonic() - self._measured_at > self._interval_s
+
+    @property
+    def measured(self) -> bool:
+        """Whether the gauge was measured at least once (before that its backlog is unknown, not zero)."""
+        return self._measured_at > float("-inf")
 
     @property
     def interval_ms(self) -> int:

@@ -254,11 +254,24 @@ class Scheduler:
         pool.dirty = True
 
     async def _admit(self, pool: PoolQueue) -> None:
-        """Move a pool's jobs to its ready topic in fair order while it has room (not during a recovery)."""
+        """Move a pool's jobs to its ready topic in fair order while it has room (not during a recovery).
+
+        A stale gauge still bounds the backlog from above (jobs only leave it, and this instance counts its own
+        admissions), so jobs go out at once while it shows room and the gauge is measured afterwards; it is
+        measured first only when it shows none. An idle farm's next job then waits for no measurement.
+        """
         if self._recovering or not len(pool.queue):
             return
-        if pool.gauge.stale:
+        if pool.gauge.stale and (pool.gauge.room() <= 0 or not pool.gauge.measured):
             await pool.gauge.refresh()
+        if await self._admit_while_room(pool) and pool.gauge.stale:
+            await pool.gauge.refresh()
+            await self._admit_while_room(pool)
+        WAITING.set(self.waiting)
+
+    async def _admit_while_room(self, pool: PoolQueue) -> int:
+        """Admit a pool's jobs in fair order while its gauge shows room; how many went."""
+        admitted = 0
         while len(pool.queue) and pool.gauge.room() > 0:
             item = pool.queue.pop()
             if item is None:
@@ -274,8 +287,9 @@ class Scheduler:
             pool.ledger.settled(item.partition, item.offset)
             pool.rate.note()
             pool.dirty = True
+            admitted += 1
             log.debug("scheduler.admitted", task_id=item.task_id, topic=pool.ready, waiting=len(pool.queue))
-        WAITING.set(self.waiting)
+        return admitted
 
     def _wait_ms(self) -> int:
         """Long when idle; the refresh interval while jobs wait; sooner when a snapshot is due."""

@@ -27,6 +27,14 @@ thread here uses `KAFKA_FETCH_MAX_WAIT_MS`, like every other acefarm consumer.
 The fix: hand the consumer thread an immutable snapshot of the active partitions taken when the
 fetch is requested (faust checks that set is non-empty just before), so aiokafka returns only
 records of partitions that were active at that moment and never "all partitions".
+
+A third change: faust's `pause_partitions` only edits its own set of active partitions; the Kafka client
+keeps fetching the others. After recovery those are the tables' changelog partitions, which this worker
+writes on every fold: the client fetched its own writes back, never handed them out, and — while such
+records sit unread — aiokafka sends no fetch to that broker for 100 ms (its prefetch backoff). Every
+fold held the next event up to 100 ms (half the idle jobs' snapshots came ~100 ms late). Before each
+fetch the consumer thread now pauses, in the client too, the assigned partitions faust does not ask for,
+and resumes the ones it asks for again.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Set
 
 import faust
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.consumer import RecordMap
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
@@ -51,6 +59,29 @@ class ShortWaitConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         wait_ms = getattr(self.app, "fetch_max_wait_ms", DEFAULT_FETCH_MAX_WAIT_MS)
         consumer._fetch_max_wait_ms = wait_ms  # read when the consumer starts its fetcher
         return consumer
+
+    async def _fetch_records(
+        self,
+        consumer: AIOKafkaConsumer,
+        active_partitions: set[TP],
+        timeout: float | None = None,  # noqa: ASYNC109
+        max_records: int | None = None,
+    ) -> RecordMap:
+        """faust's fetch, with the client fetching only the partitions asked for (see the module docstring)."""
+        fetch_only(consumer, active_partitions)
+        return await super()._fetch_records(consumer, active_partitions, timeout=timeout, max_records=max_records)
+
+
+def fetch_only(consumer: AIOKafkaConsumer, wanted: Set[TP]) -> None:
+    """Pause `consumer`'s assigned partitions outside `wanted` and resume the paused ones in it."""
+    wanted_tps = {TopicPartition(tp.topic, tp.partition) for tp in wanted}
+    paused = consumer.paused()
+    idle = consumer.assignment() - wanted_tps - paused
+    back = paused & wanted_tps
+    if idle:
+        consumer.pause(*idle)
+    if back:
+        consumer.resume(*back)
 
 
 class SnapshotConsumer(aiokafka_driver.Consumer):

@@ -1,19 +1,23 @@
-"""The snapshot fix for faust's fetch: records of paused partitions are never handed over."""
+"""The fixes to faust's fetch: records of paused partitions are never handed over, nor fetched by the client."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 
+from acefarm.devtools.broker import EmbeddedBroker
 from acefarm.infra.settings import Settings
 from streams.app import create_app
-from streams.transport import SnapshotConsumer, SnapshotTransport
+from streams.transport import SnapshotConsumer, SnapshotTransport, fetch_only
 
 CHANGELOG = TP("acefarm-streams-task-status-changelog", 0)
 STREAM = TP("acefarm.task.events", 0)
@@ -70,3 +74,27 @@ async def test_streams_app_uses_the_snapshot_transport(tmp_path: Path) -> None:
     app = create_app(Settings(kafka_bootstrap_servers="127.0.0.1:9", output_dir=tmp_path), tmp_path)
     assert isinstance(app.transport, SnapshotTransport)
     assert app.transport.Consumer is SnapshotConsumer
+
+
+async def test_the_client_fetches_only_the_partitions_faust_asks_for(broker: EmbeddedBroker) -> None:
+    # faust's own pause never reaches the client: it kept fetching the tables' changelogs (this worker's
+    # own writes), left them unread, and held every next fetch back 100 ms. fetch_only mirrors faust's set.
+    topic = f"fetch-only-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 2, 1)])
+    await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap_servers)
+    await consumer.start()
+    try:
+        first, second = TopicPartition(topic, 0), TopicPartition(topic, 1)
+        consumer.assign([first, second])
+        fetch_only(consumer, {TP(topic, 0)})
+        assert consumer.paused() == {second}
+        fetch_only(consumer, {TP(topic, 1)})
+        assert consumer.paused() == {first}
+        fetch_only(consumer, {TP(topic, 0), TP(topic, 1)})
+        assert consumer.paused() == set()
+        await consumer.getmany(timeout_ms=100)  # aiokafka cancels its own reset task if stopped at once
+    finally:
+        await consumer.stop()
