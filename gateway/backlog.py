@@ -3,9 +3,9 @@
 Depth is the log end minus the group's committed offset, summed over the topic's partitions (a
 partition the group never committed counts from its first retained record). One `Backlog` per
 gateway reads it every `BACKLOG_REFRESH_S` seconds with one admin and one group-less consumer client
-(two small requests per watched group), exports it as `acefarm_queue_depth`, `acefarm_consumer_lag`
-and `acefarm_queue_drain_rate`, and answers `depth` and `drain_rate` from memory, so admission
-control can ask on every request at no cost.
+(a few small requests per refresh: every queue's log ends at once, then each group's committed offsets),
+exports it as `acefarm_queue_depth`, `acefarm_consumer_lag` and `acefarm_queue_drain_rate`, and answers
+`depth` and `drain_rate` from memory, so admission control can ask on every request at no cost.
 """
 
 from __future__ import annotations
@@ -67,6 +67,8 @@ class Backlog:
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._coordinators: dict[str, int] = {}
+        """Each group's coordinator broker, looked up once."""
 
     def depth(self, topic: str, group: str) -> int | None:
         """Records on `topic` that `group` has not committed, as of the last refresh; None before one."""
@@ -114,33 +116,58 @@ class Backlog:
                 await self._admin.close()
 
     async def refresh(self) -> None:
-        """Read every watched queue's end and committed offsets now."""
+        """Read every watched queue's end and committed offsets now.
+
+        One request for every queue's log ends, one per group for its committed offsets (its coordinator is
+        looked up once and kept until a read fails), one for the first offsets of partitions never committed.
+        """
         assert self._admin is not None and self._consumer is not None
         now = time.monotonic()
-        for queue in self.queues:
-            await self._refresh_queue(queue, now)
+        tps = {queue: await self._partitions(queue) for queue in self.queues}
+        ends = await self._consumer.end_offsets([tp for queue_tps in tps.values() for tp in queue_tps])
+        offsets = dict(
+            zip(tps, await asyncio.gather(*(self._committed_offsets(q, t) for q, t in tps.items())), strict=True)
+        )
+        uncommitted = [tp for q, queue_tps in tps.items() for tp in queue_tps if offsets[q].get(tp, -1) < 0]
+        starts = await self._consumer.beginning_offsets(uncommitted) if uncommitted else {}
+        for queue, queue_tps in tps.items():
+            if queue_tps:
+                committed = {tp: starts[tp] if tp in starts else offsets[queue][tp] for tp in queue_tps}
+                self._record(queue, {tp: ends[tp] for tp in queue_tps}, committed, now)
         self.refreshed_at = now
 
-    async def _refresh_queue(self, queue: Queue, now: float) -> None:
-        assert self._admin is not None and self._consumer is not None
+    async def _partitions(self, queue: Queue) -> list[TopicPartition]:
+        assert self._consumer is not None
         partitions = self._consumer.partitions_for_topic(queue.topic)
         if not partitions:
             await self._consumer.topics()  # metadata not fetched yet (or the topic is new)
             partitions = self._consumer.partitions_for_topic(queue.topic) or set()
-        tps = [TopicPartition(queue.topic, p) for p in sorted(partitions)]
-        if not tps:
-            return
-        ends = await self._consumer.end_offsets(tps)
-        offsets = await self._admin.list_consumer_group_offsets(queue.group, partitions=tps)
-        uncommitted = [tp for tp in tps if tp not in offsets or offsets[tp].offset < 0]
-        starts = await self._consumer.beginning_offsets(uncommitted) if uncommitted else {}
+        return [TopicPartition(queue.topic, p) for p in sorted(partitions)]
+
+    async def _committed_offsets(self, queue: Queue, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """`queue.group`'s committed offset per partition in `tps` (-1 where it never committed; the partitions
+        are named: the embedded broker drops the connection on a request for "all of the group's")."""
+        assert self._admin is not None
+        coordinator = self._coordinators.get(queue.group)
+        if coordinator is None:
+            coordinator = self._coordinators[queue.group] = await self._admin.find_coordinator(queue.group)
+        try:
+            found = await self._admin.list_consumer_group_offsets(queue.group, coordinator, partitions=tps)
+        except Exception:
+            self._coordinators.pop(queue.group, None)  # it may have moved: look it up again next time
+            raise
+        return {tp: meta.offset for tp, meta in found.items()}
+
+    def _record(
+        self, queue: Queue, ends: dict[TopicPartition, int], committed: dict[TopicPartition, int], now: float
+    ) -> None:
+        """Keep and export one queue's depth, per-partition lag and committed total."""
         depth = committed_total = 0
-        for tp in tps:
-            committed = starts[tp] if tp in starts else offsets[tp].offset
-            lag = max(ends[tp] - committed, 0)
+        for tp, end in ends.items():
+            lag = max(end - committed[tp], 0)
             CONSUMER_LAG.labels(queue.topic, queue.group, str(tp.partition)).set(lag)
             depth += lag
-            committed_total += committed
+            committed_total += committed[tp]
         self._depth[queue] = depth
         QUEUE_DEPTH.labels(queue.topic, queue.group).set(depth)
         history = self._committed[queue]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from acefarm.infra import eventloop
 from acefarm.infra.kafka import ensure_topics, make_consumer, make_producer
 from acefarm.infra.logging import configure_logging, get_logger
 from acefarm.infra.metrics import ADMISSIONS, WAITING, serving_metrics
@@ -407,7 +408,7 @@ def run_scheduler(settings: Settings) -> None:
     configure_logging("scheduler", settings.log_level, settings.log_format)
     try:
         with serving_metrics(settings.metrics_port, settings.metrics_host):
-            asyncio.run(serve(settings))
+            eventloop.run(serve(settings))
     except Exception:
         log.exception("scheduler.crashed")  # unsettled intake records are re-read by the next owner
         raise SystemExit(1) from None

@@ -30,6 +30,7 @@ import faust
 from faust.types import EventT, StreamT
 from faust.types.auth import CredentialsT
 
+from acefarm.infra import eventloop
 from acefarm.infra.kafka import client_options, ensure_topics
 from acefarm.infra.logging import configure_logging, get_logger
 from acefarm.infra.metrics import DEAD_LETTERS, FOLDS, TRIMMED, serving_metrics
@@ -188,7 +189,7 @@ def create_app(settings: Settings, datadir: Path) -> faust.App:
 def run_streams(settings: Settings) -> NoReturn:
     """Run one streams worker until SIGINT/SIGTERM (the `acefarm streams` command); metrics on `METRICS_PORT`."""
     configure_logging("streams", settings.log_level, settings.log_format)
-    loop = asyncio.new_event_loop()
+    loop = eventloop.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
     datadir = Path(tempfile.mkdtemp(prefix="acefarm-streams-"))

@@ -48,6 +48,8 @@ from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP
 from faust.types.transports import TransportT
 
+from acefarm.infra.kafka import FETCHER_WAKE_MS
+
 DEFAULT_FETCH_MAX_WAIT_MS = 1500
 
 
@@ -58,6 +60,7 @@ class ShortWaitConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         wait_ms = getattr(self.app, "fetch_max_wait_ms", DEFAULT_FETCH_MAX_WAIT_MS)
         consumer._fetch_max_wait_ms = wait_ms  # read when the consumer starts its fetcher
+        consumer._consumer_timeout = FETCHER_WAKE_MS / 1000  # ditto (see acefarm.infra.kafka.FETCHER_WAKE_MS)
         return consumer
 
     async def _fetch_records(

@@ -6,6 +6,7 @@ import asyncio
 import signal
 from contextlib import AsyncExitStack
 
+from acefarm.infra import eventloop
 from acefarm.infra.kafka import ensure_topics, make_producer
 from acefarm.infra.logging import configure_logging, get_logger
 from acefarm.infra.metrics import serving_metrics
@@ -56,4 +57,4 @@ def run_webhooks(settings: Settings) -> None:
         with serving_metrics(settings.metrics_port, settings.metrics_host):
             await serve(settings, stop)
 
-    asyncio.run(main())
+    eventloop.run(main())

@@ -37,6 +37,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from acefarm.infra import eventloop
+
 PRODUCE, FETCH = 0, 1
 MAX_HELD_FETCH_VERSION = 11  # Fetch v12+ uses flexible (tagged) headers: passed through unchanged
 # Tansu 0.6 answers without records when its storage read outlasts the fetch's wait (always at 0 ms,
@@ -334,7 +336,7 @@ def main(argv: list[str]) -> None:
     """Entry point: `python -m acefarm.devtools.wakeup_proxy LISTEN_PORT UPSTREAM_PORT`."""
     listen_port, upstream_port = (int(arg) for arg in argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(WakeupProxy(listen_port, upstream_port).serve_forever())
+        eventloop.run(WakeupProxy(listen_port, upstream_port).serve_forever())
 
 
 if __name__ == "__main__":

@@ -67,6 +67,12 @@ IDLE_POLL_MS = 5000
 bounds how often an idle follower wakes (7 followers in a gateway at 500 ms were 14 wake-ups a second)."""
 
 
+FETCHER_WAKE_MS = 2000
+"""The longest aiokafka's background fetch task sleeps with nothing to do (its `consumer_timeout_ms`; 200 by
+default). It wakes at once for a fetch answer, a consumed batch, a resumed partition or a new assignment, so the
+timeout is only a safety net; at 200 ms every idle consumer woke its process five times a second."""
+
+
 def make_consumer(settings: Settings, *topic_names: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
     """A consumer with manual commits, the configured group timeouts and fetch wait (not started).
 
@@ -84,6 +90,7 @@ def make_consumer(settings: Settings, *topic_names: str, group_id: str | None, *
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        consumer_timeout_ms=FETCHER_WAKE_MS,
         **overrides,
     )
 

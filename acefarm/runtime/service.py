@@ -15,6 +15,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 from aiokafka import ConsumerRecord
 from opentelemetry.trace import SpanKind
 
+from acefarm.infra import eventloop
 from acefarm.infra.kafka import ensure_topics, make_producer
 from acefarm.infra.logging import configure_logging, get_logger
 from acefarm.infra.metrics import serving_metrics
@@ -116,7 +117,7 @@ def run_worker(
 
     try:
         with serving_metrics(settings.metrics_port, settings.metrics_host):
-            asyncio.run(main())
+            eventloop.run(main())
     except Exception:
         log.exception(f"{kind.name}.crashed")  # uncommitted work is redelivered to the next worker
         raise SystemExit(1) from None
