@@ -8,6 +8,7 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.params import HeaderParameter, JSONBody
@@ -32,7 +33,7 @@ from gateway.models import farm_pools
 from gateway.routing import route
 from gateway.state import GatewayState
 from gateway.task_types import choose_pool
-from gateway.workers import WorkerTable
+from gateway.workers import provide_workers
 from schemas import storage_keys
 from schemas.generation import GenerateRequest
 from schemas.status import TaskAccepted, TaskKind, TaskState, TaskStatus
@@ -132,7 +133,7 @@ class GenerationController(Controller):
         self,
         gateway: NamedDependency[GatewayState],
         principal: NamedDependency[Principal],
-        workers: NamedDependency[WorkerTable],
+        state: State,
         data: JSONBody[GenerateRequest],
         idempotency_key: Annotated[
             str | None,
@@ -173,7 +174,7 @@ class GenerationController(Controller):
                 detail=f"a request with this {IDEMPOTENCY_HEADER} is still being processed; retry in a moment",
             )
         settings = gateway.settings
-        pool = choose_pool(farm_pools(workers, settings), data.model, data.task_type)
+        pool = choose_pool(farm_pools(provide_workers(state), settings), data.model, data.task_type)
         await check_webhook(data.webhook, settings)
         for lora in data.loras:
             await check_lora_id(gateway.storage, lora.lora_id, principal)
