@@ -16,23 +16,20 @@ import asyncio
 import cProfile
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import uvloop
+from floor_app import generate as floor_route
 from litestar import Litestar
+from pipeline_bench import BODY
 
 from acefarm.devtools.broker import EmbeddedBroker
 from acefarm.infra.logging import configure_logging
 from acefarm.infra.settings import Settings
 from gateway.app import create_app
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from floor_app import generate as floor_route  # noqa: E402
-from pipeline_bench import BODY  # noqa: E402
 
 HEADERS = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]
 
