@@ -22,7 +22,7 @@ from litestar._asgi.utils import wrap_in_exception_handler
 from litestar.datastructures import Headers, State
 from litestar.serialization import decode_json
 from litestar.status_codes import HTTP_202_ACCEPTED
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 from gateway.auth import AuthError, Principal, resolve_principal
 from gateway.state import provide_gateway
@@ -70,10 +70,10 @@ def idempotency_key(headers: Headers) -> tuple[bool, str | None]:
     return len(keys) == 1 and 1 <= len(key) <= MAX_IDEMPOTENCY_KEY, key
 
 
-async def read_small_body(receive: Receive, limit: int) -> tuple[list[Message], bytes | None]:
+async def read_small_body(receive: Receive, limit: int) -> tuple[list[ReceiveMessage], bytes | None]:
     """(messages read, body): the whole body when it is at most `limit` bytes, else None and the messages read
     so far (to hand on with the rest)."""
-    messages: list[Message] = []
+    messages: list[ReceiveMessage] = []
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -90,11 +90,11 @@ async def read_small_body(receive: Receive, limit: int) -> tuple[list[Message], 
             return messages, b"".join(chunks)
 
 
-def replaying(messages: list[Message], receive: Receive) -> Receive:
+def replaying(messages: list[ReceiveMessage], receive: Receive) -> Receive:
     """A `receive` that first gives back `messages`, then reads on from `receive`."""
     pending = list(messages)
 
-    async def replay() -> Message:
+    async def replay() -> ReceiveMessage:
         return pending.pop(0) if pending else await receive()
 
     return replay

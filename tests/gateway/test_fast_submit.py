@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from litestar.datastructures import Headers
-from litestar.types import Message
+from litestar.types import ReceiveMessage
 
 from gateway.fast_submit import idempotency_key, parse_body, read_small_body, replaying
 from schemas.generation import GenerateRequest
@@ -61,7 +61,8 @@ async def test_an_error_of_the_submission_answers_alike(client: httpx.AsyncClien
 
 async def test_a_refused_body_read_by_the_fast_path_still_says_what_to_fix(client: httpx.AsyncClient) -> None:
     response = await post(client, {**GOOD, "duration": "long"}, FAST)
-    assert response.status_code == 400 and response.json()["detail"] == "duration: must be a number, not true, false or text"
+    assert response.status_code == 400
+    assert response.json()["detail"] == "duration: must be a number, not true, false or text"
 
 
 def test_idempotency_key_is_usable_only_alone_and_within_limits() -> None:
@@ -73,7 +74,7 @@ def test_idempotency_key_is_usable_only_alone_and_within_limits() -> None:
 
 
 async def test_a_body_read_in_part_is_handed_on_whole() -> None:
-    chunks: list[Message] = [
+    chunks: list[ReceiveMessage] = [
         {"type": "http.request", "body": b"ab", "more_body": True},
         {"type": "http.request", "body": b"cd", "more_body": True},
         {"type": "http.request", "body": b"ef", "more_body": False},
@@ -82,7 +83,7 @@ async def test_a_body_read_in_part_is_handed_on_whole() -> None:
     def source() -> Any:
         pending = list(chunks)
 
-        async def receive() -> Message:
+        async def receive() -> ReceiveMessage:
             return pending.pop(0)
 
         return receive
@@ -96,7 +97,8 @@ async def test_a_body_read_in_part_is_handed_on_whole() -> None:
 
 
 def test_the_body_is_validated_as_the_handler_would() -> None:
-    assert parse_body(b'{"prompt": "x", "duration": 2}') == GenerateRequest.model_validate({"prompt": "x", "duration": 2})
+    good = {"prompt": "x", "duration": 2}
+    assert parse_body(b'{"prompt": "x", "duration": 2}') == GenerateRequest.model_validate(good)
     assert parse_body(b'{"prompt": "x", "duration": true}') is None
     assert parse_body(b"[1, 2]") is None
     assert parse_body(b"{not json") is None
