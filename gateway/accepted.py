@@ -33,8 +33,6 @@ class AcceptedTasks:
 
     def __init__(self, settings: Settings, store: StatusStore) -> None:
         self.store = store
-        self.seen = 0
-        """Valid request records read so far."""
         self._readers = [
             CompactedReader(
                 settings,
@@ -66,10 +64,11 @@ class AcceptedTasks:
         return all(reader.running for reader in self._readers)
 
     def _apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        if key is not None and self.store.get(key.decode(errors="replace")) is not None:
+            return  # known already (this gateway accepted it, or streams folded it): recording it is a no-op
         try:
             event = validate_record(topic, key, value)
         except InvalidRecord:
             return  # dead-lettered by its consumers; never a task
         if isinstance(event, GenerationRequested | PlanningRequested | TrainingRequested):
-            self.seen += 1
             self.store.record_submitted(event)

@@ -8,6 +8,7 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.params import HeaderParameter, JSONBody
@@ -25,21 +26,20 @@ from acefarm.infra.metrics import TASKS_SUBMITTED
 from gateway.access import tasks_not_current
 from gateway.auth import Principal
 from gateway.errors import error_responses
+from gateway.fast_submit import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY, Accepted, fast_submit
 from gateway.inputs import check_audio, check_input_key, check_webhook, decode_base64, store_input
 from gateway.limits import generation_cost
 from gateway.loras import check_lora_id
 from gateway.models import farm_pools
 from gateway.routing import route
-from gateway.state import GatewayState
+from gateway.state import GatewayState, provide_gateway
 from gateway.task_types import choose_pool
-from gateway.workers import WorkerTable
+from gateway.workers import provide_workers
 from schemas import storage_keys
 from schemas.generation import GenerateRequest
 from schemas.status import TaskAccepted, TaskKind, TaskState, TaskStatus
 
 log = get_logger(__name__)
-
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 async def require_json(request: Request[Any, Any, Any]) -> None:
@@ -78,12 +78,8 @@ def check_replay(known: TaskStatus, body_hash: str, idempotency_key: str) -> Non
 
 
 def _accepted(task_id: str, status: TaskState, lora_id: str | None, replayed: bool) -> Response[TaskAccepted]:
-    headers = {"Location": f"/status/{task_id}"}
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return Response(
-        TaskAccepted(task_id=task_id, status=status, lora_id=lora_id), status_code=HTTP_202_ACCEPTED, headers=headers
-    )
+    accepted = Accepted(task_id, status, lora_id, replayed)
+    return Response(accepted.body(), status_code=HTTP_202_ACCEPTED, headers=accepted.headers())
 
 
 async def _stored_inputs(
@@ -106,6 +102,68 @@ async def _stored_inputs(
     return keys
 
 
+async def accept_generation(
+    state: State, principal: Principal, data: GenerateRequest, idempotency_key: str | None
+) -> Accepted:
+    """The submission behind `POST /generate` (the Litestar handler and the fast path, `gateway.fast_submit`):
+    idempotency, routing, admission, inline audio, the `acks=all` publish and the pending row; raises the
+    route's HTTP errors (see `GenerationController.generate`)."""
+    gateway = provide_gateway(state)
+    task_id = task_id_for(principal.owner, idempotency_key)
+    body_hash = request_hash(data)
+    store, admission = gateway.view.store, gateway.admission
+    known = store.get(task_id)
+    if known is not None and idempotency_key is not None:
+        check_replay(known, body_hash, idempotency_key)
+        admission.admit_request(principal)
+        return Accepted(task_id, known.status, known.lora_id, replayed=True)
+    if idempotency_key is not None and not gateway.tasks_current():
+        raise tasks_not_current()  # the key's task may have been accepted before this gateway started
+    if task_id in gateway.in_flight:
+        raise HTTPException(
+            status_code=HTTP_409_CONFLICT,
+            detail=f"a request with this {IDEMPOTENCY_HEADER} is still being processed; retry in a moment",
+        )
+    settings = gateway.settings
+    pool = choose_pool(farm_pools(provide_workers(state), settings), data.model, data.task_type)
+    await check_webhook(data.webhook, settings)
+    for lora in data.loras:
+        await check_lora_id(gateway.storage, lora.lora_id, principal)
+    cost = generation_cost(data.duration, data.batch_size, data.inference_steps)
+    gateway.in_flight.add(task_id)
+    try:
+        with admission.admit_job(principal, cost, data.priority):
+            keys = await _stored_inputs(gateway, principal, data, task_id)
+            params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
+            if pool.key is not None and params.model != pool.name:  # routed by task type: say where
+                params = params.model_copy(update={"model": pool.name})
+            topic, event = route(
+                task_id,
+                params,
+                settings,
+                intake=pool.intake,
+                owner=principal.owner,
+                priority=data.priority,
+                request_hash=body_hash,
+                webhook=data.webhook,
+                webhook_events=data.webhook_events,
+            )
+            await publish(gateway.producer, topic, event)
+            store.record_submitted(event)
+            TASKS_SUBMITTED.labels(TaskKind.GENERATION.value).inc()
+    finally:
+        gateway.in_flight.discard(task_id)
+    log.info(
+        "gateway.submitted",
+        task_id=task_id,
+        owner=principal.owner,
+        task_type=params.task_type.value,
+        duration=params.duration,
+        model=pool.name,
+    )
+    return Accepted(task_id, TaskState.PENDING, params.lora_id, replayed=False)
+
+
 GENERATE_RULES = (
     "task_type repaint, extend, extract, lego and complete need source audio (src_audio or src_audio_key), "
     "cover needs source or reference audio; repaint needs repaint_start and repaint_end, and repaint_end must "
@@ -123,6 +181,7 @@ class GenerationController(Controller):
 
     @post(
         "/generate",
+        middleware=[fast_submit(accept_generation)],
         before_request=require_json,
         status_code=HTTP_202_ACCEPTED,
         summary="Submit a generation job",
@@ -130,16 +189,15 @@ class GenerationController(Controller):
     )
     async def generate(
         self,
-        gateway: NamedDependency[GatewayState],
         principal: NamedDependency[Principal],
-        workers: NamedDependency[WorkerTable],
+        state: State,
         data: JSONBody[GenerateRequest],
         idempotency_key: Annotated[
             str | None,
             HeaderParameter(
                 name=IDEMPOTENCY_HEADER,
                 min_length=1,
-                max_length=255,
+                max_length=MAX_IDEMPOTENCY_KEY,
                 description="Retry-safe submission: the same key and body always answer with the same task and "
                 "queue it once; the same key with another body is refused (422). Keys are per owner.",
             ),
@@ -157,56 +215,5 @@ class GenerationController(Controller):
         allow is 403, a cost (duration × batch_size × inference_steps) over its ceiling 400, too many
         unfinished jobs or requests 429, a farm queue over `MAX_QUEUED_JOBS` 503 (both with `Retry-After`).
         """
-        task_id = task_id_for(principal.owner, idempotency_key)
-        body_hash = request_hash(data)
-        store, admission = gateway.view.store, gateway.admission
-        known = store.get(task_id)
-        if known is not None and idempotency_key is not None:
-            check_replay(known, body_hash, idempotency_key)
-            admission.admit_request(principal)
-            return _accepted(task_id, known.status, known.lora_id, replayed=True)
-        if idempotency_key is not None and not gateway.tasks_current():
-            raise tasks_not_current()  # the key's task may have been accepted before this gateway started
-        if task_id in gateway.in_flight:
-            raise HTTPException(
-                status_code=HTTP_409_CONFLICT,
-                detail=f"a request with this {IDEMPOTENCY_HEADER} is still being processed; retry in a moment",
-            )
-        settings = gateway.settings
-        pool = choose_pool(farm_pools(workers, settings), data.model, data.task_type)
-        await check_webhook(data.webhook, settings)
-        for lora in data.loras:
-            await check_lora_id(gateway.storage, lora.lora_id, principal)
-        cost = generation_cost(data.duration, data.batch_size, data.inference_steps)
-        gateway.in_flight.add(task_id)
-        try:
-            with admission.admit_job(principal, cost, data.priority):
-                keys = await _stored_inputs(gateway, principal, data, task_id)
-                params = data.to_params(src_audio_key=keys["src"], reference_audio_key=keys["reference"])
-                if pool.key is not None and params.model != pool.name:  # routed by task type: say where
-                    params = params.model_copy(update={"model": pool.name})
-                topic, event = route(
-                    task_id,
-                    params,
-                    settings,
-                    intake=pool.intake,
-                    owner=principal.owner,
-                    priority=data.priority,
-                    request_hash=body_hash,
-                    webhook=data.webhook,
-                    webhook_events=data.webhook_events,
-                )
-                await publish(gateway.producer, topic, event)
-                store.record_submitted(event)
-                TASKS_SUBMITTED.labels(TaskKind.GENERATION.value).inc()
-        finally:
-            gateway.in_flight.discard(task_id)
-        log.info(
-            "gateway.submitted",
-            task_id=task_id,
-            owner=principal.owner,
-            task_type=params.task_type.value,
-            duration=params.duration,
-            model=pool.name,
-        )
-        return _accepted(task_id, TaskState.PENDING, params.lora_id, replayed=False)
+        accepted = await accept_generation(state, principal, data, idempotency_key)
+        return _accepted(accepted.task_id, accepted.status, accepted.lora_id, accepted.replayed)

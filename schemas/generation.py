@@ -249,11 +249,12 @@ class GenerateRequest(GenerationParams, WebhookRequest):
         return self
 
     def to_params(self, *, src_audio_key: str | None, reference_audio_key: str | None) -> GenerationParams:
-        """The event-ready parameters, with inline audio replaced by storage keys."""
-        audio = {"reference_audio", "src_audio", "src_audio_key", "reference_audio_key"}
-        data = self.model_dump(exclude=audio | {"priority"} | set(WebhookRequest.model_fields))
-        return GenerationParams(
-            **data,
-            src_audio_key=src_audio_key or self.src_audio_key,
-            reference_audio_key=reference_audio_key or self.reference_audio_key,
-        )
+        """The event-ready parameters, with inline audio replaced by storage keys.
+
+        Built from this request's values without validating them again: every field passed the same rules
+        here (`GenerationParams`' validators included), and a key replaces inline audio the request checked.
+        """
+        values = {name: getattr(self, name) for name in GenerationParams.__pydantic_fields__}
+        values["src_audio_key"] = src_audio_key or self.src_audio_key
+        values["reference_audio_key"] = reference_audio_key or self.reference_audio_key
+        return GenerationParams.model_construct(**values)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from types import NoneType, UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -102,11 +103,25 @@ def _types(annotation: Any) -> set[Any]:
     return {member for member in members if member is not NoneType}
 
 
-def _refused(value: object, types: set[Any]) -> str | None:
-    """Why lax validation must not take `value` for a field of `types`, or None."""
-    if types & {int, float} and isinstance(value, bool | str):
+NUMBER, BOOLEAN = "number", "boolean"
+
+
+@cache
+def _strict_kind(model: type[BaseModel], name: str) -> str | None:
+    """Whether field `name` of `model` takes numbers only (`NUMBER`), booleans only (`BOOLEAN`), or anything
+    its type allows (None); computed once per model and field, as the validator runs on every field."""
+    field = model.__pydantic_fields__.get(name)
+    types = _types(field.annotation) if field is not None else set()
+    if types & {int, float}:
+        return NUMBER
+    return BOOLEAN if types == {bool} else None
+
+
+def _refused(value: object, kind: str | None) -> str | None:
+    """Why lax validation must not take `value` for a field of `kind` (`_strict_kind`), or None."""
+    if kind is NUMBER and isinstance(value, bool | str):
         return "must be a number, not true, false or text"
-    if types == {bool} and value is not None and not isinstance(value, bool):
+    if kind is BOOLEAN and value is not None and not isinstance(value, bool):
         return "must be true or false"
     return None
 
@@ -117,8 +132,7 @@ class StrictNumbers(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _numbers_are_numbers(cls, value: object, info: ValidationInfo) -> object:
-        field = cls.model_fields.get(info.field_name or "")
-        reason = _refused(value, _types(field.annotation)) if field is not None else None
+        reason = _refused(value, _strict_kind(cls, info.field_name or ""))
         if reason is not None:
             raise ValueError(reason)
         return value

@@ -155,6 +155,29 @@ def test_style_id_is_an_alias_and_style_joins_the_caption() -> None:
     assert params.task_type is TaskType.TEXT2MUSIC
 
 
+@pytest.mark.parametrize(
+    "body, keys",
+    [
+        ({"prompt": "p", "duration": 5}, (None, None)),
+        ({"prompt": "p", "duration": 5, "lora_id": "neon-1", "lora_scale": 0.5, "key": " C major "}, (None, None)),
+        ({"prompt": "p", "duration": 5, "task_type": "cover", "reference_audio": "UklGRg=="}, (None, "inputs/t/r.wav")),
+        ({"prompt": "p", "duration": 9, "task_type": "extend", "src_audio_key": "uploads/a/s.wav"}, (None, None)),
+        ({"prompt": "p", "duration": 5, "loras": [{"lora_id": "a", "scale": 2}], "vocal_language": "EN"}, (None, None)),
+    ],
+)
+def test_to_params_equals_validating_the_params_again(body: dict[str, object], keys: tuple[str | None, ...]) -> None:
+    request = GenerateRequest.model_validate(body)
+    params = request.to_params(src_audio_key=keys[0], reference_audio_key=keys[1])
+    excluded = {"reference_audio", "src_audio", "priority", "webhook", "webhook_events"}
+    validated = GenerationParams(
+        **{**request.model_dump(exclude=excluded), "src_audio_key": keys[0] or request.src_audio_key}
+        | {"reference_audio_key": keys[1] or request.reference_audio_key}
+    )
+    assert params == validated
+    assert params.model_dump_json() == validated.model_dump_json()
+    assert params.model_fields_set == validated.model_fields_set
+
+
 def test_instrumental_replaces_lyrics() -> None:
     assert (
         GenerationParams(prompt="x", duration=5, lyrics="la la", instrumental=True).lyrics_for_model()
