@@ -15,6 +15,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -141,18 +142,16 @@ class StatusStore:
         """How many pending tasks of the same owner were created after this one."""
         return self._index.newer(scope_of(status.owner), TaskState.PENDING, key_of(status))
 
-    async def wait_newer(
-        self, task_id: str, version: int, timeout_s: float, also: asyncio.Future[None] | None = None
-    ) -> bool:
-        """Wait until the task has a snapshot newer than `version`, or `also` is done; False on timeout or
-        when woken by `also` without a newer snapshot.
+    async def wait_newer(self, task_id: str, version: int, timeout_s: float, *also: asyncio.Future[Any]) -> bool:
+        """Wait until the task has a snapshot newer than `version`, or any of `also` is done; False on timeout
+        or when woken by `also` without a newer snapshot.
 
         Waiters share timers (`gateway.wakeups`), so the timeout ends within 1/8 of `timeout_s` after it.
         """
         current = self.get(task_id)
         if current is not None and current.version > version:
             return True
-        await self._wakeups.wait(task_id, timeout_s, also)
+        await self._wakeups.wait(task_id, timeout_s, *also)
         current = self.get(task_id)
         return current is not None and current.version > version
 
