@@ -20,9 +20,10 @@ from acefarm.infra.retention import delete_task_files
 from gateway.access import caller, events_path, known_status, link_owner, visible_status
 from gateway.auth import SIGNED_LINKS, Principal
 from gateway.errors import error_responses
+from gateway.event_stream import EventStream
 from gateway.queue_view import moved
 from gateway.responses import renderer, to_response
-from gateway.sse import KEEPALIVE, EventStream, Frame
+from gateway.sse import KEEPALIVE, Frame
 from gateway.state import GatewayState
 from gateway.status_view import StatusStore
 from schemas import topics
