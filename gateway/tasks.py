@@ -89,11 +89,12 @@ async def status_events(
             return
         version = last if last is not None else -1
         if current.status is not TaskState.PENDING:
-            if not await store.wait_newer(task_id, version, keepalive_s, gone) and not gone.done():
-                yield KEEPALIVE
-                said_at = time.monotonic()
+            await store.wait_newer(task_id, version, keepalive_s, gone)
             if gone.done():
                 return
+            if not store.newer(task_id, version):
+                yield KEEPALIVE
+                said_at = time.monotonic()
             continue
         frame, now = render(current), time.monotonic()
         if moved(queue, frame.queue) or (frame.queue != queue and now - pushed_at >= QUEUE_PUSH_S):
