@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from functools import partial
 from typing import Annotated, Any
 
@@ -62,7 +62,7 @@ async def status_events(
     render: FrameRender,
     queue_changed: Callable[[], asyncio.Future[None]],
     gone: asyncio.Future[None],
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The encoded events of the task's snapshots newer than `last_event_id` (the current one when None),
     then of each change, each as `render` shows it; a keep-alive comment after `keepalive_s` idle; ends
     once the final state has been sent, or at once when `gone` is done (the client disconnected).

@@ -4,7 +4,7 @@ last one, and a client that goes away ends its stream at once, leaving no waiter
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import httpx
 import uvicorn
@@ -22,7 +22,7 @@ async def test_events_stream_and_a_leaving_client_ends_its_stream_at_once() -> N
     ended: list[bool] = []  # per stream: whether its client had gone when it ended
     finite = asyncio.Event()
 
-    async def events(gone: asyncio.Future[None]) -> AsyncIterator[bytes]:
+    async def events(gone: asyncio.Future[None]) -> AsyncGenerator[bytes, None]:
         try:
             yield HELLO
             while not gone.done() and not finite.is_set():
