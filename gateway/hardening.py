@@ -76,6 +76,17 @@ def _refuse(status: int, detail: str) -> list[Message]:
     return [start, end]
 
 
+def _refusal(scope: Scope, allowed: tuple[str, ...]) -> list[Message] | None:
+    """The answer refusing the request (bad host, cross-site form post); None when it may pass. Its own
+    function, so the decoded headers are not kept alive while a long response (an SSE stream) runs."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    if not host_allowed(headers.get("host"), allowed):
+        return _refuse(400, "this host name is not served here; add it to ALLOWED_HOSTS")
+    if cross_site_form(str(scope.get("method", "GET")), headers):
+        return _refuse(403, "cross-site form posts are refused; call the API with a key instead")
+    return None
+
+
 def hardening_middleware(allowed_hosts: str) -> Callable[[ASGIApp], ASGIApp]:
     """ASGI middleware factory: host check, cross-site form check, `nosniff` on every response."""
     allowed = parse_hosts(allowed_hosts)
@@ -85,12 +96,7 @@ def hardening_middleware(allowed_hosts: str) -> Callable[[ASGIApp], ASGIApp]:
             if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            refusal: list[Message] | None = None
-            if not host_allowed(headers.get("host"), allowed):
-                refusal = _refuse(400, "this host name is not served here; add it to ALLOWED_HOSTS")
-            elif cross_site_form(str(scope.get("method", "GET")), headers):
-                refusal = _refuse(403, "cross-site form posts are refused; call the API with a key instead")
+            refusal = _refusal(scope, allowed)
             if refusal is not None:
                 for message in refusal:
                     await send(message)

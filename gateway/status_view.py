@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -141,18 +142,21 @@ class StatusStore:
         """How many pending tasks of the same owner were created after this one."""
         return self._index.newer(scope_of(status.owner), TaskState.PENDING, key_of(status))
 
-    async def wait_newer(
-        self, task_id: str, version: int, timeout_s: float, also: asyncio.Future[None] | None = None
-    ) -> bool:
-        """Wait until the task has a snapshot newer than `version`, or `also` is done; False on timeout or
-        when woken by `also` without a newer snapshot.
+    def wait_newer(self, task_id: str, version: int, timeout_s: float, *also: asyncio.Future[Any]) -> Awaitable[None]:
+        """Something to await until the task has a snapshot newer than `version` (`newer` tells), any of
+        `also` is done, or the timeout has passed; done at once if it has one already.
 
-        Waiters share timers (`gateway.wakeups`), so the timeout ends within 1/8 of `timeout_s` after it.
+        Waiters share timers (`gateway.wakeups`), so the timeout ends within 1/8 of `timeout_s` after it. A
+        plain function handing out the waiter, so an idle stream holds no coroutine frame of its own here.
         """
-        current = self.get(task_id)
-        if current is not None and current.version > version:
-            return True
-        await self._wakeups.wait(task_id, timeout_s, also)
+        if self.newer(task_id, version):
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return self._wakeups.wait(task_id, timeout_s, *also)
+
+    def newer(self, task_id: str, version: int) -> bool:
+        """Whether the task has a snapshot newer than `version`."""
         current = self.get(task_id)
         return current is not None and current.version > version
 

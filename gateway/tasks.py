@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from functools import partial
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter
-from litestar.response import Stream
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from acefarm.infra.kafka import publish
@@ -20,9 +20,10 @@ from acefarm.infra.retention import delete_task_files
 from gateway.access import caller, events_path, known_status, link_owner, visible_status
 from gateway.auth import SIGNED_LINKS, Principal
 from gateway.errors import error_responses
+from gateway.event_stream import EventStream
 from gateway.queue_view import moved
 from gateway.responses import renderer, to_response
-from gateway.sse import KEEPALIVE, MEDIA_TYPE, SSE_HEADERS, Frame
+from gateway.sse import KEEPALIVE, Frame
 from gateway.state import GatewayState
 from gateway.status_view import StatusStore
 from schemas import topics
@@ -60,10 +61,11 @@ async def status_events(
     keepalive_s: float,
     render: FrameRender,
     queue_changed: Callable[[], asyncio.Future[None]],
-) -> AsyncIterator[bytes]:
+    gone: asyncio.Future[None],
+) -> AsyncGenerator[bytes, None]:
     """The encoded events of the task's snapshots newer than `last_event_id` (the current one when None),
     then of each change, each as `render` shows it; a keep-alive comment after `keepalive_s` idle; ends
-    once the final state has been sent.
+    once the final state has been sent, or at once when `gone` is done (the client disconnected).
 
     While the task is pending its queue position also moves without a new version: it is re-read when a
     queue snapshot arrives (`queue_changed()`: a future shared by all waiters) and sent again, with the
@@ -87,7 +89,10 @@ async def status_events(
             return
         version = last if last is not None else -1
         if current.status is not TaskState.PENDING:
-            if not await store.wait_newer(task_id, version, keepalive_s):
+            await store.wait_newer(task_id, version, keepalive_s, gone)
+            if gone.done():
+                return
+            if not store.newer(task_id, version):
                 yield KEEPALIVE
                 said_at = time.monotonic()
             continue
@@ -101,7 +106,9 @@ async def status_events(
         wait_s = keepalive_s - (now - said_at)
         if frame.queue != queue:  # a small move not sent yet: due QUEUE_PUSH_S after the last push
             wait_s = min(wait_s, QUEUE_PUSH_S - (now - pushed_at))
-        await store.wait_newer(task_id, version, max(0.01, wait_s), also=queue_changed())
+        await store.wait_newer(task_id, version, max(0.01, wait_s), queue_changed(), gone)
+        if gone.done():
+            return
 
 
 def _parse_event_id(value: str | None) -> int | None:
@@ -170,7 +177,7 @@ class TasksController(Controller):
             str | None,
             HeaderParameter(name="Last-Event-ID", description="Resume after this version: only newer states are sent."),
         ] = None,
-    ) -> Stream:
+    ) -> EventStream:
         """`text/event-stream` of the task's status: the current state at once, then every change.
 
         Each event has `id` = version, `event` = status and `data` = the `GET /status` JSON. The stream
@@ -188,12 +195,14 @@ class TasksController(Controller):
             owner = principal.owner
         else:
             known_status(gateway, task_id)
-        stream = status_events(
-            gateway.view.store,
-            task_id,
-            _parse_event_id(last_event_id),
-            gateway.settings.sse_keepalive_s,
-            _frames(gateway, owner),
-            gateway.queues.next_change,
+        return EventStream(
+            partial(
+                status_events,
+                gateway.view.store,
+                task_id,
+                _parse_event_id(last_event_id),
+                gateway.settings.sse_keepalive_s,
+                _frames(gateway, owner),
+                gateway.queues.next_change,
+            )
         )
-        return Stream(stream, media_type=MEDIA_TYPE, headers=SSE_HEADERS)

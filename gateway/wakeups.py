@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 RESOLUTION = 8
 """A wheel's tick is at most 1/RESOLUTION of the timeouts it serves: a waiter wakes after
@@ -104,9 +105,9 @@ class TaskWakeups:
         if waiters:
             _resolve(waiters)
 
-    async def wait(self, key: str, timeout_s: float, also: asyncio.Future[None] | None = None) -> None:
-        """Return when `key` is woken, when `also` (a shared future, e.g. `Signal.next()`) is done, or after
-        about `timeout_s` (see RESOLUTION), whichever comes first."""
+    async def wait(self, key: str, timeout_s: float, *also: asyncio.Future[Any]) -> None:
+        """Return when `key` is woken, when any of `also` (e.g. `Signal.next()`, shared, or a disconnect) is
+        done, or after about `timeout_s` (see RESOLUTION), whichever comes first."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         tick_s = tick_for(timeout_s)
         wheel = self._wheels.get(tick_s)
@@ -115,16 +116,16 @@ class TaskWakeups:
         slot = wheel.add(future, timeout_s)
         self._waiters.setdefault(key, set()).add(future)
 
-        def woken(_: asyncio.Future[None]) -> None:
+        def woken(_: asyncio.Future[Any]) -> None:
             _resolve({future})
 
-        if also is not None:
-            also.add_done_callback(woken)
+        for other in also:
+            other.add_done_callback(woken)
         try:
             await future
         finally:
-            if also is not None:
-                also.remove_done_callback(woken)
+            for other in also:
+                other.remove_done_callback(woken)
             wheel.discard(future, slot)
             waiters = self._waiters.get(key)
             if waiters is not None:

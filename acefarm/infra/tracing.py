@@ -9,7 +9,7 @@ runs, `traced` binds its `trace_id` to every structlog line.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind
@@ -58,19 +58,24 @@ def kafka_carrier(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]
     return {name: value.decode("latin-1") for name, value in headers or () if value is not None}
 
 
-@contextmanager
 def traced(
     name: str, carrier: Mapping[str, str] | None = None, kind: SpanKind = SpanKind.INTERNAL, **attributes: str
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """A span `name`, continuing the trace in `carrier` (else the current one), current while the block runs.
 
-    The trace id, when there is one, is bound to log lines as `trace_id` for the block.
+    The trace id, when there is one, is bound to log lines as `trace_id` for the block. Without a trace to
+    continue and without an exporter the span is a no-op one and nothing is made current: a long block
+    (an SSE stream) then holds no context managers at all.
     """
     parent = propagate.extract(carrier) if carrier is not None else None
-    with _tracer.start_as_current_span(name, context=parent, kind=kind, attributes=attributes) as span:
-        context = span.get_span_context()
-        if not context.is_valid:
-            yield span
-            return
-        with bound_contextvars(trace_id=trace.format_trace_id(context.trace_id)):
-            yield span
+    span = _tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
+    if not span.is_recording() and not span.get_span_context().is_valid:
+        return nullcontext(span)
+    return _current(span)
+
+
+@contextmanager
+def _current(span: Span) -> Iterator[Span]:
+    trace_id = trace.format_trace_id(span.get_span_context().trace_id)
+    with trace.use_span(span, end_on_exit=True), bound_contextvars(trace_id=trace_id):
+        yield span

@@ -155,9 +155,10 @@ async def test_a_pending_stream_wakes_for_queue_snapshots_not_on_a_timer(monkeyp
 
     store.update(snap(1, TaskState.PENDING))
     chunks: asyncio.Queue[bytes] = asyncio.Queue()
+    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def follow() -> None:
-        async for chunk in tasks.status_events(store, "t", None, 30, render, changes.next):
+        async for chunk in tasks.status_events(store, "t", None, 30, render, changes.next, gone):
             await chunks.put(chunk)
 
     def shown(chunk: bytes) -> tuple[int | None, float | None]:

@@ -60,12 +60,15 @@ def test_since_replays_newer_snapshots() -> None:
 async def test_waiters_wake_on_change_and_time_out() -> None:
     store = StatusStore()
     store.update(snap("a", 1))
-    assert await store.wait_newer("a", 0, 0.01)  # already newer
-    assert not await store.wait_newer("a", 1, 0.05)
-    waiters = [asyncio.create_task(store.wait_newer("a", 1, 5)) for _ in range(3)]
+    await asyncio.wait_for(store.wait_newer("a", 0, 5), 0.5)  # already newer: done at once
+    assert store.newer("a", 0)
+    await store.wait_newer("a", 1, 0.05)
+    assert not store.newer("a", 1)  # timed out
+    waiters = [asyncio.ensure_future(store.wait_newer("a", 1, 5)) for _ in range(3)]
     await asyncio.sleep(0.01)
     store.update(snap("a", 2))
-    assert await asyncio.gather(*waiters) == [True, True, True]
+    await asyncio.wait_for(asyncio.gather(*waiters), 1)
+    assert store.newer("a", 1)
 
 
 def test_unfinished_jobs_follow_the_owners_snapshots_including_evicted_tasks() -> None:
