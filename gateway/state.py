@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ from gateway.dataset_checks import DatasetChecks
 from gateway.keyring import KeyRing
 from gateway.queue_view import QueueView
 from gateway.signed_links import LinkSigner
-from gateway.sse import FrameCache
+from gateway.sse import Frame, FrameCache
 from gateway.status_view import StatusView
 from schemas.queues import QueuePosition
 from schemas.status import TaskKind, TaskState, TaskStatus
@@ -62,6 +63,10 @@ class GatewayState:
     """Task ids of `POST /generate` requests being checked and published right now."""
     frames: FrameCache = field(default_factory=FrameCache)
     """Encoded SSE frames shared by the subscribers of a task."""
+    renderers: weakref.WeakValueDictionary[str, Callable[[TaskStatus], Frame]] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
+    """Each viewer's SSE frame renderer, while any of the viewer's streams is open (`gateway.tasks`)."""
 
     async def kafka_answers(self) -> bool:
         """Whether the broker answers a metadata request within a few seconds."""

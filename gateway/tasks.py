@@ -42,15 +42,18 @@ FrameRender = Callable[[TaskStatus], Frame]
 
 def _frames(gateway: GatewayState, viewer: str) -> FrameRender:
     """Frames as `viewer` sees them (with a pending job's queue position), shared through the gateway's frame
-    cache with every other subscriber."""
-    signer, base_url, frames = gateway.signer, gateway.public_base_url, gateway.frames
+    cache with every other subscriber; one renderer per viewer, shared by all of that viewer's open streams."""
+    render = gateway.renderers.get(viewer)
+    if render is None:
+        signer, base_url, frames = gateway.signer, gateway.public_base_url, gateway.frames
 
-    def render(status: TaskStatus) -> Frame:
-        queue = gateway.queue_position(status)
-        return frames.frame(
-            status, status.owner or viewer, lambda: to_response(status, signer, viewer, base_url, queue), queue
-        )
+        def render(status: TaskStatus) -> Frame:
+            queue = gateway.queue_position(status)
+            return frames.frame(
+                status, status.owner or viewer, lambda: to_response(status, signer, viewer, base_url, queue), queue
+            )
 
+        gateway.renderers[viewer] = render
     return render
 
 
