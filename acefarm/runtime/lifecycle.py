@@ -288,7 +288,8 @@ class JobRunner(Generic[R]):
 
     async def handle(self, record: ConsumerRecord[bytes, bytes], ready: asyncio.Event | None = None) -> bool:
         """Process one record; True when its offset may be committed. `ready` is set once the next record
-        may be taken: the job entered its compute phase (`JobContext.compute`) or is over."""
+        may be taken: the job entered its compute phase (`JobContext.compute`) or is over (a `JobSignal` is also
+        released once the engine call returned)."""
         claim = Claim(self.slot, ready)
         try:
             return await self._handle(record, claim, None)
