@@ -1,8 +1,9 @@
 """Local filesystem storage: the embedded default.
 
 Objects live at `root/<key>`. The content type is kept in a sidecar file `.<name>.ctype` beside the
-object; names starting with '.' can never be keys (see `validate_key`), so sidecars and temporary
-files never collide with objects and are skipped by `list`. Writes go to a temporary file in the
+object, unless it is the one the name implies (`mimetypes`, what a read without a sidecar answers): then no
+sidecar is written and a stale one is removed. Names starting with '.' can never be keys (see
+`validate_key`), so sidecars and temporary files never collide with objects and are skipped by `list`. Writes go to a temporary file in the
 same directory and are moved into place with `os.replace`, so readers see the old object or the
 new one, never a partial one; the temporary file is fsync'd first unless the write is not `durable` (then a
 killed process still leaves the new object in the page cache; only a machine crash can lose it). The sidecar
@@ -69,7 +70,11 @@ class LocalStorage:
 
     def _write(self, path: Path, fill: Callable[[BinaryIO], object], content_type: str, durable: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self._sidecar(path), lambda f: f.write(content_type.encode()), durable=False)
+        sidecar = self._sidecar(path)
+        if content_type == mimetypes.guess_type(path.name)[0]:
+            sidecar.unlink(missing_ok=True)
+        else:
+            _atomic_write(sidecar, lambda f: f.write(content_type.encode()), durable=False)
         _atomic_write(path, fill, durable)
 
     async def get_bytes(self, key: str) -> bytes:
