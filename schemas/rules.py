@@ -17,8 +17,10 @@ readable message and declare it in the schema:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from types import NoneType, UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -102,7 +104,7 @@ def _types(annotation: Any) -> set[Any]:
     return {member for member in members if member is not NoneType}
 
 
-def _refused(value: object, types: set[Any]) -> str | None:
+def _refused(value: object, types: AbstractSet[Any]) -> str | None:
     """Why lax validation must not take `value` for a field of `types`, or None."""
     if types & {int, float} and isinstance(value, bool | str):
         return "must be a number, not true, false or text"
@@ -117,8 +119,15 @@ class StrictNumbers(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _numbers_are_numbers(cls, value: object, info: ValidationInfo) -> object:
-        field = cls.model_fields.get(info.field_name or "")
-        reason = _refused(value, _types(field.annotation)) if field is not None else None
+        types = _field_types(cls, info.field_name or "")
+        reason = _refused(value, types) if types else None
         if reason is not None:
             raise ValueError(reason)
         return value
+
+
+@functools.cache
+def _field_types(model: type[BaseModel], name: str) -> frozenset[Any]:
+    """The types a field of `model` is annotated with (`_types`), worked out once per model and field."""
+    field = model.model_fields.get(name)
+    return frozenset(_types(field.annotation)) if field is not None else frozenset()
