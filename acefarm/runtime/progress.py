@@ -129,31 +129,40 @@ class ProgressPublisher:
     def _take_inbox(self) -> None:
         with self._inbox_lock:
             reports, self._inbox = self._inbox, []
-        for report in reports:
-            self.report_now(report)
+        self._record(reports)
 
     def report_now(self, report: Report) -> None:
         """Record a report; must be called on the event loop."""
+        self._record([report])
+
+    def _record(self, reports: list[Report]) -> None:
+        """Time each report's stage and feed the estimator, in order; the newest valid one becomes the pending
+        event (an invalid report, e.g. a NaN progress, is dropped and never fails the job)."""
         if self._closing:
             return
-        self._stages.enter(report.stage)
-        report = replace(report, progress=min(max(report.progress, 0.0), 1.0))
-        try:
-            self._pending = TaskProgress(
-                task_id=self._task_id,
-                attempt=self._attempt,
-                stage=report.stage,
-                progress=report.progress,
-                step=report.step,
-                total_steps=report.total,
-                loss=report.loss,
-                eta_s=self._eta(report),
-                message=report.message,
-            )
-        except ValueError as error:  # a bad report (a NaN progress) is dropped, never fails the job
-            log.warning("progress.invalid_report", error=str(error)[:300])
+        noted = []
+        for report in reports:
+            self._stages.enter(report.stage)
+            clamped = replace(report, progress=min(max(report.progress, 0.0), 1.0))
+            noted.append((clamped, self._eta(clamped)))
+        for report, eta in reversed(noted):
+            try:
+                self._pending = TaskProgress(
+                    task_id=self._task_id,
+                    attempt=self._attempt,
+                    stage=report.stage,
+                    progress=report.progress,
+                    step=report.step,
+                    total_steps=report.total,
+                    loss=report.loss,
+                    eta_s=eta,
+                    message=report.message,
+                )
+            except ValueError as error:
+                log.warning("progress.invalid_report", error=str(error)[:300])
+                continue
+            self._changed.set()
             return
-        self._changed.set()
 
     async def close(self, *, flush: bool = True) -> None:
         """Stop; with `flush`, first send the newest report not yet sent."""
