@@ -229,6 +229,10 @@ class JobWorker(Protocol[R]):
 
     request_type: type[R]
     """The request event this worker consumes; any other record is dead-lettered."""
+    prepares_ahead: bool = False
+    """The next job may be taken as soon as this one is prepared and waits for the engine (not only once it
+    computes), so two are prepared behind the one computing; only for a worker whose `run` uses `ctx.compute()`
+    (docs/consumer.md, "Overlap")."""
 
     async def run(self, request: R, ctx: JobContext) -> Outcome:
         """Do the job; return its final event (usually `ctx.succeeded(...)`) or a `Forward`; or raise (`classify`).
@@ -295,7 +299,7 @@ class JobRunner(Generic[R]):
         """Process one record; True when its offset may be committed. `ready` is set once the next record
         may be taken: the job entered its compute phase (`JobContext.compute`) or is over (a `JobSignal` is also
         released once the engine call returned)."""
-        claim = Claim(self.slot, ready)
+        claim = Claim(self.slot, ready, early=self._worker.prepares_ahead)
         try:
             return await self._handle(record, claim, None)
         finally:
@@ -324,7 +328,7 @@ class JobRunner(Generic[R]):
     ) -> bool:
         """Process a batch of records (equal `batch_key`s) as jobs sharing one engine call; True when every
         offset may be committed. Each member keeps its own lifecycle, inside `scope(record)` when given."""
-        claim = Claim(self.slot, ready)
+        claim = Claim(self.slot, ready, early=self._worker.prepares_ahead)
         shared = SharedCompute(len(records), claim) if len(records) > 1 else None
 
         async def member(record: ConsumerRecord[bytes, bytes], seat: Seat | None) -> bool:

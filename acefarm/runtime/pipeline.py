@@ -34,8 +34,9 @@ from acefarm.runtime.group_loop import (
 
 log = get_logger(__name__)
 
-DEPTH = 2
-"""Jobs (or batches) in flight that still need the engine, at most: the one computing and the one being prepared."""
+DEPTH = 3
+"""Jobs (or batches) in flight that still need the engine, at most: the one computing, and up to two behind it (one
+being prepared, and with `early` claims one prepared and waiting for the engine)."""
 FINISHING = 2
 """Jobs (or batches) past their engine call (encoding, uploading, publishing their final event) that may stay in
 flight beside those, at most; each holds its results in memory until it is over."""
@@ -389,19 +390,24 @@ class Claim:
     may be taken; with a `JobSignal`, also released once past the engine). The members of a batch share one
     claim: the first to `take` it waits for the engine, the others wait with it."""
 
-    def __init__(self, slot: ComputeSlot, ready: asyncio.Event | None) -> None:
+    def __init__(self, slot: ComputeSlot, ready: asyncio.Event | None, *, early: bool = False) -> None:
         self._slot = slot
         self._ready = ready
+        self._early = early
+        """Signal `ready` once the job waits for the engine, not only once it computes."""
         self._taking: asyncio.Task[None] | None = None
         self._held = False
         self._waited = False
         self._computing = False
 
     async def take(self) -> None:
-        """Wait for the engine (the previous job's compute to end); at once when already taken."""
+        """Wait for the engine (the previous job's compute to end); at once when already taken. An `early` claim
+        lets the loop take the next record now."""
         if self._taking is None:
             self._waited = self._slot.locked()
             self._taking = asyncio.ensure_future(self._acquire())
+            if self._early and self._ready is not None:
+                self._ready.set()
         await asyncio.shield(self._taking)
 
     async def _acquire(self) -> None:
