@@ -205,8 +205,8 @@ async def consume_pipelined(
     def send_commit() -> None:
         nonlocal committing
         if committing is not None and committing.done():
-            committing, done = None, committing
-            done.result()  # an unexpected error (Kafka errors are logged by `commit_offset`)
+            answered, committing = committing, None
+            answered.result()  # an unexpected error (Kafka errors are logged by `commit_offset`)
         if final and committing is None:
             committing = asyncio.create_task(_commit(consumer, dict(final)), name="commit")
             final.clear()
@@ -262,35 +262,40 @@ async def consume_pipelined(
                 and len(inflight) < DEPTH + FINISHING
                 and all(job.ready.is_set() and job.assignments == listener.assignments for job in inflight)
             )
+            # Two already wait behind the engine: the next is taken only as a full batch, so that records
+            # still arriving can join it (a backlog fills every batch anyway).
+            ahead = needing_engine >= DEPTH - 1
             commit_wait = {committing} if committing is not None else set()
             if may_take:
                 if paused:
                     resume_all(consumer)
                     paused = False
-                if fetched:
-                    if len(fetched) < window:  # top up from what the client already holds, without waiting
-                        keep(await consumer.getmany(timeout_ms=0, max_records=window - len(fetched)))
+                if fetched and len(fetched) < window:  # top up from what the client already holds, without waiting
+                    keep(await consumer.getmany(timeout_ms=0, max_records=window - len(fetched)))
+                if fetched and (not ahead or _full_group(fetched, max_batch)):
                     start(_take_group(fetched, max_batch))
                     continue
+            if may_take and len(fetched) < window:  # wait for records (or, taking ahead, for a full batch)
                 if fetch is None:
                     wait_ms = KEEPALIVE_POLL_S * 1000 if inflight else 1000
-                    fetch = asyncio.create_task(consumer.getmany(timeout_ms=int(wait_ms), max_records=window))
-                await asyncio.wait(
-                    {fetch, *(job.task for job in inflight), *commit_wait}, return_when=asyncio.FIRST_COMPLETED
-                )
+                    more = window - len(fetched)
+                    fetch = asyncio.create_task(consumer.getmany(timeout_ms=int(wait_ms), max_records=more))
+                woken = asyncio.ensure_future(wake.wait()) if ahead else None
+                waits = {fetch, *commit_wait, *(job.task for job in inflight)} | ({woken} if woken else set())
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if woken is not None:
+                    woken.cancel()
                 if fetch.done():
                     batch, fetch = fetch.result(), None
                     keep(batch)
-                    if fetched:
-                        start(_take_group(fetched, max_batch))
                 continue
             if fetch is not None:  # taking stopped (shutdown, rebalance) while a poll was out: give back its record
                 batch, fetch = await fetch, None
                 _give_back(consumer, [record for records in batch.values() for record in records], held)
-            woken = asyncio.ensure_future(wake.wait())
-            waits: set[asyncio.Future[Any]] = {woken, *commit_wait, *(job.task for job in inflight)}
-            done, _ = await asyncio.wait(waits, timeout=KEEPALIVE_POLL_S, return_when=asyncio.FIRST_COMPLETED)
-            woken.cancel()
+            waiter = asyncio.ensure_future(wake.wait())
+            pending: set[asyncio.Future[Any]] = {waiter, *commit_wait, *(job.task for job in inflight)}
+            done, _ = await asyncio.wait(pending, timeout=KEEPALIVE_POLL_S, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
             if not done:
                 # Paused only once the jobs outlive a wait: pausing drops the records the client prefetched.
                 if not paused:
@@ -314,6 +319,15 @@ async def consume_pipelined(
             log.warning("consumer.commit_failed", error=repr(error))
         if paused:
             resume_all(consumer)
+
+
+def _full_group(fetched: list[_Fetched], max_batch: int) -> bool:
+    """Whether `fetched`'s first record makes a full batch: `max_batch` records with its key, or a record that is
+    never batched (no key, or batching off)."""
+    head = fetched[0]
+    if max_batch == 1 or head.key is None:
+        return True
+    return sum(item.key == head.key for item in fetched) >= max_batch
 
 
 def _take_group(fetched: list[_Fetched], max_batch: int) -> list[ConsumerRecord[bytes, bytes]]:
