@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from acefarm.infra.audio import encode_audio
 from acefarm.infra.storage import LocalStorage
 from gpu_consumer.audio_io import store_takes
