@@ -10,7 +10,13 @@ first `task.started` to the last final event.
   durable steps: consume one request, produce `task.started` and `task.succeeded` (acks=all, the final
   one awaited), commit its offset.
 - consumer: K `python -m acefarm gpu-consumer` processes with `ENGINE=null` (a 1 s tone, WAV, fsync'd in
-  local storage), `LOG_LEVEL=WARNING`.
+  local storage; the null engine's tone is one read-only array, so it is encoded once, not per job),
+  `LOG_LEVEL=WARNING`, `MAX_BATCH` at its default (4: queued requests this alike share an engine call).
+
+What the floor leaves out and the consumer does per job: the take stored (fsync'd), the attempt record read at
+pickup and written at the start and the ending (not fsync'd), `TaskStarted` awaited before the engine call
+(the floor only enqueues it), a cancel catch-up (one end-offsets request per batch), the deadline watchdog,
+progress and metrics. The floor commits after every job; the consumer coalesces commits.
 
 Usage: uv run --frozen python bench/drain_bench.py [--jobs 300] [--consumers 1 2 4] [--kinds floor consumer]
 """

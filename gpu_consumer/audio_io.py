@@ -45,14 +45,18 @@ async def load_inputs(
 
 
 async def store_takes(storage: Storage, task_id: str, takes: list[Take], fmt: AudioFormat) -> list[StoredFile]:
-    """Encode each take in `fmt`, store it under `output_key`, and describe the stored files."""
+    """Encode each take in `fmt` (a take that cannot change is encoded once: `_encoded`), store it under
+    `output_key`, and describe the stored files."""
     files: list[StoredFile] = []
     content_type = CONTENT_TYPES[fmt]
     for n, take in enumerate(takes):
         audio = np.asarray(take.audio, dtype=np.float32)
+        data = _encoded.get(audio, take.sample_rate, fmt)
+        if data is None:
+            data = await asyncio.to_thread(encode_audio, audio, take.sample_rate, fmt)
+            _encoded.keep(audio, take.sample_rate, fmt, data)
         if audio.ndim == 1:
             audio = audio[np.newaxis, :]
-        data = await asyncio.to_thread(encode_audio, audio, take.sample_rate, fmt)
         info = await storage.put_bytes(output_key(task_id, n, FILE_EXTENSIONS[fmt]), data, content_type)
         files.append(
             StoredFile(
@@ -65,3 +69,27 @@ async def store_takes(storage: Storage, task_id: str, takes: list[Take], fmt: Au
             )
         )
     return files
+
+
+class _LastEncoding:
+    """The last encoding of an array that cannot change (read-only and owning its data, like the null engine's
+    shared tone): the same array stored again in the same format reuses the bytes instead of encoding again.
+    Arrays an engine can still write to (every real model's output) are never kept."""
+
+    def __init__(self) -> None:
+        self._last: tuple[np.ndarray, int, AudioFormat, bytes] | None = None
+
+    def get(self, audio: np.ndarray, sample_rate: int, fmt: AudioFormat) -> bytes | None:
+        """The bytes kept for this very array, rate and format, else None."""
+        last = self._last
+        if last is not None and last[0] is audio and last[1:3] == (sample_rate, fmt):
+            return last[3]
+        return None
+
+    def keep(self, audio: np.ndarray, sample_rate: int, fmt: AudioFormat, data: bytes) -> None:
+        """Remember `data` as the encoding of `audio` when the array cannot change."""
+        if not audio.flags.writeable and audio.flags.owndata:
+            self._last = (audio, sample_rate, fmt, data)
+
+
+_encoded = _LastEncoding()

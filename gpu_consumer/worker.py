@@ -43,6 +43,7 @@ class GenerationWorker(JobWorker[GenerationRequested]):
     """Runs a `GenerationRequested` on the engine and stores its takes."""
 
     request_type = GenerationRequested
+    prepares_ahead = True
 
     def __init__(self, engine: Engine, model: ModelUsed) -> None:
         self._engine = engine

@@ -33,6 +33,8 @@ class CancelWatcher:
         self._probe: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._progress = asyncio.Event()
+        self._next_check: asyncio.Future[bool] | None = None
+        """The catch-up check not yet begun: callers until it begins share it."""
 
     async def start(self) -> None:
         """Connect and start following the control topic."""
@@ -61,8 +63,16 @@ class CancelWatcher:
     async def catch_up(self, timeout_s: float = 2.0) -> bool:
         """Wait until every cancel published before now has been read; False if `timeout_s` ran out.
 
-        Called before a job starts, so a cancel sent just before the job is reached is not missed.
+        Called before a job starts, so a cancel sent just before the job is reached is not missed. Callers at
+        the same moment (the members of a batch) share one check, begun after all of them asked.
         """
+        check = self._next_check
+        if check is None:
+            check = self._next_check = asyncio.ensure_future(self._check(timeout_s))
+        return await asyncio.shield(check)
+
+    async def _check(self, timeout_s: float) -> bool:
+        self._next_check = None  # begun: anyone asking from now on needs a check of their own
         consumer, probe = self._consumer, self._probe
         if consumer is None or probe is None:
             return False

@@ -1,8 +1,9 @@
 """A worker announcing itself on the compacted `acefarm.workers` topic (`WorkerHeartbeat`).
 
 One heartbeat every `HEARTBEAT_INTERVAL_S` seconds, and one at once whenever something readers care
-about changes (joined its group, started or finished a job); a tombstone when the worker stops
-cleanly. A heartbeat that cannot be sent is logged and retried at the next beat: heartbeats never
+about changes (joined its group, started or finished a job), at most one per `CHANGE_GAP_S` (a drain of
+short jobs announces its latest state a few times a second, not every job); a tombstone when the worker
+stops cleanly. A heartbeat that cannot be sent is logged and retried at the next beat: heartbeats never
 stop a worker from working.
 """
 
@@ -28,6 +29,8 @@ from schemas.workers import WorkerHeartbeat
 log = get_logger(__name__)
 
 TOMBSTONE_TIMEOUT_S = 5.0
+CHANGE_GAP_S = 0.25
+"""Changes within this long of the last heartbeat go out together, in the next one."""
 
 
 @dataclass
@@ -97,15 +100,19 @@ class Heartbeat:
             log.warning("heartbeat.tombstone_failed", error=str(error))
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             self._changed.clear()
             self.beat = self.beat.model_copy(update={"sent_at": utcnow()})
+            sent = loop.time()
             try:
                 await self.producer.send_and_wait(topics.WORKERS, self.beat.to_bytes(), key=self.beat.worker.encode())
             except Exception as error:
                 log.warning("heartbeat.send_failed", error=str(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), self.beat.interval_s)
+            if self._changed.is_set():  # changes close together: the next beat carries them all
+                await asyncio.sleep(max(sent + CHANGE_GAP_S - loop.time(), 0.0))
 
 
 class AnnouncingListener(PausingListener):

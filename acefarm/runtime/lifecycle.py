@@ -47,6 +47,7 @@ from schemas.events import (
     TaskStarted,
     TaskSucceeded,
     utcnow,
+    validate_record,
 )
 
 log = get_logger(__name__)
@@ -116,6 +117,8 @@ class Interrupted:
 
 Verdict = Failed | Cancelled | Interrupted
 
+PARSED_KEPT = 1024
+"""Requests parsed for their batch key kept at most for their jobs (the oldest are parsed again if needed)."""
 NOTE_S = 10.0
 """Bound on each bookkeeping step that must not hold a job up (attempt notes, cleanup after a timeout)."""
 
@@ -226,6 +229,10 @@ class JobWorker(Protocol[R]):
 
     request_type: type[R]
     """The request event this worker consumes; any other record is dead-lettered."""
+    prepares_ahead: bool = False
+    """The next job may be taken as soon as this one is prepared and waits for the engine (not only once it
+    computes), so two are prepared behind the one computing; only for a worker whose `run` uses `ctx.compute()`
+    (docs/consumer.md, "Overlap")."""
 
     async def run(self, request: R, ctx: JobContext) -> Outcome:
         """Do the job; return its final event (usually `ctx.succeeded(...)`) or a `Forward`; or raise (`classify`).
@@ -285,23 +292,33 @@ class JobRunner(Generic[R]):
         """The engine, handed from one job to the next (`gaps`: how long it stood idle between queued jobs)."""
         self.wedged = False
         """A job passed its deadline: exit the process after committing (see `run_worker`)."""
+        self._parsed: dict[tuple[str, int, int], R] = {}
+        """Requests parsed for their `batch_key`, by (topic, partition, offset), until their job takes them."""
 
     async def handle(self, record: ConsumerRecord[bytes, bytes], ready: asyncio.Event | None = None) -> bool:
         """Process one record; True when its offset may be committed. `ready` is set once the next record
-        may be taken: the job entered its compute phase (`JobContext.compute`) or is over."""
-        claim = Claim(self.slot, ready)
+        may be taken: the job entered its compute phase (`JobContext.compute`) or is over (a `JobSignal` is also
+        released once the engine call returned)."""
+        claim = Claim(self.slot, ready, early=self._worker.prepares_ahead)
         try:
             return await self._handle(record, claim, None)
         finally:
             claim.release()
 
     def batch_key(self, record: ConsumerRecord[bytes, bytes]) -> Hashable | None:
-        """The worker's `batch_key` for the record's request; None for a record that does not parse."""
+        """The worker's `batch_key` for the record's request; None for a record that is not a valid request (its
+        job dead-letters it). The parsed request is kept for the job (a record at an offset never changes)."""
         try:
-            request = self._worker.request_type.model_validate_json(record.value or b"")
-            return self._worker.batch_key(request, self._clients.settings)
+            request = validate_record(record.topic, record.key, record.value)
+            if not isinstance(request, self._worker.request_type):
+                return None
+            key = self._worker.batch_key(request, self._clients.settings)
         except Exception:
             return None
+        while len(self._parsed) >= PARSED_KEPT:  # records fetched, then given back and never run here
+            del self._parsed[next(iter(self._parsed))]
+        self._parsed[(record.topic, record.partition, record.offset)] = request
+        return key
 
     async def handle_group(
         self,
@@ -311,7 +328,7 @@ class JobRunner(Generic[R]):
     ) -> bool:
         """Process a batch of records (equal `batch_key`s) as jobs sharing one engine call; True when every
         offset may be committed. Each member keeps its own lifecycle, inside `scope(record)` when given."""
-        claim = Claim(self.slot, ready)
+        claim = Claim(self.slot, ready, early=self._worker.prepares_ahead)
         shared = SharedCompute(len(records), claim) if len(records) > 1 else None
 
         async def member(record: ConsumerRecord[bytes, bytes], seat: Seat | None) -> bool:
@@ -334,7 +351,10 @@ class JobRunner(Generic[R]):
         return all(results)
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes], claim: Claim, seat: Seat | None) -> bool:
-        request = await parse_request(self._clients.producer, record, self._worker.request_type, self._clients.worker)
+        request = self._parsed.pop((record.topic, record.partition, record.offset), None)
+        if request is None:
+            producer, worker = self._clients.producer, self._clients.worker
+            request = await parse_request(producer, record, self._worker.request_type, worker)
         if request is None:
             return True
         with bound_contextvars(task_id=request.task_id):

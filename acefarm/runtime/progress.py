@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -83,7 +84,8 @@ def no_eta(report: Report) -> None:
 class ProgressPublisher:
     """Coalesces progress reports and publishes at most `max_hz` events per second.
 
-    `report` may be called from any thread; only the newest report is kept between sends. The first
+    `report` may be called from any thread (reports that arrive together reach the loop in one hand-off, in
+    order); only the newest report is kept between sends. The first
     event goes out one interval after the start, so a job shorter than that sends none; `close()`
     sends the newest unsent report, `close(flush=False)` drops it (a final event supersedes it).
     Publishing errors are logged and never fail the job. Every report's stage is timed for
@@ -111,35 +113,56 @@ class ProgressPublisher:
         self._close_requested = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"progress-{task_id}")
         self._stages = StageClock(observe=True)
+        self._inbox: list[Report] = []
+        self._inbox_lock = threading.Lock()
         self.sent = 0
 
     def report(self, report: Report) -> None:
         """Record a report; thread-safe."""
+        with self._inbox_lock:
+            self._inbox.append(report)
+            if len(self._inbox) > 1:  # a hand-off to the loop is already on its way
+                return
         with contextlib.suppress(RuntimeError):  # loop closed: the job was abandoned
-            self._loop.call_soon_threadsafe(self.report_now, report)
+            self._loop.call_soon_threadsafe(self._take_inbox)
+
+    def _take_inbox(self) -> None:
+        with self._inbox_lock:
+            reports, self._inbox = self._inbox, []
+        self._record(reports)
 
     def report_now(self, report: Report) -> None:
         """Record a report; must be called on the event loop."""
+        self._record([report])
+
+    def _record(self, reports: list[Report]) -> None:
+        """Time each report's stage and feed the estimator, in order; the newest valid one becomes the pending
+        event (an invalid report, e.g. a NaN progress, is dropped and never fails the job)."""
         if self._closing:
             return
-        self._stages.enter(report.stage)
-        report = replace(report, progress=min(max(report.progress, 0.0), 1.0))
-        try:
-            self._pending = TaskProgress(
-                task_id=self._task_id,
-                attempt=self._attempt,
-                stage=report.stage,
-                progress=report.progress,
-                step=report.step,
-                total_steps=report.total,
-                loss=report.loss,
-                eta_s=self._eta(report),
-                message=report.message,
-            )
-        except ValueError as error:  # a bad report (a NaN progress) is dropped, never fails the job
-            log.warning("progress.invalid_report", error=str(error)[:300])
+        noted = []
+        for report in reports:
+            self._stages.enter(report.stage)
+            clamped = replace(report, progress=min(max(report.progress, 0.0), 1.0))
+            noted.append((clamped, self._eta(clamped)))
+        for report, eta in reversed(noted):
+            try:
+                self._pending = TaskProgress(
+                    task_id=self._task_id,
+                    attempt=self._attempt,
+                    stage=report.stage,
+                    progress=report.progress,
+                    step=report.step,
+                    total_steps=report.total,
+                    loss=report.loss,
+                    eta_s=eta,
+                    message=report.message,
+                )
+            except ValueError as error:
+                log.warning("progress.invalid_report", error=str(error)[:300])
+                continue
+            self._changed.set()
             return
-        self._changed.set()
 
     async def close(self, *, flush: bool = True) -> None:
         """Stop; with `flush`, first send the newest report not yet sent."""

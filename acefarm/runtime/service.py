@@ -28,7 +28,7 @@ from acefarm.runtime.heartbeat import AnnouncingListener, Heartbeat
 from acefarm.runtime.identity import Capabilities, PoolTopics, WorkerIdentity, identify, no_capabilities
 from acefarm.runtime.job_metrics import observe_queue_wait
 from acefarm.runtime.lifecycle import JobRunner, JobWorker, WorkerClients
-from acefarm.runtime.pipeline import Batching, consume_pipelined
+from acefarm.runtime.pipeline import Batching, JobSignal, consume_pipelined
 from acefarm.runtime.watchdog import within_deadline
 
 log = get_logger(__name__)
@@ -177,11 +177,11 @@ async def serve_jobs(
             with traced(f"{kind.name} job", carrier, SpanKind.CONSUMER), heartbeat.working_on(task_id):
                 yield
 
-        async def handle(record: ConsumerRecord[bytes, bytes], ready: asyncio.Event) -> bool:
+        async def handle(record: ConsumerRecord[bytes, bytes], ready: JobSignal) -> bool:
             with job_scope(record):
                 return await runner.handle(record, ready)
 
-        async def handle_batch(records: list[ConsumerRecord[bytes, bytes]], ready: asyncio.Event) -> bool:
+        async def handle_batch(records: list[ConsumerRecord[bytes, bytes]], ready: JobSignal) -> bool:
             return await runner.handle_group(records, ready, scope=job_scope)
 
         batching = None

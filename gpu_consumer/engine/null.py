@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -55,8 +56,9 @@ class NullEngine:
         fail)."""
 
     def take(self, job: Job, index: int) -> Take:
-        """Take `index` of `job`: the quiet tone."""
-        return Take(audio=quiet_tone(job.params.duration), sample_rate=SAMPLE_RATE)
+        """Take `index` of `job`: the quiet tone (one read-only array per duration, so it is encoded once:
+        `gpu_consumer.audio_io.store_takes`)."""
+        return Take(audio=_shared_tone(job.params.duration), sample_rate=SAMPLE_RATE)
 
     def info(self) -> dict[str, Any]:
         """What this engine is."""
@@ -68,3 +70,11 @@ def quiet_tone(duration_s: float, freq: float = 440.0) -> np.ndarray:
     t = np.arange(round(duration_s * SAMPLE_RATE), dtype=np.float32) / SAMPLE_RATE
     wave = (AMPLITUDE * np.sin(2 * np.pi * freq * t)).astype(np.float32)
     return np.stack([wave, wave])
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_tone(duration_s: float) -> np.ndarray:
+    """`quiet_tone(duration_s)`, made once per duration and read-only."""
+    tone = quiet_tone(duration_s)
+    tone.flags.writeable = False
+    return tone

@@ -11,6 +11,7 @@ from typing import Any
 from acefarm.infra.settings import Settings
 from acefarm.runtime.cancels import CancelWatcher
 from acefarm.runtime.lifecycle import Failed, FinalEvent, JobContext, JobRunner
+from schemas import topics
 from schemas.events import GenerationRequested
 from tests.runtime.conftest import Classified, RecordingProducer, ScriptedWorker, clients, record, request
 from tests.support.ids import new_task_id
@@ -98,3 +99,17 @@ async def test_a_member_ending_before_its_engine_call_does_not_hold_the_others(t
     assert engine.calls == [["p", "q"]]
     finals = {e.task_id: e.type for e in producer.events() if e.type != "task.started"}
     assert finals == {task_ids[0]: "task.succeeded", task_ids[1]: "task.failed", task_ids[2]: "task.succeeded"}
+
+
+async def test_a_record_parsed_for_its_batch_key_runs_as_parsed_and_an_invalid_one_is_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    engine, results = Engine(), {}
+    runner, producer = runner_for(tmp_path, engine, results)
+    (task_id,), (valid,) = records("a")
+    wrong_key = record(request(new_task_id()).to_bytes(), offset=1, key=b"another-task")
+    assert runner.batch_key(wrong_key) is None, "a record its job dead-letters is never batched"
+    runner.batch_key(valid)
+    assert await runner.handle(valid) is True and results == {task_id: "out-a"}
+    assert await runner.handle(wrong_key) is True
+    assert [event.type for sent_to, event in producer.sent if sent_to == topics.DEAD_LETTER] == ["deadletter"]

@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from acefarm.infra.kafka import client_options, make_producer
 from acefarm.infra.settings import Settings
 from acefarm.runtime.group_loop import KEEPALIVE_POLL_S, PausingListener, Shutdown, make_job_consumer
-from acefarm.runtime.pipeline import Batching, PipelinedHandler, consume_pipelined
+from acefarm.runtime.pipeline import Batching, JobSignal, PipelinedHandler, consume_pipelined
 
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[bool]]
 
@@ -34,9 +34,11 @@ class Loop:
         *,
         grace_s: float = 10.0,
         batching: Batching | None = None,
+        group: str | None = None,
     ) -> None:
         self.topic = topic
-        self.consumer = make_job_consumer(settings, f"test-loop-{uuid.uuid4().hex[:8]}")
+        self.group = group or f"test-loop-{uuid.uuid4().hex[:8]}"
+        self.consumer = make_job_consumer(settings, self.group)
         self.listener = PausingListener(self.consumer)
         self.consumer.subscribe([topic], listener=self.listener)
         self.shutdown = Shutdown()
@@ -361,5 +363,94 @@ async def test_fetched_records_with_equal_keys_run_as_one_batch_and_commits_wait
             await asyncio.sleep(0.05)
         assert (await loop.committed(0), await loop.committed(1)) == (4, 2)
         assert len(groups) == 4 and sorted(groups[1] + groups[3]) == [b"a1", b"a2", b"a3", b"a4"], groups
+    finally:
+        await loop.close()
+
+
+async def test_jobs_past_the_engine_let_more_in_and_commits_never_pass_an_unfinished_job(topic: Any) -> None:
+    settings, name, producer = topic
+    seen: list[bytes] = []
+    commits: list[dict[TopicPartition, int]] = []
+
+    async def handle(record: ConsumerRecord[bytes, bytes], ready: JobSignal) -> bool:
+        seen.append(record.value or b"")
+        ready.set()
+        if record.value == b"r0":
+            await asyncio.sleep(3600)  # computing, never over: killed with its process
+        ready.release()  # past the engine: finishing
+        await asyncio.sleep(0.05)
+        return True
+
+    loop = Loop(settings, name, handle)
+    real_commit = loop.consumer.commit
+
+    async def counted(offsets: dict[TopicPartition, int]) -> None:
+        commits.append(dict(offsets))
+        await real_commit(offsets)
+
+    loop.consumer.commit = counted  # type: ignore[method-assign]
+    await loop.start()
+    try:
+        for n in range(5):
+            await producer.send_and_wait(name, f"r{n}".encode(), partition=0)
+        for _ in range(200):
+            if len(seen) == 5:
+                break
+            await asyncio.sleep(0.05)
+        assert seen == [b"r0", b"r1", b"r2", b"r3", b"r4"], "r1..r4 ran while r0 was still computing"
+        await asyncio.sleep(KEEPALIVE_POLL_S * 2)
+        assert commits == [] and await loop.committed() is None, "nothing passes r0, which is not final"
+    finally:
+        assert loop.task is not None
+        loop.task.cancel()  # the process dies: r0 never ends
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop.task
+        await loop.consumer.stop()
+    redone: list[bytes] = []
+
+    async def again(record: ConsumerRecord[bytes, bytes]) -> bool:
+        redone.append(record.value or b"")
+        return True
+
+    next_owner = Loop(settings, name, again, group=loop.group)
+    await next_owner.start()
+    try:
+        for _ in range(300):
+            if len(redone) >= 5:
+                break
+            await asyncio.sleep(0.05)
+        assert redone[:5] == [b"r0", b"r1", b"r2", b"r3", b"r4"], "every record from the unfinished one on"
+    finally:
+        await next_owner.close()
+
+
+async def test_commits_of_jobs_final_meanwhile_go_out_together(topic: Any) -> None:
+    settings, name, producer = topic
+    commits: list[int] = []
+
+    async def handle(record: ConsumerRecord[bytes, bytes], ready: JobSignal) -> bool:
+        ready.release()
+        return True
+
+    loop = Loop(settings, name, handle)
+    real_commit = loop.consumer.commit
+
+    async def slow(offsets: dict[TopicPartition, int]) -> None:
+        commits.extend(offsets.values())
+        await asyncio.sleep(0.2)  # a slow broker: jobs keep ending meanwhile
+        await real_commit(offsets)
+
+    loop.consumer.commit = slow  # type: ignore[method-assign]
+    for n in range(30):
+        await producer.send(name, f"j{n}".encode(), partition=1)
+    await producer.flush()
+    await loop.start()
+    try:
+        for _ in range(200):
+            if await loop.committed(1) == 30:
+                break
+            await asyncio.sleep(0.05)
+        assert await loop.committed(1) == 30
+        assert commits == sorted(commits) and len(commits) < 30, commits
     finally:
         await loop.close()

@@ -135,6 +135,18 @@ async def test_local_symlink_out_of_root_is_rejected(tmp_path: Path) -> None:
     (store.root / "link").symlink_to(outside)
     with pytest.raises(InvalidKey):
         await store.get_bytes("link/secret.txt")
+    (store.root / "outputs/t").mkdir(parents=True)
+    (store.root / "outputs/t/deep").symlink_to(outside)
+    with pytest.raises(InvalidKey):
+        await store.put_bytes("outputs/t/deep/take-0.wav", b"RIFF", "audio/wav")
+    assert not (outside / "take-0.wav").exists()
+
+
+async def test_local_symlink_inside_the_root_is_followed(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path / "root")
+    await store.put_bytes("inputs/t/src.wav", b"RIFF", "audio/wav")
+    (store.root / "alias").symlink_to(store.root / "inputs")
+    assert await store.get_bytes("alias/t/src.wav") == b"RIFF"
 
 
 async def test_local_writes_leave_no_temporary_files(tmp_path: Path) -> None:

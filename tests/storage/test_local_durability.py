@@ -42,6 +42,17 @@ async def test_a_lost_or_empty_sidecar_falls_back_to_the_type_the_name_implies(t
     assert info is not None and info.content_type == "audio/flac"
 
 
+async def test_a_type_the_name_implies_needs_no_sidecar_and_replaces_a_stale_one(tmp_path: Path) -> None:
+    store = LocalStorage(tmp_path)
+    sidecar = tmp_path / "attempts/t/.generation.json.ctype"
+    await store.put_bytes("attempts/t/generation.json", b"{}", "text/plain")
+    assert sidecar.read_text() == "text/plain"
+    await store.put_bytes("attempts/t/generation.json", b"{}", "application/json", durable=False)
+    assert not sidecar.exists()
+    info = await store.stat("attempts/t/generation.json")
+    assert info is not None and info.content_type == "application/json"
+
+
 _WRITE_THEN_DIE = """
 import asyncio, os, signal, sys
 from acefarm.infra.storage import LocalStorage

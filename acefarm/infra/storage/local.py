@@ -1,13 +1,14 @@
 """Local filesystem storage: the embedded default.
 
 Objects live at `root/<key>`. The content type is kept in a sidecar file `.<name>.ctype` beside the
-object; names starting with '.' can never be keys (see `validate_key`), so sidecars and temporary
-files never collide with objects and are skipped by `list`. Writes go to a temporary file in the
-same directory and are moved into place with `os.replace`, so readers see the old object or the
-new one, never a partial one; the temporary file is fsync'd first unless the write is not `durable` (then a
-killed process still leaves the new object in the page cache; only a machine crash can lose it). The sidecar
-is never fsync'd: one lost in a machine crash only means the type is guessed from the name again. Blocking
-I/O runs in a thread (`asyncio.to_thread`).
+object, unless it is the one the name implies (`mimetypes`, what a read without a sidecar answers): then no
+sidecar is written and a stale one is removed. Names starting with '.' can never be keys (see
+`validate_key`), so sidecars and temporary files never collide with objects and are skipped by `list`.
+Writes go to a temporary file in the same directory and are moved into place with `os.replace`, so readers
+see the old object or the new one, never a partial one; the temporary file is fsync'd first unless the write
+is not `durable` (then a killed process still leaves the new object in the page cache; only a machine crash
+can lose it). The sidecar is never fsync'd: one lost in a machine crash only means the type is guessed from
+the name again. Blocking I/O runs in a thread (`asyncio.to_thread`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from stat import S_ISLNK
 from typing import BinaryIO
 
 from acefarm.infra.storage._base import InvalidKey, ObjectInfo, validate_key, validate_prefix
@@ -34,13 +36,27 @@ class LocalStorage:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root = str(self.root)
 
     def _path(self, key: str) -> Path:
+        """The file of `key`; a key whose path passes through a symbolic link must still lead inside the root.
+
+        A valid key has no '.', '..' or empty segments, so only a link below the root can lead out: the
+        segments that exist are checked for one (with one, the whole path is resolved and checked)."""
         validate_key(key)
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root) or path == self.root:
-            raise InvalidKey(f"storage key escapes the store: {key!r}")
-        return path
+        probe = self._root
+        for segment in key.split("/"):
+            probe = f"{probe}/{segment}"
+            try:
+                linked = S_ISLNK(os.lstat(probe).st_mode)
+            except OSError:  # absent (or under a file): nothing further down exists to lead anywhere
+                break
+            if linked:
+                path = (self.root / key).resolve()
+                if not path.is_relative_to(self.root) or path == self.root:
+                    raise InvalidKey(f"storage key escapes the store: {key!r}")
+                return path
+        return Path(f"{self._root}/{key}")
 
     @staticmethod
     def _sidecar(path: Path) -> Path:
@@ -69,7 +85,11 @@ class LocalStorage:
 
     def _write(self, path: Path, fill: Callable[[BinaryIO], object], content_type: str, durable: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self._sidecar(path), lambda f: f.write(content_type.encode()), durable=False)
+        sidecar = self._sidecar(path)
+        if content_type == mimetypes.guess_type(path.name)[0]:
+            sidecar.unlink(missing_ok=True)
+        else:
+            _atomic_write(sidecar, lambda f: f.write(content_type.encode()), durable=False)
         _atomic_write(path, fill, durable)
 
     async def get_bytes(self, key: str) -> bytes:
