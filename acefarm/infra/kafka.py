@@ -78,7 +78,7 @@ def make_consumer(settings: Settings, *topic_names: str, group_id: str | None, *
 
     The fetch wait is a long poll: Apache Kafka, and the embedded broker through its wake-up proxy,
     answer a waiting fetch as soon as data arrives, so the wait only sets how often an idle consumer
-    asks again (`Settings.fetch_max_wait_ms`: 500 ms on Kafka, 5 s on the embedded broker).
+    asks again (`Settings.fetch_max_wait_ms`: 500 ms on Kafka, 30 s on the embedded broker).
     """
     return AIOKafkaConsumer(
         *topic_names,
