@@ -16,19 +16,14 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 
 import httpx
 from aiokafka import AIOKafkaConsumer
 from idle_bench import BODY, bootstrap_of, children
-from pipeline_bench import wait_ready
+from pipeline_bench import own_dev_stack
 
-from acefarm.devtools.broker import free_port
 from schemas import topics
 
 HOPS = (topics.GENERATION_REQUESTS, topics.GENERATION_READY, topics.TASK_EVENTS, topics.TASK_STATUS)
@@ -87,16 +82,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=12)
     parser.add_argument("--gap", type=float, default=1.5, help="quiet seconds before each job")
     args = parser.parse_args()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    workdir = tempfile.mkdtemp(prefix="acefarm-hops-")
-    env = dict(os.environ, ENGINE="null", OUTPUT_DIR=workdir, LOG_LEVEL="WARNING")
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the stack starts its own embedded broker
-    stack = subprocess.Popen(
-        [sys.executable, "-m", "acefarm", "dev", "--port", str(port), "--no-trainer"], env=env, cwd=workdir
-    )
-    try:
-        wait_ready(url, timeout_s=180.0)
+    with own_dev_stack("acefarm-hops-") as (stack, url):
         with httpx.Client(base_url=url, timeout=60) as client:
             for _ in range(3):  # warm-up: group joins, first SSE subscription
                 one_job(client)
@@ -110,9 +96,6 @@ def main() -> None:
         for row in rows:
             print("  " + "  ".join(f"{name} {value:6.1f}" for name, value in row.items()))
         print("median  " + "  ".join(f"{name} {statistics.median(r[name] for r in rows):6.1f}" for name in rows[0]))
-    finally:
-        stack.send_signal(signal.SIGINT)
-        stack.wait(timeout=60)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,9 +27,8 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from pipeline_bench import wait_ready
+from pipeline_bench import own_dev_stack
 
-from acefarm.devtools.broker import free_port
 from acefarm.infra.settings import Settings
 
 BODY = {"prompt": "idle", "duration": 1.0}
@@ -148,16 +143,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--gap", type=float, default=1.5, help="quiet seconds before each latency sample")
     args = parser.parse_args()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    workdir = tempfile.mkdtemp(prefix="acefarm-idle-")
-    env = dict(os.environ, ENGINE="null", OUTPUT_DIR=workdir, LOG_LEVEL="WARNING")
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the stack starts its own embedded broker
-    stack = subprocess.Popen(
-        [sys.executable, "-m", "acefarm", "dev", "--port", str(port), "--no-trainer"], env=env, cwd=workdir
-    )
-    try:
-        wait_ready(url, timeout_s=180.0)
+    with own_dev_stack("acefarm-idle-") as (stack, url):
         with httpx.Client(base_url=url, timeout=60) as client:
             for _ in range(3):  # warm-up: group joins, first SSE subscription
                 submit_to_success(client)
@@ -184,9 +170,6 @@ def main() -> None:
         print(f"idle submit -> success over SSE, {args.runs} runs, {args.gap} s apart: {ms(latencies)}")
         print(f"floor, {HOPS} sequential produce -> consume hops, same broker: {ms(floor)}  (ratio {ratio:.2f}x)")
         print(f"({load()} at the end)")
-    finally:
-        stack.send_signal(signal.SIGINT)
-        stack.wait(timeout=60)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -55,6 +57,26 @@ def start_stack(bootstrap: str, port: int, workdir: Path) -> subprocess.Popen[by
         KAFKA_HEARTBEAT_INTERVAL_MS="1000",
     )
     return subprocess.Popen([sys.executable, "-m", "acefarm", "dev", "--port", str(port), "--no-trainer"], env=env)
+
+
+@contextlib.contextmanager
+def own_dev_stack(prefix: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`acefarm dev` as a developer runs it (its own embedded broker), with the null engine and no trainer: yields
+    the process and the gateway URL once ready; stopped as by Ctrl-C afterwards."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    workdir = tempfile.mkdtemp(prefix=prefix)
+    env = dict(os.environ, ENGINE="null", OUTPUT_DIR=workdir, LOG_LEVEL="WARNING")
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the stack starts its own embedded broker
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "acefarm", "dev", "--port", str(port), "--no-trainer"], env=env, cwd=workdir
+    )
+    try:
+        wait_ready(url, timeout_s=180.0)
+        yield stack, url
+    finally:
+        stack.send_signal(signal.SIGINT)
+        stack.wait(timeout=60)
 
 
 def wait_ready(url: str, timeout_s: float = 120.0) -> None:
