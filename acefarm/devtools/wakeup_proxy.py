@@ -36,6 +36,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from acefarm.infra import eventloop
 
@@ -124,16 +125,6 @@ def _fetch_entries(frame: bytes) -> Iterator[tuple[bytes, int, int]]:
         yield name, at, entry
 
 
-def fetch_offsets(frame: bytes) -> dict[Partition, int]:
-    """The offset a holdable Fetch asks for, by (topic, partition)."""
-    version, _ = _fetch_body(frame)
-    epoch = 4 if version >= 9 else 0
-    return {
-        (name, struct.unpack_from(">i", frame, at)[0]): struct.unpack_from(">q", frame, at + 4 + epoch)[0]
-        for name, at, _ in _fetch_entries(frame)
-    }
-
-
 def left_behind(response: bytes, version: int, asked: dict[Partition, int]) -> bool:
     """Whether a Fetch answer skipped records: a partition came back without records although its high
     watermark lies past the offset `asked` for it."""
@@ -157,12 +148,26 @@ def left_behind(response: bytes, version: int, asked: dict[Partition, int]) -> b
     return False
 
 
-def asked_for(frame: bytes) -> frozenset[tuple[bytes, bytes]]:
-    """What a holdable Fetch asks for: one (topic, partition entry) pair per partition (its offsets and max bytes).
+class Question(NamedTuple):
+    """What a holdable Fetch asks for, read in one walk over its partitions."""
 
-    A set, because aiokafka shuffles the partitions of every fetch.
-    """
-    return frozenset((name, frame[at : at + entry]) for name, at, entry in _fetch_entries(frame))
+    entries: frozenset[tuple[bytes, bytes]]
+    """One (topic, partition entry) pair per partition (its offsets and max bytes); a set, because aiokafka
+    shuffles the partitions of every fetch."""
+    offsets: dict[Partition, int]
+    """The offset asked for, by (topic, partition)."""
+
+
+def asked_for(frame: bytes) -> Question:
+    """What a holdable Fetch asks for (`Question`)."""
+    version, _ = _fetch_body(frame)
+    epoch = 4 if version >= 9 else 0
+    entries: set[tuple[bytes, bytes]] = set()
+    offsets: dict[Partition, int] = {}
+    for name, at, entry in _fetch_entries(frame):
+        entries.add((name, frame[at : at + entry]))
+        offsets[(name, struct.unpack_from(">i", frame, at)[0])] = struct.unpack_from(">q", frame, at + 4 + epoch)[0]
+    return Question(frozenset(entries), offsets)
 
 
 def without_wait(frame: bytes) -> bytes:
@@ -282,7 +287,7 @@ class WakeupProxy:
                 following = asyncio.create_task(read_frame(reader))
                 wait_s = fetch_wait_s(frame)
                 if wait_s is not None:
-                    asking, offsets = asked_for(frame), fetch_offsets(frame)
+                    asking, offsets = asked_for(frame)
                     repeated = asking == asked and self.stamp(offsets) == seen and not connection.behind
                     if repeated and wait_s > 0:
                         await self._hold(following, wait_s, offsets.keys(), seen)

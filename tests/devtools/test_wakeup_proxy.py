@@ -17,7 +17,6 @@ from acefarm.devtools.wakeup_proxy import (
     FORWARDED_WAIT_MS,
     WakeupProxy,
     asked_for,
-    fetch_offsets,
     fetch_wait_s,
     left_behind,
     produced_to,
@@ -66,7 +65,7 @@ def answer_v11(partitions: list[tuple[int, int, bytes]]) -> bytes:
 def test_an_answer_without_records_below_the_high_watermark_means_records_are_waiting() -> None:
     for frame, answer in ((fetch_frame([(0, 5), (1, 9)]), answer_v4), (fetch_v11_frame([(0, 5), (1, 9)]), answer_v11)):
         version = struct.unpack_from(">h", frame, 2)[0]
-        asked = fetch_offsets(frame)
+        asked = asked_for(frame).offsets
         assert asked == {(b"t", 0): 5, (b"t", 1): 9}
         assert not left_behind(answer([(0, 5, b""), (1, 9, b"")]), version, asked), "nothing new: hold the repeat"
         assert left_behind(answer([(0, 5, b""), (1, 40, b"")]), version, asked), "partition 1 has 31 unread"
