@@ -24,7 +24,7 @@ from acefarm.runtime.identity import Capabilities
 from acefarm.runtime.lifecycle import FAILURE_REASONS, Cancelled, Failed, FinalEvent, JobContext, JobWorker, Verdict
 from acefarm.runtime.progress import Eta, ProgressEta, Report
 from acefarm.runtime.service import WorkerKind
-from acefarm.runtime.stage_clock import StageClock, StageSeconds
+from acefarm.runtime.stage_clock import StageSeconds
 from acefarm.runtime.watchdog import job_deadline_s
 from gpu_consumer.audio_io import load_inputs, store_takes
 from gpu_consumer.engine.base import Engine, EngineError, Job, JobCancelled, Take, UnsupportedTask, batch_call
@@ -83,15 +83,13 @@ class GenerationWorker(JobWorker[GenerationRequested]):
         lists them with what the job used (`used`: seeds, metadata with sources, model, LoRAs, stage timings)
         and, for a planned job, what the LM decided (`result`)."""
         queue_s = (utcnow() - request.occurred_at).total_seconds()
-        clock = StageClock()
         params = with_seed(request.params)
         inputs: Inputs = ctx.prepared
         if inputs.seconds is not None:
-            clock.record(Stage.LOADING, inputs.seconds)
+            ctx.stages.record(Stage.LOADING, inputs.seconds)
         src, ref = inputs.src, inputs.ref
 
         def report(stage: Stage, share: float, step: int | None = None, total: int | None = None) -> None:
-            clock.enter(stage)
             ctx.report(_report(stage, share, step, total))
 
         job = Job(
@@ -106,7 +104,6 @@ class GenerationWorker(JobWorker[GenerationRequested]):
         takes: list[Take] = await ctx.compute_shared(job, self._generate)
         if ctx.is_cancelled():
             raise JobCancelled
-        clock.enter(Stage.UPLOADING)
         ctx.report_now(_report(Stage.UPLOADING, 1.0))
         files = await store_takes(ctx.storage, request.task_id, takes, params.audio_format)
         TAKES.inc(len(files))
@@ -117,7 +114,7 @@ class GenerationWorker(JobWorker[GenerationRequested]):
             metadata=used_metadata(params, lm_fields(request.plan)),
             model=self._model,
             loras=params.loras,
-            timings=stage_timings(clock.stop(), queue_s),
+            timings=stage_timings(ctx.stages.stop(), queue_s),
         )
         return ctx.succeeded(files=files, result=request.plan, used=used)
 

@@ -38,6 +38,7 @@ from acefarm.runtime.job_metrics import observe_outcome
 from acefarm.runtime.pipeline import Claim, ComputeSlot
 from acefarm.runtime.portal import BlockingStorage, ThreadPortal
 from acefarm.runtime.progress import Eta, ProgressPublisher, Report, no_eta
+from acefarm.runtime.stage_clock import StageClock
 from acefarm.runtime.watchdog import DeadlinePassed, job_deadline_s, within_deadline
 from schemas.events import (
     MAX_ATTEMPT_NUMBER,
@@ -157,6 +158,9 @@ class JobContext:
         """This attempt follows an earlier one of the same job (it then never shares an engine call)."""
         self.prepared: Any = None
         """What the worker's `prepare` returned (None without one)."""
+        self.stages = StageClock(observe=True)
+        """The job's stage clock (`acefarm_stage_seconds`; a worker may also report its timings): started anew
+        when the job runs; each progress report enters its stage."""
 
     @contextlib.asynccontextmanager
     async def compute(self) -> AsyncIterator[None]:
@@ -564,12 +568,14 @@ class JobRunner(Generic[R]):
 
     async def _run(self, request: R, job: _Job, ctx: JobContext) -> Outcome | None:
         """The work, its exceptions mapped to the final event; None when interrupted by shutdown."""
+        ctx.stages = StageClock(observe=True)
         progress = job.progress = ctx._progress = ProgressPublisher(
             task_id=request.task_id,
             attempt=ctx.attempt,
             publish=self._events.emit,
             max_hz=self._clients.settings.progress_max_hz,
             eta=self._worker.progress_eta(),
+            stages=ctx.stages,
         )
         final: Outcome | None
         try:

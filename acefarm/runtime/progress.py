@@ -100,6 +100,7 @@ class ProgressPublisher:
         publish: Callable[[TaskProgress], Awaitable[None]],
         max_hz: float,
         eta: Eta = no_eta,
+        stages: StageClock | None = None,
     ) -> None:
         self._task_id = task_id
         self._attempt = attempt
@@ -112,13 +113,17 @@ class ProgressPublisher:
         self._closing = False
         self._close_requested = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"progress-{task_id}")
-        self._stages = StageClock(observe=True)
+        self._stages = stages if stages is not None else StageClock(observe=True)
+        """The job's stage clock: each report enters its stage when it is made."""
         self._inbox: list[Report] = []
         self._inbox_lock = threading.Lock()
         self.sent = 0
 
     def report(self, report: Report) -> None:
         """Record a report; thread-safe."""
+        if self._closing:
+            return
+        self._stages.enter(report.stage)
         with self._inbox_lock:
             self._inbox.append(report)
             if len(self._inbox) > 1:  # a hand-off to the loop is already on its way
@@ -133,16 +138,18 @@ class ProgressPublisher:
 
     def report_now(self, report: Report) -> None:
         """Record a report; must be called on the event loop."""
+        if self._closing:
+            return
+        self._stages.enter(report.stage)
         self._record([report])
 
     def _record(self, reports: list[Report]) -> None:
-        """Time each report's stage and feed the estimator, in order; the newest valid one becomes the pending
+        """Feed each report to the estimator, in order; the newest valid one becomes the pending
         event (an invalid report, e.g. a NaN progress, is dropped and never fails the job)."""
         if self._closing:
             return
         noted = []
         for report in reports:
-            self._stages.enter(report.stage)
             clamped = replace(report, progress=min(max(report.progress, 0.0), 1.0))
             noted.append((clamped, self._eta(clamped)))
         for report, eta in reversed(noted):

@@ -21,8 +21,9 @@ class StageSeconds:
 class StageClock:
     """Times a job's stages: each lasts from its first report until the next stage's (thread-safe).
 
-    With `observe`, each stage's time also goes to `acefarm_stage_seconds` when the stage ends (the
-    runtime's progress publisher does this for every job; a worker that reports timings keeps its own).
+    With `observe`, each stage's time also goes to `acefarm_stage_seconds` when the stage ends. The runtime
+    starts one per job (`JobContext.stages`): its progress reports enter the stages, and a worker that reports
+    timings (the GPU consumer's `used.timings`) reads the same clock.
     """
 
     def __init__(self, *, observe: bool = False) -> None:
