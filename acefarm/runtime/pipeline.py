@@ -173,6 +173,9 @@ async def consume_pipelined(
     inflight: deque[_InFlight] = deque()
     fetched: list[_Fetched] = []
     held: dict[TopicPartition, int] = {}
+    final_ahead: dict[TopicPartition, tuple[int, int]] = {}
+    """Per partition, the latest final record waiting behind an earlier one still pending (a batch may take a
+    partition's later record before an earlier one of another key), with the assignment count it belongs to."""
     """Per partition, the earliest record given back and not fetched again: no commit passes it (a batch
     may have taken later records of that partition)."""
     max_batch = batching.max_batch if batching is not None else 1
@@ -234,7 +237,9 @@ async def consume_pipelined(
                     return
                 popped.append(job)
             if popped:
-                for tp, (offset, reseek) in _final_offsets(listener, popped, inflight, fetched, held).items():
+                for tp, (offset, reseek) in _final_offsets(
+                    listener, popped, inflight, fetched, held, final_ahead
+                ).items():
                     final[tp] = (max(offset, final.get(tp, (offset, False))[0]), reseek)
                 if until is not None and until():
                     return
@@ -367,11 +372,13 @@ def _final_offsets(
     inflight: deque[_InFlight],
     fetched: list[_Fetched],
     held: dict[TopicPartition, int],
+    final_ahead: dict[TopicPartition, tuple[int, int]],
 ) -> dict[TopicPartition, tuple[int, bool]]:
     """Per partition of the `popped` jobs (final), the offset past every record that is final: up to the earliest
-    record of that partition still in flight, fetched or given back (`held`), else past the popped ones; with
-    whether the position moves there too (a rebalance since a popped job started, and nothing later of its
-    partition pending). Partitions with nothing new to commit are left out."""
+    record of that partition still in flight, fetched or given back (`held`), else past the popped ones and those
+    final earlier but waiting behind a pending record (`final_ahead`, kept up to date here); with whether the position
+    moves there too (a rebalance since a popped job started, and nothing later of its partition pending).
+    Partitions with nothing new to commit are left out."""
     pending: dict[TopicPartition, int] = {}
     for record in [r for job in inflight for r in job.records] + [f.record for f in fetched]:
         tp = _tp(record)
@@ -387,7 +394,12 @@ def _final_offsets(
         pending[tp] = min(pending.get(tp, offset), offset)
     offsets: dict[TopicPartition, tuple[int, bool]] = {}
     for tp, (low, high, rebalanced) in done.items():
+        earlier = final_ahead.pop(tp, None)
+        if earlier is not None and earlier[1] == listener.assignments:  # after a rebalance it is redelivered
+            high = max(high, earlier[0])
         offset = pending.get(tp, high + 1)
+        if offset <= high:
+            final_ahead[tp] = (high, listener.assignments)
         if offset > low:
             offsets[tp] = (offset, rebalanced and tp not in pending)
     return offsets
