@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from litestar import Litestar
+from litestar import Litestar, Response
 from litestar._asgi.utils import wrap_in_exception_handler
 from litestar.datastructures import Headers, State
 from litestar.serialization import decode_json
@@ -55,6 +55,10 @@ class Accepted:
         if self.replayed:
             headers["Idempotent-Replayed"] = "true"
         return headers
+
+    def response(self) -> Response[TaskAccepted]:
+        """The 202 as the Litestar handlers answer it (`send_accepted` sends the same from the fast path)."""
+        return Response(self.body(), status_code=HTTP_202_ACCEPTED, headers=self.headers())
 
 
 Accept = Callable[[State, Principal, GenerateRequest, str | None], Awaitable[Accepted]]

@@ -20,10 +20,11 @@ from acefarm.infra.kafka import publish
 from acefarm.infra.logging import get_logger
 from gateway.auth import Principal
 from gateway.errors import error_responses
+from gateway.fast_submit import Accepted
 from gateway.inputs import check_audio, check_input_key, decode_base64, store_input
 from gateway.routing import check_planner
 from gateway.state import GatewayState
-from gateway.submit import IDEMPOTENCY_HEADER, _accepted, check_replay, request_hash, require_json, task_id_for
+from gateway.submit import IDEMPOTENCY_HEADER, check_replay, request_hash, require_json, task_id_for
 from schemas import storage_keys, topics
 from schemas.events import PlanningRequested
 from schemas.planning import FormatInput, PlanMode, SampleInput, UnderstandRequest
@@ -61,7 +62,7 @@ async def _submit(
     known = store.get(task_id)
     if known is not None and idempotency_key is not None:
         check_replay(known, body_hash, idempotency_key)
-        return _accepted(task_id, known.status, known.lora_id, replayed=True)
+        return Accepted(task_id, known.status, known.lora_id, replayed=True).response()
     if task_id in gateway.in_flight:
         raise HTTPException(
             status_code=HTTP_409_CONFLICT,
@@ -75,7 +76,7 @@ async def _submit(
     finally:
         gateway.in_flight.discard(task_id)
     log.info("gateway.submitted", task_id=task_id, mode=mode.value)
-    return _accepted(task_id, TaskState.PENDING, None, replayed=False)
+    return Accepted(task_id, TaskState.PENDING, None, replayed=False).response()
 
 
 class PlanningController(Controller):

@@ -77,11 +77,6 @@ def check_replay(known: TaskStatus, body_hash: str, idempotency_key: str) -> Non
         )
 
 
-def _accepted(task_id: str, status: TaskState, lora_id: str | None, replayed: bool) -> Response[TaskAccepted]:
-    accepted = Accepted(task_id, status, lora_id, replayed)
-    return Response(accepted.body(), status_code=HTTP_202_ACCEPTED, headers=accepted.headers())
-
-
 async def _stored_inputs(
     gateway: GatewayState, principal: Principal, data: GenerateRequest, task_id: str
 ) -> dict[str, str | None]:
@@ -215,5 +210,4 @@ class GenerationController(Controller):
         allow is 403, a cost (duration × batch_size × inference_steps) over its ceiling 400, too many
         unfinished jobs or requests 429, a farm queue over `MAX_QUEUED_JOBS` 503 (both with `Retry-After`).
         """
-        accepted = await accept_generation(state, principal, data, idempotency_key)
-        return _accepted(accepted.task_id, accepted.status, accepted.lora_id, accepted.replayed)
+        return (await accept_generation(state, principal, data, idempotency_key)).response()
