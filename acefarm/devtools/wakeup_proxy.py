@@ -116,15 +116,6 @@ def produced_to(frame: bytes) -> frozenset[Partition]:
     return frozenset((name, struct.unpack_from(">i", frame, at)[0]) for name, at in _walk(frame, offset + 6, written))
 
 
-def _fetch_entries(frame: bytes) -> Iterator[tuple[bytes, int, int]]:
-    """(topic, partition, fetch offset) of each partition a holdable Fetch asks for, with the entry's offset."""
-    version, offset = _fetch_body(frame)
-    # partition, fetch_offset, partition_max_bytes; current_leader_epoch (v9+); log_start_offset (v5+)
-    entry = 16 + (4 if version >= 9 else 0) + (8 if version >= 5 else 0)
-    for name, at in _walk(frame, offset, lambda _: entry):
-        yield name, at, entry
-
-
 def left_behind(response: bytes, version: int, asked: dict[Partition, int]) -> bool:
     """Whether a Fetch answer skipped records: a partition came back without records although its high
     watermark lies past the offset `asked` for it."""
@@ -160,11 +151,13 @@ class Question(NamedTuple):
 
 def asked_for(frame: bytes) -> Question:
     """What a holdable Fetch asks for (`Question`)."""
-    version, _ = _fetch_body(frame)
+    version, offset = _fetch_body(frame)
     epoch = 4 if version >= 9 else 0
+    # partition, fetch_offset, partition_max_bytes; current_leader_epoch (v9+); log_start_offset (v5+)
+    entry = 16 + epoch + (8 if version >= 5 else 0)
     entries: set[tuple[bytes, bytes]] = set()
     offsets: dict[Partition, int] = {}
-    for name, at, entry in _fetch_entries(frame):
+    for name, at in _walk(frame, offset, lambda _: entry):
         entries.add((name, frame[at : at + entry]))
         offsets[(name, struct.unpack_from(">i", frame, at)[0])] = struct.unpack_from(">q", frame, at + 4 + epoch)[0]
     return Question(frozenset(entries), offsets)
